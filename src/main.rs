@@ -1,0 +1,100 @@
+//! `herd`: the one binary. This file only wires the crates' subcommands
+//! together; each crate owns its own commands and their arguments.
+
+mod logging;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+/// The version string: crate version plus the git revision it was built from.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("HERD_GIT_REV"), ")");
+
+/// Turns a rack of blank machines into one self-managing cluster.
+#[derive(Debug, Parser)]
+#[command(name = "herd", version = VERSION, propagate_version = true)]
+struct Cli {
+    /// Log format: `text` for people, `json` for log collectors.
+    #[arg(long, global = true, value_enum, default_value_t = logging::Format::Text, env = "HERD_LOG_FORMAT")]
+    log_format: logging::Format,
+
+    /// Log filter in `RUST_LOG` syntax (e.g. `info,herd_pxe=debug`).
+    #[arg(long, global = true, default_value = "info", env = "HERD_LOG")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// The provisioning server: DHCP, TFTP, iPXE scripts, HTTP boot, cloud-config.
+    Pxe(herd_pxe::cli::PxeArgs),
+    /// Build and verify the A/B OS image and its update payloads.
+    Image(herd_image::cli::ImageArgs),
+    /// The daemon every machine runs: store member and per-machine roles.
+    Agent(herd_orchestrator::cli::AgentArgs),
+    /// Talk to the replicated store (etcdctl's role).
+    Kv(herd_orchestrator::cli::KvArgs),
+    /// The QEMU lab: a rack of VMs that PXE-boot and form one cluster.
+    Lab(herd_qemu::cli::LabArgs),
+    /// Benchmarks, measured side by side with the system herd replaces.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+    /// Print shell completions for `herd` to stdout.
+    Completions {
+        /// The shell to generate completions for.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// `herd bench …`: each crate contributes its own benchmark subcommands.
+#[derive(Debug, Subcommand)]
+enum BenchCommand {
+    #[command(flatten)]
+    Store(herd_orchestrator::cli::BenchCommand),
+    #[command(flatten)]
+    Pxe(herd_pxe::cli::BenchCommand),
+    #[command(flatten)]
+    Image(herd_image::cli::BenchCommand),
+    #[command(flatten)]
+    Lab(herd_qemu::cli::BenchCommand),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    logging::init(cli.log_format, &cli.log)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(run(cli.command))
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Pxe(args) => herd_pxe::cli::run(args).await,
+        Command::Image(args) => herd_image::cli::run(args).await,
+        Command::Agent(args) => herd_orchestrator::cli::run_agent(args, VERSION).await,
+        Command::Kv(args) => herd_orchestrator::cli::run_kv(args).await,
+        Command::Lab(args) => herd_qemu::cli::run(args).await,
+        Command::Bench(bench) => match bench {
+            BenchCommand::Store(b) => herd_orchestrator::cli::run_bench(b).await,
+            BenchCommand::Pxe(b) => herd_pxe::cli::run_bench(b).await,
+            BenchCommand::Image(b) => herd_image::cli::run_bench(b).await,
+            BenchCommand::Lab(b) => herd_qemu::cli::run_bench(b).await,
+        },
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "herd", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

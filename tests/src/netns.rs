@@ -1,0 +1,173 @@
+//! Throwaway network namespaces with a bridge, veth pairs and taps.
+//!
+//! Names are unique per test process (`ht<pid>n<counter>`), so tests can run
+//! in parallel. Everything is removed when the [`Netns`] drops, including on
+//! panic; namespaces left behind by a test process that was SIGKILLed are
+//! swept by the next [`Netns::new`].
+
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+const PREFIX: &str = "ht";
+
+/// A network namespace owned by a test.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+/// Runs `ip` with `args`, failing the test with its stderr on error.
+fn ip(args: &[&str]) -> Output {
+    let out = Command::new("ip")
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running ip {args:?}: {e} (apt-get install iproute2)"));
+    assert!(
+        out.status.success(),
+        "ip {} failed: {}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    out
+}
+
+impl Netns {
+    /// Creates a fresh namespace with its loopback up.
+    pub fn new() -> Netns {
+        crate::require::root();
+        crate::require::tool("ip", "iproute2");
+        sweep_stale();
+        let name = format!(
+            "{PREFIX}{}n{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
+        ip(&["netns", "add", &name]);
+        let ns = Netns { name };
+        ns.ip(&["link", "set", "lo", "up"]);
+        ns
+    }
+
+    /// The namespace's name (for `ip netns exec`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// A short unique interface name (Linux caps them at 15 bytes).
+    pub fn ifname(&self, role: &str) -> String {
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let name = format!("{role}{n}");
+        assert!(name.len() <= 15, "interface name {name} too long");
+        name
+    }
+
+    /// Runs `ip` inside the namespace.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", self.name.as_str()];
+        full.extend_from_slice(args);
+        ip(&full)
+    }
+
+    /// A `Command` that runs `program` inside the namespace.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.name]).arg(program);
+        cmd
+    }
+
+    /// Creates a bridge with `cidr` (e.g. `10.99.0.1/24`) and brings it up.
+    pub fn bridge(&self, name: &str, cidr: &str) {
+        self.ip(&["link", "add", name, "type", "bridge"]);
+        // No STP delay: VMs must get traffic through as soon as they start.
+        self.ip(&[
+            "link",
+            "set",
+            name,
+            "type",
+            "bridge",
+            "forward_delay",
+            "0",
+            "stp_state",
+            "0",
+        ]);
+        self.ip(&["addr", "add", cidr, "dev", name]);
+        self.ip(&["link", "set", name, "up"]);
+    }
+
+    /// Creates a tap device attached to `bridge`, ready for QEMU
+    /// (`-netdev tap,ifname=…,script=no,downscript=no` run inside this namespace).
+    pub fn tap(&self, name: &str, bridge: &str) {
+        self.ip(&["tuntap", "add", "dev", name, "mode", "tap"]);
+        self.ip(&["link", "set", name, "master", bridge]);
+        self.ip(&["link", "set", name, "up"]);
+    }
+
+    /// Creates a veth pair `outer`/`inner`, both ends in this namespace, with
+    /// `inner` given `cidr` and `outer` attached to `bridge`: a second host
+    /// on the bridge that can be moved into its own namespace with
+    /// [`Netns::move_into`].
+    pub fn veth_on_bridge(&self, outer: &str, inner: &str, bridge: &str, cidr: &str) {
+        self.ip(&["link", "add", outer, "type", "veth", "peer", "name", inner]);
+        self.ip(&["link", "set", outer, "master", bridge]);
+        self.ip(&["link", "set", outer, "up"]);
+        self.ip(&["addr", "add", cidr, "dev", inner]);
+        self.ip(&["link", "set", inner, "up"]);
+    }
+
+    /// Moves interface `ifname` from this namespace into `other`, keeping
+    /// nothing of its configuration (as the kernel does).
+    pub fn move_into(&self, ifname: &str, other: &Netns) {
+        self.ip(&["link", "set", ifname, "netns", other.name()]);
+    }
+}
+
+impl Default for Netns {
+    fn default() -> Self {
+        Netns::new()
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        remove(&self.name);
+    }
+}
+
+/// Kills every process in namespace `name` and deletes it (and with it every
+/// interface inside, taps and bridges included).
+fn remove(name: &str) {
+    if let Ok(out) = Command::new("ip").args(["netns", "pids", name]).output() {
+        for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
+            if let Ok(pid) = pid.parse::<libc::pid_t>() {
+                // SAFETY: kill has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+        }
+    }
+    let _ = Command::new("ip").args(["netns", "del", name]).output();
+}
+
+/// Deletes namespaces left by test processes that no longer exist.
+fn sweep_stale() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or_default();
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let Some((pid, _)) = rest.split_once('n') else {
+            continue;
+        };
+        let Ok(pid) = pid.parse::<u32>() else {
+            continue;
+        };
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            remove(name);
+        }
+    }
+}
