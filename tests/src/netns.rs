@@ -103,22 +103,17 @@ impl Netns {
         self.ip(&["link", "set", name, "up"]);
     }
 
-    /// Creates a veth pair `outer`/`inner`, both ends in this namespace, with
-    /// `inner` given `cidr` and `outer` attached to `bridge`: a second host
-    /// on the bridge that can be moved into its own namespace with
-    /// [`Netns::move_into`].
-    pub fn veth_on_bridge(&self, outer: &str, inner: &str, bridge: &str, cidr: &str) {
+    /// Plugs `host` into `bridge` like a second machine on the same switch:
+    /// a veth pair whose outer end `outer` joins the bridge here and whose
+    /// inner end `inner` moves into `host` with address `cidr`.
+    pub fn veth_to(&self, bridge: &str, outer: &str, host: &Netns, inner: &str, cidr: &str) {
         self.ip(&["link", "add", outer, "type", "veth", "peer", "name", inner]);
         self.ip(&["link", "set", outer, "master", bridge]);
         self.ip(&["link", "set", outer, "up"]);
-        self.ip(&["addr", "add", cidr, "dev", inner]);
-        self.ip(&["link", "set", inner, "up"]);
-    }
-
-    /// Moves interface `ifname` from this namespace into `other`, keeping
-    /// nothing of its configuration (as the kernel does).
-    pub fn move_into(&self, ifname: &str, other: &Netns) {
-        self.ip(&["link", "set", ifname, "netns", other.name()]);
+        // Moving an interface drops its configuration, so configure it after.
+        self.ip(&["link", "set", inner, "netns", host.name()]);
+        host.ip(&["addr", "add", cidr, "dev", inner]);
+        host.ip(&["link", "set", inner, "up"]);
     }
 }
 
