@@ -1,3 +1,13 @@
 //! The image pipeline: spec to read-only A/B OS image, update payloads, Omaha server/client and slot logic.
 
+pub mod build;
 pub mod cli;
+pub mod cpio;
+pub mod disk;
+pub mod gpt;
+pub mod install;
+pub mod manifest;
+pub mod payload;
+pub mod rootfs;
+pub mod slot;
+pub mod spec;

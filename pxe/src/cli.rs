@@ -1,6 +1,15 @@
 //! `herd pxe …` and `herd bench dhcp|tftp`: argument parsing at the binary's edge.
 
-use clap::{Args, Subcommand};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use clap::{Args, Subcommand, ValueEnum};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+use crate::inventory::Machine;
+use crate::server::{DhcpSettings, ProfileSource, ServeConfig};
 
 #[derive(Debug, Args)]
 pub struct PxeArgs {
@@ -11,23 +20,386 @@ pub struct PxeArgs {
 #[derive(Debug, Subcommand)]
 pub enum PxeCommand {
     /// Serve DHCP, TFTP and HTTP boot on one interface.
-    Serve,
+    Serve(Box<ServeArgs>),
+    /// List the machines the server has seen.
+    Machines(MachinesArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Interface DHCP listens and answers on (and only that one).
+    #[arg(long)]
+    pub interface: Option<String>,
+    /// This server's address on the boot network: `IP` or `IP/PREFIX` (default /24).
+    #[arg(long)]
+    pub address: String,
+    /// DHCP address pool, `START-END`.
+    #[arg(long)]
+    pub range: Option<String>,
+    /// A fixed address for one machine, `MAC=IP` (repeatable).
+    #[arg(long = "reserve", value_name = "MAC=IP")]
+    pub reserve: Vec<String>,
+    /// proxyDHCP: another DHCP server owns addresses; answer PXE clients only.
+    #[arg(long)]
+    pub proxy_dhcp: bool,
+    /// No DHCP at all: serve TFTP and HTTP for another DHCP server.
+    #[arg(long, conflicts_with_all = ["proxy_dhcp", "range"])]
+    pub no_dhcp: bool,
+    /// Profiles and groups (YAML); replaces the single-profile flags.
+    #[arg(long, conflicts_with_all = ["kernel", "initrd", "cmdline", "cloud_config"])]
+    pub config: Option<PathBuf>,
+    /// Kernel of the single default profile.
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// Initramfs of the single default profile (repeatable).
+    #[arg(long)]
+    pub initrd: Vec<PathBuf>,
+    /// Kernel command line; `{{ mac }}`, `{{ server_url }}` and the other
+    /// template values are filled in per machine.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Cloud-config template of the single default profile.
+    #[arg(long)]
+    pub cloud_config: Option<PathBuf>,
+    /// Cluster join token, available to templates as `{{ token }}`.
+    #[arg(long, env = "HERD_JOIN_TOKEN")]
+    pub token: Option<String>,
+    /// Boot installed machines from disk (after the agent reports the install).
+    #[arg(long)]
+    pub install_to_disk: bool,
+    /// Leases and the machine inventory live here.
+    #[arg(long, default_value = "/var/lib/herd/pxe")]
+    pub state_dir: PathBuf,
+    #[arg(long, default_value_t = 8080)]
+    pub http_port: u16,
+    #[arg(long, default_value_t = 69)]
+    pub tftp_port: u16,
+    /// Directory served over TFTP (iPXE binaries).
+    #[arg(long, default_value = "/usr/lib/ipxe")]
+    pub tftp_root: PathBuf,
+    /// Concurrent TFTP transfers; more are told to retry.
+    #[arg(long, default_value_t = 64)]
+    pub tftp_max_transfers: usize,
+    /// Ignore the TFTP blksize option (for firmware that mishandles it).
+    #[arg(long)]
+    pub tftp_no_blksize: bool,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct MachinesArgs {
+    /// The pxe server's HTTP address.
+    #[arg(long, default_value = "http://127.0.0.1:8080", env = "HERD_PXE_SERVER")]
+    pub server: String,
+    #[arg(short, long, value_enum, default_value_t = Output::Table)]
+    pub output: Output,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
     /// DHCP leases per second, herd vs dnsmasq.
-    Dhcp,
+    Dhcp(crate::dhcp::bench::DhcpBenchArgs),
+    /// TFTP throughput (and HTTP boot of the same file), herd vs dnsmasq.
+    Tftp(TftpBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TftpBenchArgs {
+    /// Size of the big file in MiB.
+    #[arg(long, default_value_t = 100)]
+    pub size_mib: u64,
+    /// Parallel transfers in the concurrency round.
+    #[arg(long, default_value_t = 16)]
+    pub concurrent: usize,
+    /// Size of each file in the concurrency round, in MiB.
+    #[arg(long, default_value_t = 8)]
+    pub concurrent_mib: u64,
+    /// RFC 7440 window for the windowsize round.
+    #[arg(long, default_value_t = 16)]
+    pub windowsize: u16,
+    /// Print a Markdown table for BENCHMARKS.md.
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 pub async fn run(args: PxeArgs) -> anyhow::Result<()> {
     match args.command {
-        PxeCommand::Serve => anyhow::bail!("`herd pxe serve` is not built yet"),
+        PxeCommand::Serve(a) => serve(*a).await,
+        PxeCommand::Machines(a) => machines(a).await,
     }
 }
 
 pub async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Dhcp => anyhow::bail!("`herd bench dhcp` is not built yet"),
+        BenchCommand::Dhcp(args) => crate::dhcp::bench::run(args).await,
+        BenchCommand::Tftp(a) => bench_tftp(a).await,
     }
+}
+
+async fn bench_tftp(a: TftpBenchArgs) -> anyhow::Result<()> {
+    let opts = crate::tftp::bench::Options {
+        herd: std::env::current_exe().context("locating the herd binary")?,
+        size_mib: a.size_mib,
+        concurrent: a.concurrent,
+        concurrent_mib: a.concurrent_mib,
+        windowsize: a.windowsize,
+    };
+    let rows = tokio::task::spawn_blocking(move || crate::tftp::bench::run_bench(&opts))
+        .await
+        .context("benchmark thread")?
+        .context("herd bench tftp")?;
+    let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let command = format!(
+        "herd bench tftp --size-mib {} --concurrent {} --concurrent-mib {} --windowsize {}",
+        a.size_mib, a.concurrent, a.concurrent_mib, a.windowsize
+    );
+    if a.markdown {
+        print!("{}", crate::tftp::bench::markdown(&rows, &date, &command));
+    } else {
+        for r in &rows {
+            match r.anchor_mib_s {
+                Some(d) => println!(
+                    "{:<70} herd {:>8.1} MiB/s   dnsmasq {:>8.1} MiB/s   {:.2}x",
+                    r.case,
+                    r.herd_mib_s,
+                    d,
+                    r.herd_mib_s / d.max(1e-9)
+                ),
+                None => println!("{:<70} herd {:>8.1} MiB/s", r.case, r.herd_mib_s),
+            }
+        }
+    }
+    // The goal compares HTTP with TFTP as iPXE does it (negotiated
+    // blksize, no windowsize: iPXE does not implement RFC 7440).
+    if let (Some(http), Some(tftp)) = (rows.iter().find(|r| r.anchor_mib_s.is_none()), rows.get(1))
+    {
+        println!(
+            "\nHTTP vs herd TFTP with negotiated blksize (as iPXE fetches): {:.1}x",
+            http.herd_mib_s / tftp.herd_mib_s.max(1e-9)
+        );
+    }
+    Ok(())
+}
+
+fn parse_address(s: &str) -> anyhow::Result<(Ipv4Addr, u8)> {
+    let (ip, prefix) = match s.split_once('/') {
+        Some((ip, p)) => (
+            ip,
+            p.parse::<u8>()
+                .ok()
+                .filter(|p| *p <= 32)
+                .with_context(|| format!("--address {s:?}: prefix must be 0..=32"))?,
+        ),
+        None => (s, 24),
+    };
+    let ip = ip
+        .parse()
+        .with_context(|| format!("--address {s:?}: not an IPv4 address"))?;
+    Ok((ip, prefix))
+}
+
+fn parse_range(s: &str) -> anyhow::Result<(Ipv4Addr, Ipv4Addr)> {
+    let (a, b) = s
+        .split_once('-')
+        .with_context(|| format!("--range {s:?}: expected START-END"))?;
+    Ok((
+        a.trim()
+            .parse()
+            .with_context(|| format!("--range {s:?}: bad start"))?,
+        b.trim()
+            .parse()
+            .with_context(|| format!("--range {s:?}: bad end"))?,
+    ))
+}
+
+async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    let (address, prefix) = parse_address(&a.address)?;
+    let profiles = match (a.config, a.kernel) {
+        (Some(path), _) => ProfileSource::File(path),
+        (None, Some(kernel)) => ProfileSource::Single {
+            kernel,
+            initrd: a.initrd,
+            cmdline: a.cmdline,
+            cloud_config: a.cloud_config,
+            token: a.token,
+            install_to_disk: a.install_to_disk,
+        },
+        (None, None) => {
+            bail!("give either --config FILE or --kernel FILE (with --initrd/--cmdline)")
+        }
+    };
+    let dhcp = if a.no_dhcp {
+        None
+    } else {
+        let interface = a
+            .interface
+            .context("--interface is required for DHCP (or pass --no-dhcp)")?;
+        let range = match (&a.range, a.proxy_dhcp) {
+            (Some(r), _) => parse_range(r)?,
+            // proxyDHCP hands out no addresses; the pool is never used.
+            (None, true) => (address, address),
+            (None, false) => bail!("--range START-END is required (or --proxy-dhcp / --no-dhcp)"),
+        };
+        let reservations = a
+            .reserve
+            .iter()
+            .map(|r| {
+                let (mac, ip) = r
+                    .split_once('=')
+                    .with_context(|| format!("--reserve {r:?}: expected MAC=IP"))?;
+                let mac = mac
+                    .parse()
+                    .map_err(|e| anyhow::anyhow!("--reserve {r:?}: {e}"))?;
+                let ip = ip
+                    .parse()
+                    .with_context(|| format!("--reserve {r:?}: bad IPv4 address"))?;
+                Ok((mac, ip))
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        Some(DhcpSettings {
+            interface,
+            range,
+            proxy: a.proxy_dhcp,
+            reservations,
+        })
+    };
+    let config = ServeConfig {
+        address,
+        prefix,
+        dhcp,
+        state_dir: a.state_dir,
+        http_port: a.http_port,
+        tftp_port: a.tftp_port,
+        tftp_root: a.tftp_root,
+        tftp_max_transfers: a.tftp_max_transfers,
+        tftp_refuse_blksize: a.tftp_no_blksize,
+        profiles,
+    };
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .context("installing the SIGTERM handler")?;
+    let signals = tokio::spawn(async move {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            () = stop.cancelled() => {}
+        }
+        stop.cancel();
+    });
+    let result = crate::server::run(config, shutdown.clone()).await;
+    shutdown.cancel();
+    let _ = signals.await;
+    result.context("herd pxe serve")
+}
+
+/// A minimal HTTP/1.0 GET: the CLI's only client call, not worth a client stack.
+async fn http_get(url: &str) -> anyhow::Result<String> {
+    let rest = url
+        .strip_prefix("http://")
+        .with_context(|| format!("{url:?}: only http:// URLs are supported"))?;
+    let (host, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let mut stream = tokio::time::timeout(
+        std::time::Duration::from_secs(10),
+        tokio::net::TcpStream::connect(host),
+    )
+    .await
+    .with_context(|| format!("connecting to {host}: timed out"))?
+    .with_context(|| format!("connecting to {host}"))?;
+    stream
+        .write_all(
+            format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
+    let mut raw = Vec::new();
+    tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        stream.read_to_end(&mut raw),
+    )
+    .await
+    .context("reading the response: timed out")??;
+    let text = String::from_utf8(raw).context("response is not UTF-8")?;
+    let (head, body) = text
+        .split_once("\r\n\r\n")
+        .context("malformed HTTP response")?;
+    let status = head.lines().next().unwrap_or_default();
+    if !status
+        .split_whitespace()
+        .nth(1)
+        .is_some_and(|c| c.starts_with('2'))
+    {
+        bail!("GET {url}: {status}: {}", body.trim());
+    }
+    Ok(body.to_owned())
+}
+
+async fn machines(a: MachinesArgs) -> anyhow::Result<()> {
+    let url = format!("{}/api/machines", a.server.trim_end_matches('/'));
+    let body = http_get(&url).await?;
+    let list: Vec<Machine> =
+        serde_json::from_str(&body).with_context(|| format!("{url}: unexpected JSON"))?;
+    match a.output {
+        Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
+        Output::Table => print!("{}", table(&list)),
+    }
+    Ok(())
+}
+
+fn table(list: &[Machine]) -> String {
+    let opt = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
+    let rows: Vec<[String; 7]> = list
+        .iter()
+        .map(|m| {
+            [
+                m.mac.to_string(),
+                opt(m.ip.map(|i| i.to_string())),
+                opt(m.arch.clone()),
+                opt(m.profile.clone()),
+                opt(m.last_stage.map(|s| s.to_string())),
+                if m.installed { "yes" } else { "no" }.to_owned(),
+                humantime::format_rfc3339_seconds(
+                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.last_seen),
+                )
+                .to_string(),
+            ]
+        })
+        .collect();
+    let header = [
+        "MAC",
+        "IP",
+        "ARCH",
+        "PROFILE",
+        "STAGE",
+        "INSTALLED",
+        "LAST SEEN",
+    ];
+    let mut widths = header.map(str::len);
+    for r in &rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let mut out = String::new();
+    let mut line = |cells: &[&str]| {
+        let l: Vec<String> = cells
+            .iter()
+            .zip(widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(l.join("  ").trim_end());
+        out.push('\n');
+    };
+    line(&header);
+    for r in &rows {
+        line(&r.each_ref().map(String::as_str));
+    }
+    out
 }

@@ -1,33 +1,404 @@
 //! `herd lab …` and `herd bench lab`: argument parsing at the binary's edge.
 
-use clap::{Args, Subcommand};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Subcommand, ValueEnum};
+
+use crate::lab::{Lab, UpOptions};
+use crate::layout::MachineId;
+use crate::stage::Stage;
+use crate::{status, watch};
 
 #[derive(Debug, Args)]
 pub struct LabArgs {
+    /// The lab directory: state file, disks, console logs, server logs.
+    #[arg(
+        long,
+        global = true,
+        env = "HERD_LAB_DIR",
+        default_value = "/var/lib/herd/lab"
+    )]
+    pub lab_dir: PathBuf,
+
     #[command(subcommand)]
     pub command: LabCommand,
 }
 
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Output {
+    Table,
+    Json,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum LabCommand {
-    /// Bring the lab up.
-    Up,
+    /// Bring the lab up: namespace, bridge, provisioning server, N blank VMs.
+    Up {
+        /// How many machines to rack.
+        #[arg(long, default_value_t = 3)]
+        machines: u32,
+        /// Machines install to disk on first boot and come back from disk.
+        #[arg(long)]
+        install: bool,
+        /// A prebuilt image directory (vmlinuz, initramfs) instead of
+        /// building one into LAB_DIR/image.
+        #[arg(long)]
+        image: Option<PathBuf>,
+        /// The lab's network namespace.
+        #[arg(long, default_value = "herd-lab")]
+        netns: String,
+        /// Return once the VMs are powered on, without the progress view.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long the progress view waits for every machine to boot.
+        #[arg(long, default_value = "5m", value_parser = humantime_duration)]
+        timeout: Duration,
+    },
+    /// Machines, power state, boot stage, and the provisioning inventory.
+    Status {
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Run a command inside the lab network (e.g. `herd lab exec -- herd kv get --prefix /`).
+    Exec {
+        #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
+    /// Power a machine off (pull the plug).
+    Kill { machine: MachineId },
+    /// Power a machine on again.
+    Boot { machine: MachineId },
+    /// Rack one more machine; it netboots and joins by itself.
+    Add,
+    /// Stop every VM and server and remove the namespace. Idempotent.
+    Down,
+    /// Send IPv6 router advertisements on an interface (run by `up` inside
+    /// the lab namespace, so iPXE does not wait for IPv6 autoconfiguration).
+    #[command(hide = true)]
+    Ra {
+        #[arg(long)]
+        interface: String,
+        /// Identifies the process as this lab's in `/proc/PID/cmdline`.
+        #[arg(long)]
+        lab_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
 pub enum BenchCommand {
-    /// Time from power-on to a healthy cluster.
-    Lab,
+    /// Time from `herd lab up` to a healthy cluster, and from power-on of an
+    /// added machine to its membership, by boot stage.
+    Lab(LabBenchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct LabBenchArgs {
+    /// A lab directory of its own (must hold no running lab).
+    #[arg(long, default_value = "/var/lib/herd/bench-lab")]
+    pub lab_dir: PathBuf,
+    #[arg(long, default_value_t = 3)]
+    pub machines: u32,
+    /// A prebuilt image directory (otherwise built, cached, and timed apart).
+    #[arg(long)]
+    pub image: Option<PathBuf>,
+    #[arg(long, default_value = "herd-lab-bench")]
+    pub netns: String,
+    #[arg(long, default_value = "6m", value_parser = humantime_duration)]
+    pub timeout: Duration,
+}
+
+fn humantime_duration(s: &str) -> Result<Duration, String> {
+    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{s:?} is not a duration like 90s or 5m"))?;
+    match unit {
+        "s" | "" => Ok(Duration::from_secs(n)),
+        "m" => Ok(Duration::from_secs(n * 60)),
+        _ => Err(format!("{s:?} is not a duration like 90s or 5m")),
+    }
+}
+
+fn lab(dir: PathBuf) -> anyhow::Result<Lab> {
+    let herd = std::env::current_exe().context("finding the herd binary")?;
+    Ok(Lab::new(dir, herd))
 }
 
 pub async fn run(args: LabArgs) -> anyhow::Result<()> {
     match args.command {
-        LabCommand::Up => anyhow::bail!("`herd lab up` is not built yet"),
+        LabCommand::Up {
+            machines,
+            install,
+            image,
+            netns,
+            no_wait,
+            timeout,
+        } => {
+            let lab = lab(args.lab_dir)?;
+            let start = tokio::time::Instant::now();
+            let options = UpOptions {
+                machines,
+                install,
+                image,
+                netns,
+            };
+            let state = lab.up(&options).await?;
+            println!(
+                "lab up in {}: namespace {}, {} machines powered on",
+                lab.dir.display(),
+                state.netns,
+                state.machines.len()
+            );
+            if !no_wait {
+                progress(&lab, start, timeout).await?;
+            }
+            Ok(())
+        }
+        LabCommand::Status { output } => {
+            let lab = lab(args.lab_dir)?;
+            let state = lab.state()?;
+            let (rows, inventory_error) = status::machines(&lab, &state).await;
+            let ids: Vec<MachineId> = state.machines.iter().map(|m| m.id()).collect();
+            // A lab whose namespace is gone (crashed host, manual cleanup)
+            // still reports its VMs; the cluster part says why it is empty.
+            let (cluster, cluster_error) = match crate::cluster::view(&state.netns, ids).await {
+                Ok(view) => (view, None),
+                Err(e) => (crate::cluster::ClusterView::default(), Some(e.to_string())),
+            };
+            match output {
+                Output::Json => {
+                    let doc = serde_json::json!({
+                        "lab_dir": lab.dir,
+                        "netns": state.netns,
+                        "machines": rows,
+                        "inventory_error": inventory_error,
+                        "cluster": cluster,
+                        "cluster_error": cluster_error,
+                    });
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
+                }
+                Output::Table => {
+                    println!(
+                        "{:<6} {:<18} {:<12} {:<5} {:<12} {:<8} {:<14} {:<9} INVENTORY",
+                        "NAME", "MAC", "IP", "POWER", "STAGE", "STORE", "IMAGE", "HEALTH"
+                    );
+                    for r in &rows {
+                        let member = cluster.members.iter().find(|m| m.machine == r.name);
+                        let role = member
+                            .and_then(|m| m.role)
+                            .map(|role| role.to_string())
+                            .unwrap_or_else(|| "-".into());
+                        let image = cluster
+                            .registered
+                            .iter()
+                            .find(|m| m.hostname == r.name)
+                            .map(|m| m.image_version.clone())
+                            .unwrap_or_else(|| "-".into());
+                        let health = match member {
+                            Some(m) if m.role.is_some() => "healthy",
+                            _ if r.powered => "starting",
+                            _ => "down",
+                        };
+                        println!(
+                            "{:<6} {:<18} {:<12} {:<5} {:<12} {:<8} {:<14} {:<9} {}",
+                            r.name,
+                            r.mac,
+                            r.ip,
+                            if r.powered { "on" } else { "off" },
+                            r.stage.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
+                            role,
+                            image,
+                            health,
+                            r.inventory
+                                .as_ref()
+                                .and_then(|i| i.last_stage.clone())
+                                .unwrap_or_else(|| "-".into()),
+                        );
+                    }
+                    println!(
+                        "members: {}; leader: {}",
+                        if cluster.member_names.is_empty() {
+                            "-".into()
+                        } else {
+                            cluster.member_names.join(", ")
+                        },
+                        cluster.leader().unwrap_or("none")
+                    );
+                    if let Some(e) = cluster_error {
+                        println!("(cluster unreachable: {e})");
+                    }
+                    if let Some(e) = inventory_error {
+                        println!("(provisioning inventory unavailable: {e})");
+                    }
+                }
+            }
+            Ok(())
+        }
+        LabCommand::Exec { command } => {
+            let lab = lab(args.lab_dir)?;
+            let state = lab.state()?;
+            let mut argv = command.into_iter();
+            let program = argv.next().expect("clap requires a command");
+            // `herd` inside the lab means this very binary, on PATH or not.
+            let program = if program == "herd" {
+                lab.herd.display().to_string()
+            } else {
+                program
+            };
+            // Clients inside the lab talk to the lab's machines by default:
+            // `herd lab exec -- herd kv get --prefix /` just works.
+            let endpoints: Vec<String> = state
+                .machines
+                .iter()
+                .map(|m| m.id().client_endpoint())
+                .collect();
+            let endpoints = endpoints.join(",");
+            let argv: Vec<String> = argv.collect();
+            // etcdctl refuses an endpoints flag and variable together.
+            let has_flag = argv.iter().any(|a| a.starts_with("--endpoints"));
+            let mut cmd = tokio::process::Command::new("ip");
+            cmd.args(["netns", "exec", &state.netns, &program])
+                .args(&argv);
+            for var in ["HERD_ENDPOINTS", "ETCDCTL_ENDPOINTS"] {
+                if std::env::var_os(var).is_none() && !has_flag {
+                    cmd.env(var, &endpoints);
+                }
+            }
+            if std::env::var_os("ETCDCTL_API").is_none() {
+                cmd.env("ETCDCTL_API", "3");
+            }
+            let status = cmd.status().await.context("running ip netns exec")?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        LabCommand::Kill { machine } => {
+            let lab = lab(args.lab_dir)?;
+            if lab.kill(machine).await? {
+                println!("{machine} powered off");
+            } else {
+                println!("{machine} was already off");
+            }
+            Ok(())
+        }
+        LabCommand::Boot { machine } => {
+            let lab = lab(args.lab_dir)?;
+            lab.boot(machine).await?;
+            println!("{machine} powered on");
+            Ok(())
+        }
+        LabCommand::Add => {
+            let lab = lab(args.lab_dir)?;
+            let id = lab.add().await?;
+            println!("{id} racked and powered on ({}, {})", id.mac(), id.ip());
+            Ok(())
+        }
+        LabCommand::Down => {
+            let lab = lab(args.lab_dir)?;
+            let report = lab.down().await?;
+            println!(
+                "lab down: {} VMs and {} servers stopped, namespace {}",
+                report.vms_stopped,
+                report.servers_stopped,
+                if report.namespace_removed {
+                    "removed"
+                } else {
+                    "already gone"
+                }
+            );
+            Ok(())
+        }
+        LabCommand::Ra {
+            interface,
+            lab_dir: _,
+        } => crate::ra::run(&interface, Duration::from_secs(1))
+            .await
+            .with_context(|| format!("sending router advertisements on {interface}")),
     }
+}
+
+/// The progress view: one line per stage a machine reaches, until every
+/// machine has joined the cluster (it answers as a store member, is in the
+/// member list and registered itself) or `timeout` passes. Times count
+/// from `start` (when `herd lab up` began).
+async fn progress(lab: &Lab, start: tokio::time::Instant, timeout: Duration) -> anyhow::Result<()> {
+    let state = lab.state()?;
+    let ids: Vec<MachineId> = state.machines.iter().map(|m| m.id()).collect();
+    let mut tracker = watch::Tracker::new(start, &ids);
+    let joined = watch::until_joined(lab, &state.netns, &mut tracker, timeout, |t| {
+        if t.stage != Stage::PoweredOn {
+            println!(
+                "[{:>6.1}s] {:<4} {}",
+                t.at.as_secs_f32(),
+                t.machine,
+                t.stage
+            );
+        }
+    })
+    .await?;
+    if !joined {
+        anyhow::bail!(
+            "not every machine joined within {timeout:?}; see `herd lab status` and the console logs in {}/m*/serial.log",
+            lab.dir.display()
+        );
+    }
+    println!(
+        "[{:>6.1}s] cluster healthy: {} machines joined",
+        tracker.elapsed().as_secs_f32(),
+        ids.len()
+    );
+    Ok(())
+}
+
+fn secs(d: Duration) -> String {
+    format!("{:.1} s", d.as_secs_f64())
+}
+
+fn stages_row(label: &str, total: Duration, stages: &[(Stage, Duration)]) -> String {
+    let cells: Vec<String> = stages.iter().map(|(_, d)| secs(*d)).collect();
+    format!("| {label} | {} | {} |", secs(total), cells.join(" | "))
 }
 
 pub async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
     match command {
-        BenchCommand::Lab => anyhow::bail!("`herd bench lab` is not built yet"),
+        BenchCommand::Lab(args) => {
+            let lab = lab(args.lab_dir)?;
+            eprintln!(
+                "bench lab: {} machines in {} (namespace {}), TCG",
+                args.machines,
+                lab.dir.display(),
+                args.netns
+            );
+            let r = crate::bench::run(&lab, args.machines, args.image, args.netns, args.timeout)
+                .await?;
+            println!(
+                "image build (cached stages reused): {}",
+                secs(r.image_build)
+            );
+            println!(
+                "`herd lab up --machines {}` to healthy cluster: {} (goal < 90 s)",
+                args.machines,
+                secs(r.up_to_healthy)
+            );
+            println!(
+                "added machine {} power-on to joined: {} (goal < 45 s)",
+                r.added.0,
+                secs(r.added.1)
+            );
+            println!();
+            println!(
+                "| machine | power-on → joined | DHCP | iPXE script | kernel (fetch + start) | agent start | joined |"
+            );
+            println!("|---|---|---|---|---|---|---|");
+            for (id, stages) in &r.initial {
+                let total = stages.iter().map(|(_, d)| *d).sum();
+                println!("{}", stages_row(&format!("{id} (initial)"), total, stages));
+            }
+            println!(
+                "{}",
+                stages_row(&format!("{} (added)", r.added.0), r.added.1, &r.added.2)
+            );
+            Ok(())
+        }
     }
 }

@@ -6,7 +6,10 @@
 //! fails them with a message that says what to install.
 
 pub mod bin;
+pub mod linearizability;
 pub mod netns;
 pub mod process;
 pub mod require;
+pub mod robustness;
+pub mod store;
 pub mod wait;

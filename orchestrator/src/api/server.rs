@@ -1,0 +1,105 @@
+//! Serves every etcd v3 service on the member's client address.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+
+use super::client::{Client, ClientError};
+use super::cluster::ClusterService;
+use super::concurrency::{ElectionService, LockService};
+use super::kv::KvService;
+use super::lease::LeaseService;
+use super::maintenance::MaintenanceService;
+use super::watch::WatchService;
+use crate::proto::etcdserverpb::{
+    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
+    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+};
+use crate::proto::v3electionpb::election_server::ElectionServer;
+use crate::proto::v3lockpb::lock_server::LockServer;
+use crate::store::Member;
+
+/// Why the client API stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("binding the client address {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("client API on {addr}: {source}")]
+    Serve {
+        addr: SocketAddr,
+        source: tonic::transport::Error,
+    },
+    #[error(transparent)]
+    Client(#[from] ClientError),
+}
+
+/// gRPC room around the largest request the store accepts (etcd adds the same 512 KiB).
+const GRPC_OVERHEAD: usize = 512 * 1024;
+
+/// A bound client listener, ready to serve.
+pub struct Listener {
+    listener: TcpListener,
+    addr: SocketAddr,
+}
+
+impl Listener {
+    /// Binds `addr` (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr) -> Result<Listener, ServeError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let addr = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        Ok(Listener { listener, addr })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// Serves the KV, Watch, Lease, Cluster, Maintenance, Lock and Election
+/// services of `member` until `shutdown` resolves.
+pub async fn serve(
+    member: Arc<Member>,
+    listener: Listener,
+    max_request_bytes: usize,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
+    let addr = listener.addr;
+    let max = max_request_bytes + GRPC_OVERHEAD;
+    let own = Client::lazy(&addr.to_string())?;
+    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.listener);
+    tonic::transport::Server::builder()
+        .add_service(
+            KvServer::new(KvService {
+                member: Arc::clone(&member),
+            })
+            .max_decoding_message_size(max),
+        )
+        .add_service(WatchServer::new(WatchService {
+            member: Arc::clone(&member),
+        }))
+        .add_service(LeaseServer::new(LeaseService {
+            member: Arc::clone(&member),
+        }))
+        .add_service(ClusterServer::new(ClusterService {
+            member: Arc::clone(&member),
+        }))
+        .add_service(MaintenanceServer::new(MaintenanceService {
+            member: Arc::clone(&member),
+        }))
+        .add_service(LockServer::new(LockService {
+            client: own.clone(),
+        }))
+        .add_service(ElectionServer::new(ElectionService { client: own }))
+        .serve_with_incoming_shutdown(incoming, shutdown)
+        .await
+        .map_err(|source| ServeError::Serve { addr, source })
+}

@@ -1,0 +1,207 @@
+//! Starts a 3-member herd or etcd cluster on loopback for the benchmark and
+//! stops it (the child processes die with the [`Cluster`]).
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use crate::api::client::Client;
+use crate::proto::etcdserverpb::PutRequest;
+
+/// Which system a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum System {
+    Herd,
+    Etcd,
+}
+
+impl std::fmt::Display for System {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            System::Herd => "herd",
+            System::Etcd => "etcd",
+        })
+    }
+}
+
+/// A running cluster: its members' processes and client endpoints.
+#[derive(Debug)]
+pub struct Cluster {
+    pub endpoints: Vec<String>,
+    children: Vec<Child>,
+}
+
+/// Ports the kernel just handed out (and released) for our listeners.
+fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
+    let listeners = (0..n)
+        .map(|_| TcpListener::bind("127.0.0.1:0"))
+        .collect::<Result<Vec<_>, _>>()
+        .context("finding free loopback ports")?;
+    Ok(listeners
+        .iter()
+        .map(|l| l.local_addr().map(|a| a.port()))
+        .collect::<Result<_, _>>()?)
+}
+
+impl Cluster {
+    /// Starts `members` members of `system` under `dir` and waits until a write succeeds.
+    pub async fn start(
+        system: System,
+        members: usize,
+        dir: &Path,
+        etcd: &Path,
+    ) -> anyhow::Result<Cluster> {
+        let ports = free_ports(members * 2)?;
+        let client: Vec<SocketAddr> = (0..members)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], ports[i])))
+            .collect();
+        let peer: Vec<SocketAddr> = (0..members)
+            .map(|i| SocketAddr::from(([127, 0, 0, 1], ports[members + i])))
+            .collect();
+        let herd = std::env::current_exe().context("locating the herd binary")?;
+        let mut children = Vec::new();
+        for i in 0..members {
+            let name = format!("{system}{i}");
+            let data = dir.join(&name);
+            std::fs::create_dir_all(&data)
+                .with_context(|| format!("creating {}", data.display()))?;
+            let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
+            let mut cmd = match system {
+                System::Herd => {
+                    let initial: Vec<String> = (0..members)
+                        .map(|j| format!("{system}{j}={}", peer[j]))
+                        .collect();
+                    let mut c = Command::new(&herd);
+                    c.arg("agent")
+                        .args(["--name", &name])
+                        .arg("--data-dir")
+                        .arg(&data)
+                        .args(["--listen-client", &client[i].to_string()])
+                        .args(["--listen-peer", &peer[i].to_string()])
+                        .args(["--initial-cluster", &initial.join(",")])
+                        .args(["--token", "bench"]);
+                    c
+                }
+                System::Etcd => {
+                    let initial: Vec<String> = (0..members)
+                        .map(|j| format!("{system}{j}=http://{}", peer[j]))
+                        .collect();
+                    let mut c = Command::new(etcd);
+                    c.args(["--name", &name])
+                        .arg("--data-dir")
+                        .arg(&data)
+                        .args(["--listen-client-urls", &format!("http://{}", client[i])])
+                        .args(["--advertise-client-urls", &format!("http://{}", client[i])])
+                        .args(["--listen-peer-urls", &format!("http://{}", peer[i])])
+                        .args([
+                            "--initial-advertise-peer-urls",
+                            &format!("http://{}", peer[i]),
+                        ])
+                        .args(["--initial-cluster", &initial.join(",")])
+                        .args([
+                            "--initial-cluster-state",
+                            "new",
+                            "--initial-cluster-token",
+                            "bench",
+                        ]);
+                    c
+                }
+            };
+            cmd.stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true);
+            children.push(
+                cmd.spawn()
+                    .with_context(|| format!("starting {system} member {name} ({cmd:?})"))?,
+            );
+        }
+        let cluster = Cluster {
+            endpoints: client.iter().map(ToString::to_string).collect(),
+            children,
+        };
+        cluster
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .with_context(|| format!("{system} cluster under {} did not come up", dir.display()))?;
+        Ok(cluster)
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for endpoint in &self.endpoints {
+            loop {
+                let attempt = async {
+                    let client = Client::connect(std::slice::from_ref(endpoint)).await?;
+                    client
+                        .kv()
+                        .put(PutRequest {
+                            key: b"bench/ready".to_vec(),
+                            value: b"1".to_vec(),
+                            ..Default::default()
+                        })
+                        .await?;
+                    anyhow::Ok(())
+                };
+                match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) if Instant::now() > deadline => return Err(e),
+                    Err(_) if Instant::now() > deadline => bail!("timed out"),
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Resident memory of each member, in KiB (from `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Vec<u64> {
+        self.children
+            .iter()
+            .filter_map(|c| c.id())
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmRSS:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    })
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Stops the members (SIGTERM, then SIGKILL after a grace period).
+    pub async fn stop(mut self) {
+        for child in &self.children {
+            if let Some(pid) = child.id() {
+                // SAFETY: plain kill(2) on our own child.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
+        for child in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

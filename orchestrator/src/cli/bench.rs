@@ -1,0 +1,3 @@
+//! `herd bench kv` arguments; the benchmark itself lives in `crate::bench`.
+
+pub use crate::bench::{KvBenchArgs, run};

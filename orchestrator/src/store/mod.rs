@@ -1,0 +1,21 @@
+//! The replicated key-value store (etcd's role): Raft via openraft, an MVCC key space, watches and leases.
+//!
+//! Entry point: [`Member::start`] with a [`Config`]; the returned [`Member`]
+//! serves etcd-shaped requests ([`types`]) that the gRPC layer maps to the
+//! etcd v3 protobuf messages.
+
+mod error;
+pub mod log;
+pub mod member;
+pub mod mvcc;
+pub mod peer;
+pub mod sm;
+pub mod types;
+
+pub use error::StoreError;
+pub use member::{Config, Limits, Member, member_id};
+pub use peer::Partition;
+pub use sm::Watch;
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,838 @@
+//! The MVCC key space: every key's version history, revisions, ranges, transactions, compaction and leases.
+//!
+//! Pure and synchronous: the Raft state machine feeds it committed commands in
+//! log order, so every member computes the same state and the same responses.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::types::{
+    ApplyError, Command, CommandResponse, CompactionResponse, Compare, CompareResult,
+    CompareTarget, DeleteRangeRequest, DeleteRangeResponse, Event, EventKind, KeyValue,
+    LeaseGrantResponse, LeaseRevokeResponse, PutRequest, PutResponse, RangeRequest, RangeResponse,
+    RequestOp, ResponseHeader, ResponseOp, SortOrder, SortTarget, TxnRequest, TxnResponse,
+    in_range,
+};
+
+/// One entry of a key's history; `kv == None` is a deletion (tombstone).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Version {
+    main: i64,
+    sub: u32,
+    kv: Option<Arc<KeyValue>>,
+}
+
+/// A lease as replicated: its granted TTL and attached keys. Deadlines are
+/// not replicated; the leader keeps them (see `lease_clock`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Lease {
+    pub id: i64,
+    pub ttl: i64,
+    pub keys: BTreeSet<Vec<u8>>,
+}
+
+/// Events of the revisions at or after a start revision, grouped per revision.
+pub type History = Vec<(i64, Vec<Event>)>;
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct KeySpace {
+    revision: i64,
+    compacted: i64,
+    keys: BTreeMap<Vec<u8>, Vec<Version>>,
+    leases: BTreeMap<i64, Lease>,
+}
+
+/// Undo record of one write transaction so a failing op leaves no trace.
+#[derive(Default)]
+struct Undo {
+    pushed: Vec<Vec<u8>>,
+    lease_added: Vec<(i64, Vec<u8>)>,
+    lease_removed: Vec<(i64, Vec<u8>)>,
+}
+
+/// One write transaction in progress: all its writes share `main`.
+struct Tx {
+    main: i64,
+    sub: u32,
+    events: Vec<Event>,
+    undo: Undo,
+}
+
+impl KeySpace {
+    pub fn revision(&self) -> i64 {
+        self.revision
+    }
+
+    pub fn compacted(&self) -> i64 {
+        self.compacted
+    }
+
+    pub fn lease(&self, id: i64) -> Option<&Lease> {
+        self.leases.get(&id)
+    }
+
+    pub fn lease_ids(&self) -> Vec<i64> {
+        self.leases.keys().copied().collect()
+    }
+
+    fn header(rev: i64) -> ResponseHeader {
+        ResponseHeader {
+            revision: rev,
+            ..ResponseHeader::default()
+        }
+    }
+
+    fn key_iter<'a>(
+        &'a self,
+        key: &'a [u8],
+        range_end: &'a [u8],
+    ) -> Box<dyn Iterator<Item = (&'a Vec<u8>, &'a Vec<Version>)> + 'a> {
+        use std::ops::Bound::{Excluded, Included, Unbounded};
+        if range_end.is_empty() {
+            Box::new(self.keys.get_key_value(key).into_iter())
+        } else if range_end == [0] {
+            Box::new(self.keys.range::<[u8], _>((Included(key), Unbounded)))
+        } else if range_end <= key {
+            Box::new(std::iter::empty())
+        } else {
+            Box::new(
+                self.keys
+                    .range::<[u8], _>((Included(key), Excluded(range_end))),
+            )
+        }
+    }
+
+    fn visible(versions: &[Version], rev: i64) -> Option<&Arc<KeyValue>> {
+        let idx = versions.partition_point(|v| v.main <= rev);
+        idx.checked_sub(1).and_then(|i| versions[i].kv.as_ref())
+    }
+
+    fn current(&self, key: &[u8]) -> Option<&Arc<KeyValue>> {
+        self.keys
+            .get(key)
+            .and_then(|v| v.last())
+            .and_then(|v| v.kv.as_ref())
+    }
+
+    /// Reads as of `req.revision` (0 = `at`, the current revision for plain reads).
+    fn range_at(&self, req: &RangeRequest, at: i64) -> Result<RangeResponse, ApplyError> {
+        if req.revision > at {
+            return Err(ApplyError::FutureRevision);
+        }
+        if req.revision > 0 && req.revision < self.compacted {
+            return Err(ApplyError::Compacted);
+        }
+        let rev = if req.revision > 0 { req.revision } else { at };
+        let filtered = req.min_mod_revision > 0
+            || req.max_mod_revision > 0
+            || req.min_create_revision > 0
+            || req.max_create_revision > 0;
+        let sorted = req.sort_order != SortOrder::None
+            && !(req.sort_target == SortTarget::Key && req.sort_order == SortOrder::Ascend);
+        let limit = if req.limit > 0 && !sorted {
+            req.limit as usize
+        } else {
+            usize::MAX
+        };
+        let mut kvs = Vec::new();
+        let mut count = 0i64;
+        for (_, versions) in self.key_iter(&req.key, &req.range_end) {
+            let Some(kv) = Self::visible(versions, rev) else {
+                continue;
+            };
+            if filtered
+                && ((req.min_mod_revision > 0 && kv.mod_revision < req.min_mod_revision)
+                    || (req.max_mod_revision > 0 && kv.mod_revision > req.max_mod_revision)
+                    || (req.min_create_revision > 0
+                        && kv.create_revision < req.min_create_revision)
+                    || (req.max_create_revision > 0
+                        && kv.create_revision > req.max_create_revision))
+            {
+                continue;
+            }
+            count += 1;
+            if !req.count_only && kvs.len() < limit {
+                kvs.push(kv);
+            }
+        }
+        if sorted {
+            kvs.sort_by(|a, b| {
+                let ord = match req.sort_target {
+                    SortTarget::Key => a.key.cmp(&b.key),
+                    SortTarget::Version => a.version.cmp(&b.version),
+                    SortTarget::Create => a.create_revision.cmp(&b.create_revision),
+                    SortTarget::Mod => a.mod_revision.cmp(&b.mod_revision),
+                    SortTarget::Value => a.value.cmp(&b.value),
+                };
+                if req.sort_order == SortOrder::Descend {
+                    ord.reverse()
+                } else {
+                    ord
+                }
+            });
+            if req.limit > 0 {
+                kvs.truncate(req.limit as usize);
+            }
+        }
+        let more = req.limit > 0 && count > req.limit;
+        let kvs = kvs
+            .into_iter()
+            .map(|kv| {
+                if req.keys_only {
+                    KeyValue {
+                        value: Vec::new(),
+                        ..(**kv).clone()
+                    }
+                } else {
+                    (**kv).clone()
+                }
+            })
+            .collect();
+        Ok(RangeResponse {
+            header: Self::header(self.revision),
+            kvs,
+            more,
+            count,
+        })
+    }
+
+    /// A read at the current revision (or `req.revision`).
+    pub fn range(&self, req: &RangeRequest) -> Result<RangeResponse, ApplyError> {
+        self.range_at(req, self.revision)
+    }
+
+    /// Applies one committed command. Returns the response and the events it produced.
+    pub fn apply(&mut self, cmd: &Command) -> (CommandResponse, Vec<Event>) {
+        let mut tx = Tx {
+            main: self.revision + 1,
+            sub: 0,
+            events: Vec::new(),
+            undo: Undo::default(),
+        };
+        let result = match cmd {
+            Command::Put(req) => self.put(&mut tx, req).map(CommandResponse::Put),
+            Command::DeleteRange(req) => self
+                .delete_range(&mut tx, req)
+                .map(CommandResponse::DeleteRange),
+            Command::Txn(req) => self.txn(&mut tx, req).map(CommandResponse::Txn),
+            Command::Compact { revision } => self
+                .compact(*revision)
+                .map(|()| CommandResponse::Compact(CompactionResponse::default())),
+            Command::LeaseGrant { id, ttl } => {
+                if self.leases.contains_key(id) {
+                    Err(ApplyError::LeaseExists)
+                } else {
+                    self.leases.insert(
+                        *id,
+                        Lease {
+                            id: *id,
+                            ttl: *ttl,
+                            keys: BTreeSet::new(),
+                        },
+                    );
+                    Ok(CommandResponse::LeaseGrant(LeaseGrantResponse {
+                        header: ResponseHeader::default(),
+                        id: *id,
+                        ttl: *ttl,
+                    }))
+                }
+            }
+            Command::LeaseRevoke { id } => self
+                .revoke(&mut tx, *id)
+                .map(|()| CommandResponse::LeaseRevoke(LeaseRevokeResponse::default())),
+        };
+        match result {
+            Ok(mut resp) => {
+                if tx.sub > 0 {
+                    self.revision = tx.main;
+                }
+                set_header_revision(&mut resp, self.revision);
+                (resp, tx.events)
+            }
+            Err(e) => {
+                self.rollback(tx);
+                (CommandResponse::Failed(e), Vec::new())
+            }
+        }
+    }
+
+    fn rollback(&mut self, tx: Tx) {
+        for key in tx.undo.pushed.iter().rev() {
+            if let Some(versions) = self.keys.get_mut(key) {
+                while versions.last().is_some_and(|v| v.main == tx.main) {
+                    versions.pop();
+                }
+                if versions.is_empty() {
+                    self.keys.remove(key);
+                }
+            }
+        }
+        for (id, key) in tx.undo.lease_added.into_iter().rev() {
+            if let Some(l) = self.leases.get_mut(&id) {
+                l.keys.remove(&key);
+            }
+        }
+        for (id, key) in tx.undo.lease_removed.into_iter().rev() {
+            if let Some(l) = self.leases.get_mut(&id) {
+                l.keys.insert(key);
+            }
+        }
+    }
+
+    fn push(&mut self, tx: &mut Tx, key: &[u8], kv: Option<Arc<KeyValue>>) {
+        let version = Version {
+            main: tx.main,
+            sub: tx.sub,
+            kv,
+        };
+        tx.sub += 1;
+        self.keys.entry(key.to_vec()).or_default().push(version);
+        tx.undo.pushed.push(key.to_vec());
+    }
+
+    fn detach(&mut self, tx: &mut Tx, lease: i64, key: &[u8]) {
+        if lease != 0
+            && let Some(l) = self.leases.get_mut(&lease)
+            && l.keys.remove(key)
+        {
+            tx.undo.lease_removed.push((lease, key.to_vec()));
+        }
+    }
+
+    fn put(&mut self, tx: &mut Tx, req: &PutRequest) -> Result<PutResponse, ApplyError> {
+        let prev = self.current(&req.key).cloned();
+        if (req.ignore_value || req.ignore_lease) && prev.is_none() {
+            return Err(ApplyError::KeyNotFound);
+        }
+        let value = if req.ignore_value {
+            prev.as_ref().map(|p| p.value.clone()).unwrap_or_default()
+        } else {
+            req.value.clone()
+        };
+        let lease = if req.ignore_lease {
+            prev.as_ref().map_or(0, |p| p.lease)
+        } else {
+            req.lease
+        };
+        if lease != 0 && !self.leases.contains_key(&lease) {
+            return Err(ApplyError::LeaseNotFound);
+        }
+        let kv = Arc::new(KeyValue {
+            key: req.key.clone(),
+            create_revision: prev.as_ref().map_or(tx.main, |p| p.create_revision),
+            mod_revision: tx.main,
+            version: prev.as_ref().map_or(1, |p| p.version + 1),
+            value,
+            lease,
+        });
+        if let Some(p) = &prev
+            && p.lease != lease
+        {
+            self.detach(tx, p.lease, &req.key);
+        }
+        if lease != 0
+            && let Some(l) = self.leases.get_mut(&lease)
+            && l.keys.insert(req.key.clone())
+        {
+            tx.undo.lease_added.push((lease, req.key.clone()));
+        }
+        self.push(tx, &req.key, Some(kv.clone()));
+        tx.events.push(Event {
+            kind: EventKind::Put,
+            kv,
+            prev_kv: prev.clone(),
+        });
+        Ok(PutResponse {
+            header: ResponseHeader::default(),
+            prev_kv: if req.prev_kv {
+                prev.map(|p| (*p).clone())
+            } else {
+                None
+            },
+        })
+    }
+
+    fn delete_range(
+        &mut self,
+        tx: &mut Tx,
+        req: &DeleteRangeRequest,
+    ) -> Result<DeleteRangeResponse, ApplyError> {
+        let victims: Vec<Arc<KeyValue>> = self
+            .key_iter(&req.key, &req.range_end)
+            .filter_map(|(_, v)| v.last().and_then(|v| v.kv.clone()))
+            .collect();
+        for prev in &victims {
+            self.detach(tx, prev.lease, &prev.key);
+            self.push(tx, &prev.key, None);
+            tx.events.push(Event {
+                kind: EventKind::Delete,
+                kv: Arc::new(KeyValue {
+                    key: prev.key.clone(),
+                    mod_revision: tx.main,
+                    ..KeyValue::default()
+                }),
+                prev_kv: Some(prev.clone()),
+            });
+        }
+        Ok(DeleteRangeResponse {
+            header: ResponseHeader::default(),
+            deleted: victims.len() as i64,
+            prev_kvs: if req.prev_kv {
+                victims.iter().map(|p| (**p).clone()).collect()
+            } else {
+                Vec::new()
+            },
+        })
+    }
+
+    fn compare_holds(&self, c: &Compare) -> bool {
+        let check = |kv: Option<&Arc<KeyValue>>| -> bool {
+            let ord = match (&c.target, kv) {
+                (CompareTarget::Value(want), Some(kv)) => kv.value.as_slice().cmp(want.as_slice()),
+                // A missing key has no value to compare: etcd answers false.
+                (CompareTarget::Value(_), None) => return false,
+                (CompareTarget::Version(n), kv) => kv.map_or(0, |k| k.version).cmp(n),
+                (CompareTarget::CreateRevision(n), kv) => {
+                    kv.map_or(0, |k| k.create_revision).cmp(n)
+                }
+                (CompareTarget::ModRevision(n), kv) => kv.map_or(0, |k| k.mod_revision).cmp(n),
+                (CompareTarget::Lease(n), kv) => kv.map_or(0, |k| k.lease).cmp(n),
+            };
+            match c.result {
+                CompareResult::Equal => ord.is_eq(),
+                CompareResult::NotEqual => ord.is_ne(),
+                CompareResult::Greater => ord.is_gt(),
+                CompareResult::Less => ord.is_lt(),
+            }
+        };
+        if c.range_end.is_empty() {
+            check(self.current(&c.key))
+        } else {
+            self.key_iter(&c.key, &c.range_end)
+                .filter_map(|(_, v)| v.last().and_then(|v| v.kv.as_ref()))
+                .all(|kv| check(Some(kv)))
+        }
+    }
+
+    fn txn(&mut self, tx: &mut Tx, req: &TxnRequest) -> Result<TxnResponse, ApplyError> {
+        let succeeded = req.compare.iter().all(|c| self.compare_holds(c));
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            responses.push(match op {
+                RequestOp::Range(r) => {
+                    // Reads inside a write txn see its earlier writes (as etcd's).
+                    let at = if tx.sub > 0 { tx.main } else { self.revision };
+                    let mut resp = self.range_at(r, at)?;
+                    resp.header.revision = at;
+                    ResponseOp::Range(resp)
+                }
+                RequestOp::Put(p) => ResponseOp::Put(self.put(tx, p)?),
+                RequestOp::DeleteRange(d) => ResponseOp::DeleteRange(self.delete_range(tx, d)?),
+                RequestOp::Txn(t) => ResponseOp::Txn(self.txn(tx, t)?),
+            });
+        }
+        Ok(TxnResponse {
+            header: ResponseHeader::default(),
+            succeeded,
+            responses,
+        })
+    }
+
+    fn revoke(&mut self, tx: &mut Tx, id: i64) -> Result<(), ApplyError> {
+        let lease = self.leases.remove(&id).ok_or(ApplyError::LeaseNotFound)?;
+        for key in &lease.keys {
+            if let Some(prev) = self.current(key).cloned() {
+                self.push(tx, key, None);
+                tx.events.push(Event {
+                    kind: EventKind::Delete,
+                    kv: Arc::new(KeyValue {
+                        key: key.clone(),
+                        mod_revision: tx.main,
+                        ..KeyValue::default()
+                    }),
+                    prev_kv: Some(prev),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn compact(&mut self, rev: i64) -> Result<(), ApplyError> {
+        if rev <= self.compacted {
+            return Err(ApplyError::Compacted);
+        }
+        if rev > self.revision {
+            return Err(ApplyError::FutureRevision);
+        }
+        self.keys.retain(|_, versions| {
+            let idx = versions.partition_point(|v| v.main <= rev);
+            // Keep the version visible at `rev` if it is a live value.
+            let keep_from = match idx.checked_sub(1) {
+                Some(i) if versions[i].kv.is_some() => i,
+                _ => idx,
+            };
+            versions.drain(..keep_from);
+            !versions.is_empty()
+        });
+        self.compacted = rev;
+        Ok(())
+    }
+
+    /// Evaluates a txn whose ops are all reads, without a log entry.
+    pub fn read_txn(&self, req: &TxnRequest) -> Result<TxnResponse, ApplyError> {
+        let succeeded = req.compare.iter().all(|c| self.compare_holds(c));
+        let ops = if succeeded {
+            &req.success
+        } else {
+            &req.failure
+        };
+        let mut responses = Vec::with_capacity(ops.len());
+        for op in ops {
+            match op {
+                RequestOp::Range(r) => responses.push(ResponseOp::Range(self.range(r)?)),
+                RequestOp::Txn(t) => responses.push(ResponseOp::Txn(self.read_txn(t)?)),
+                // Callers only pass read-only txns; a write here is skipped, not applied.
+                RequestOp::Put(_) | RequestOp::DeleteRange(_) => {}
+            }
+        }
+        Ok(TxnResponse {
+            header: Self::header(self.revision),
+            succeeded,
+            responses,
+        })
+    }
+
+    /// Events in `[key, range_end)` at revisions `>= from`, grouped per revision.
+    /// `Err(compacted)` when part of that history is gone.
+    pub fn history(&self, key: &[u8], range_end: &[u8], from: i64) -> Result<History, i64> {
+        if self.compacted > 0 && from <= self.compacted {
+            return Err(self.compacted);
+        }
+        let mut all: Vec<(i64, u32, Event)> = Vec::new();
+        for (k, versions) in self.key_iter(key, range_end) {
+            let start = versions.partition_point(|v| v.main < from);
+            for i in start..versions.len() {
+                let v = &versions[i];
+                let prev_kv = i.checked_sub(1).and_then(|p| versions[p].kv.clone());
+                let event = match &v.kv {
+                    Some(kv) => Event {
+                        kind: EventKind::Put,
+                        kv: kv.clone(),
+                        prev_kv,
+                    },
+                    None => Event {
+                        kind: EventKind::Delete,
+                        kv: Arc::new(KeyValue {
+                            key: k.clone(),
+                            mod_revision: v.main,
+                            ..KeyValue::default()
+                        }),
+                        prev_kv,
+                    },
+                };
+                all.push((v.main, v.sub, event));
+            }
+        }
+        all.sort_by_key(|(main, sub, _)| (*main, *sub));
+        let mut out: History = Vec::new();
+        for (main, _, event) in all {
+            match out.last_mut() {
+                Some((rev, events)) if *rev == main => events.push(event),
+                _ => out.push((main, vec![event])),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Does `key` fall in the watched range? (Re-exported for the watch hub.)
+    pub fn matches(k: &[u8], key: &[u8], range_end: &[u8]) -> bool {
+        in_range(k, key, range_end)
+    }
+}
+
+fn set_header_revision(resp: &mut CommandResponse, rev: i64) {
+    let header = match resp {
+        CommandResponse::Put(r) => &mut r.header,
+        CommandResponse::DeleteRange(r) => &mut r.header,
+        CommandResponse::Txn(r) => &mut r.header,
+        CommandResponse::Compact(r) => &mut r.header,
+        CommandResponse::LeaseGrant(r) => &mut r.header,
+        CommandResponse::LeaseRevoke(r) => &mut r.header,
+        CommandResponse::None | CommandResponse::Failed(_) => return,
+    };
+    header.revision = rev;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn put(ks: &mut KeySpace, k: &str, v: &str) -> CommandResponse {
+        ks.apply(&Command::Put(PutRequest {
+            key: k.into(),
+            value: v.into(),
+            prev_kv: true,
+            ..PutRequest::default()
+        }))
+        .0
+    }
+
+    fn get(ks: &KeySpace, k: &str, end: &str, rev: i64) -> Result<RangeResponse, ApplyError> {
+        ks.range(&RangeRequest {
+            key: k.into(),
+            range_end: end.into(),
+            revision: rev,
+            ..RangeRequest::default()
+        })
+    }
+
+    #[test]
+    fn revisions_versions_and_past_reads() {
+        let mut ks = KeySpace::default();
+        put(&mut ks, "a", "1");
+        put(&mut ks, "a", "2");
+        put(&mut ks, "b", "x");
+        let r = get(&ks, "a", "", 0).unwrap();
+        assert_eq!(r.header.revision, 3);
+        let kv = &r.kvs[0];
+        assert_eq!((kv.create_revision, kv.mod_revision, kv.version), (1, 2, 2));
+        assert_eq!(kv.value, b"2");
+        assert_eq!(get(&ks, "a", "", 1).unwrap().kvs[0].value, b"1");
+        assert_eq!(get(&ks, "b", "", 2).unwrap().kvs.len(), 0);
+        assert_eq!(get(&ks, "a", "", 4), Err(ApplyError::FutureRevision));
+        // prefix and "all keys"
+        assert_eq!(get(&ks, "a", "c", 0).unwrap().count, 2);
+        assert_eq!(get(&ks, "\0", "\0", 0).unwrap().count, 2);
+    }
+
+    #[test]
+    fn delete_bumps_revision_once_and_resets_version() {
+        let mut ks = KeySpace::default();
+        put(&mut ks, "p/1", "a");
+        put(&mut ks, "p/2", "b");
+        let (resp, events) = ks.apply(&Command::DeleteRange(DeleteRangeRequest {
+            key: "p/".into(),
+            range_end: "p0".into(),
+            prev_kv: true,
+        }));
+        let CommandResponse::DeleteRange(d) = resp else {
+            panic!("{resp:?}")
+        };
+        assert_eq!((d.deleted, d.header.revision), (2, 3));
+        assert_eq!(events.len(), 2);
+        // deleting nothing does not create a revision
+        let (resp, _) = ks.apply(&Command::DeleteRange(DeleteRangeRequest {
+            key: "nope".into(),
+            ..DeleteRangeRequest::default()
+        }));
+        assert!(matches!(resp, CommandResponse::DeleteRange(d) if d.header.revision == 3));
+        put(&mut ks, "p/1", "again");
+        let kv = &get(&ks, "p/1", "", 0).unwrap().kvs[0];
+        assert_eq!((kv.create_revision, kv.version), (4, 1));
+    }
+
+    #[test]
+    fn limit_count_keys_only_and_sort() {
+        let mut ks = KeySpace::default();
+        for k in ["k3", "k1", "k2"] {
+            put(&mut ks, k, k);
+        }
+        let r = ks
+            .range(&RangeRequest {
+                key: "k".into(),
+                range_end: "l".into(),
+                limit: 2,
+                keys_only: true,
+                ..RangeRequest::default()
+            })
+            .unwrap();
+        assert_eq!((r.count, r.more, r.kvs.len()), (3, true, 2));
+        assert_eq!(r.kvs[0].key, b"k1");
+        assert!(r.kvs[0].value.is_empty());
+        let r = ks
+            .range(&RangeRequest {
+                key: "k".into(),
+                range_end: "l".into(),
+                sort_order: SortOrder::Descend,
+                sort_target: SortTarget::Mod,
+                ..RangeRequest::default()
+            })
+            .unwrap();
+        assert_eq!(r.kvs[0].key, b"k2");
+        let r = ks
+            .range(&RangeRequest {
+                key: "k".into(),
+                range_end: "l".into(),
+                count_only: true,
+                ..RangeRequest::default()
+            })
+            .unwrap();
+        assert_eq!((r.count, r.kvs.len()), (3, 0));
+    }
+
+    #[test]
+    fn txn_compares_and_is_atomic() {
+        let mut ks = KeySpace::default();
+        put(&mut ks, "lock", "me");
+        let txn = |value: &str, lease: i64| {
+            Command::Txn(TxnRequest {
+                compare: vec![Compare {
+                    key: "lock".into(),
+                    range_end: vec![],
+                    result: CompareResult::Equal,
+                    target: CompareTarget::Value(value.into()),
+                }],
+                success: vec![
+                    RequestOp::Put(PutRequest {
+                        key: "x".into(),
+                        value: "1".into(),
+                        ..PutRequest::default()
+                    }),
+                    RequestOp::Put(PutRequest {
+                        key: "y".into(),
+                        value: "2".into(),
+                        lease,
+                        ..PutRequest::default()
+                    }),
+                    RequestOp::Range(RangeRequest {
+                        key: "x".into(),
+                        ..RangeRequest::default()
+                    }),
+                ],
+                failure: vec![RequestOp::Range(RangeRequest {
+                    key: "lock".into(),
+                    ..RangeRequest::default()
+                })],
+            })
+        };
+        let (resp, _) = ks.apply(&txn("other", 0));
+        let CommandResponse::Txn(t) = resp else {
+            panic!()
+        };
+        assert!(!t.succeeded);
+        assert_eq!(t.header.revision, 1);
+        // a failing op (unknown lease) rolls back the whole txn
+        let (resp, events) = ks.apply(&txn("me", 42));
+        assert_eq!(resp, CommandResponse::Failed(ApplyError::LeaseNotFound));
+        assert!(events.is_empty());
+        assert_eq!(ks.revision(), 1);
+        assert_eq!(get(&ks, "x", "", 0).unwrap().count, 0);
+        let (resp, events) = ks.apply(&txn("me", 0));
+        let CommandResponse::Txn(t) = resp else {
+            panic!()
+        };
+        assert!(t.succeeded);
+        assert_eq!(t.header.revision, 2);
+        assert_eq!(events.len(), 2);
+        let ResponseOp::Range(r) = &t.responses[2] else {
+            panic!()
+        };
+        assert_eq!(r.kvs[0].value, b"1");
+        // compare on a missing key: version 0
+        let c = Compare {
+            key: "missing".into(),
+            range_end: vec![],
+            result: CompareResult::Equal,
+            target: CompareTarget::CreateRevision(0),
+        };
+        assert!(ks.compare_holds(&c));
+    }
+
+    #[test]
+    fn compaction_keeps_visible_values() {
+        let mut ks = KeySpace::default();
+        put(&mut ks, "a", "1"); // 1
+        put(&mut ks, "a", "2"); // 2
+        put(&mut ks, "b", "1"); // 3
+        ks.apply(&Command::DeleteRange(DeleteRangeRequest {
+            key: "b".into(),
+            ..DeleteRangeRequest::default()
+        })); // 4
+        put(&mut ks, "a", "3"); // 5
+        let (resp, _) = ks.apply(&Command::Compact { revision: 4 });
+        assert!(matches!(resp, CommandResponse::Compact(_)));
+        assert_eq!(get(&ks, "a", "", 3), Err(ApplyError::Compacted));
+        assert_eq!(get(&ks, "a", "", 4).unwrap().kvs[0].value, b"2");
+        assert_eq!(get(&ks, "b", "", 4).unwrap().count, 0);
+        assert_eq!(ks.history(b"a", b"", 3), Err(4));
+        let h = ks.history(b"a", b"", 5).unwrap();
+        assert_eq!(h.len(), 1);
+        assert_eq!(
+            ks.apply(&Command::Compact { revision: 4 }).0,
+            CommandResponse::Failed(ApplyError::Compacted)
+        );
+        assert_eq!(
+            ks.apply(&Command::Compact { revision: 9 }).0,
+            CommandResponse::Failed(ApplyError::FutureRevision)
+        );
+    }
+
+    #[test]
+    fn history_groups_by_revision_in_order() {
+        let mut ks = KeySpace::default();
+        put(&mut ks, "w/a", "1");
+        ks.apply(&Command::Txn(TxnRequest {
+            compare: vec![],
+            success: vec![
+                RequestOp::Put(PutRequest {
+                    key: "w/b".into(),
+                    value: "2".into(),
+                    ..PutRequest::default()
+                }),
+                RequestOp::DeleteRange(DeleteRangeRequest {
+                    key: "w/a".into(),
+                    ..DeleteRangeRequest::default()
+                }),
+            ],
+            failure: vec![],
+        }));
+        let h = ks.history(b"w/", b"w0", 1).unwrap();
+        assert_eq!(h.len(), 2);
+        assert_eq!(h[1].0, 2);
+        let kinds: Vec<_> = h[1].1.iter().map(|e| (e.kind, e.kv.key.clone())).collect();
+        assert_eq!(
+            kinds,
+            vec![
+                (EventKind::Put, b"w/b".to_vec()),
+                (EventKind::Delete, b"w/a".to_vec())
+            ]
+        );
+        assert_eq!(h[1].1[1].prev_kv.as_ref().unwrap().value, b"1");
+    }
+
+    #[test]
+    fn lease_revoke_deletes_attached_keys_in_one_revision() {
+        let mut ks = KeySpace::default();
+        ks.apply(&Command::LeaseGrant { id: 7, ttl: 10 });
+        assert_eq!(
+            ks.apply(&Command::LeaseGrant { id: 7, ttl: 10 }).0,
+            CommandResponse::Failed(ApplyError::LeaseExists)
+        );
+        for k in ["l/1", "l/2"] {
+            ks.apply(&Command::Put(PutRequest {
+                key: k.into(),
+                value: "v".into(),
+                lease: 7,
+                ..PutRequest::default()
+            }));
+        }
+        // re-put without lease detaches l/2
+        put(&mut ks, "l/2", "free");
+        assert_eq!(ks.lease(7).unwrap().keys.len(), 1);
+        let (resp, events) = ks.apply(&Command::LeaseRevoke { id: 7 });
+        assert!(matches!(resp, CommandResponse::LeaseRevoke(r) if r.header.revision == 4));
+        assert_eq!(events.len(), 1);
+        assert_eq!(get(&ks, "l/", "l0", 0).unwrap().count, 1);
+        assert_eq!(
+            ks.apply(&Command::LeaseRevoke { id: 7 }).0,
+            CommandResponse::Failed(ApplyError::LeaseNotFound)
+        );
+    }
+}

@@ -1,0 +1,748 @@
+//! In-process cluster tests on loopback: single member, 3 members, joins, restarts, snapshots, partitions.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use super::types::*;
+use super::{Config, Member, StoreError, member_id};
+
+fn free_addr() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    l.local_addr().unwrap()
+}
+
+fn config(name: &str, dir: &Path, addr: SocketAddr) -> Config {
+    let mut c = Config::new(name, dir.join(name), addr, "s3cret");
+    c.heartbeat = Duration::from_millis(50);
+    c.election_timeout = (Duration::from_millis(400), Duration::from_millis(800));
+    c.join_timeout = Duration::from_secs(20);
+    c
+}
+
+async fn put(m: &Member, k: &str, v: &str) -> Result<PutResponse, StoreError> {
+    m.put(PutRequest {
+        key: k.into(),
+        value: v.into(),
+        ..PutRequest::default()
+    })
+    .await
+}
+
+async fn get(m: &Member, k: &str, serializable: bool) -> Option<Vec<u8>> {
+    m.range(RangeRequest {
+        key: k.into(),
+        serializable,
+        ..RangeRequest::default()
+    })
+    .await
+    .unwrap()
+    .kvs
+    .pop()
+    .map(|kv| kv.value)
+}
+
+async fn until<F: FnMut() -> bool>(what: &str, mut f: F) {
+    for _ in 0..400 {
+        if f() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+async fn leader_of(members: &[&Member]) -> u64 {
+    let mut leader = 0;
+    until("a leader all members agree on", || {
+        let ls: Vec<Option<u64>> = members.iter().map(|m| m.leader()).collect();
+        match ls[0] {
+            Some(l) if ls.iter().all(|x| *x == Some(l)) => {
+                leader = l;
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    leader
+}
+
+async fn three(dir: &Path) -> (Vec<Member>, Vec<SocketAddr>) {
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let ic: Vec<(String, String)> = (0..3)
+        .map(|i| (format!("m{i}"), addrs[i].to_string()))
+        .collect();
+    let mut members = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut c = config(&format!("m{i}"), dir, *addr);
+        c.initial_cluster = Some(ic.clone());
+        c.advertise_client = Some(format!("127.0.0.1:{}", 40000 + i));
+        members.push(Member::start(c).await.unwrap());
+    }
+    (members, addrs)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn single_member_kv_txn_watch_and_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let m = Member::start(config("solo", dir.path(), addr))
+        .await
+        .unwrap();
+    let r = put(&m, "a", "1").await.unwrap();
+    assert_eq!(r.header.revision, 1);
+    assert_eq!(r.header.member_id, member_id("solo"));
+    assert_ne!(r.header.cluster_id, 0);
+    assert!(r.header.raft_term >= 1);
+    let mut w = m
+        .watch(WatchRequest {
+            key: "a".into(),
+            start_revision: 1,
+            prev_kv: true,
+            ..WatchRequest::default()
+        })
+        .unwrap();
+    put(&m, "a", "2").await.unwrap();
+    let t = m
+        .txn(TxnRequest {
+            compare: vec![Compare {
+                key: "a".into(),
+                range_end: vec![],
+                result: CompareResult::Equal,
+                target: CompareTarget::Version(2),
+            }],
+            success: vec![RequestOp::DeleteRange(DeleteRangeRequest {
+                key: "a".into(),
+                ..DeleteRangeRequest::default()
+            })],
+            failure: vec![],
+        })
+        .await
+        .unwrap();
+    assert!(t.succeeded);
+    let mut seen = Vec::new();
+    while seen.len() < 3 {
+        match tokio::time::timeout(Duration::from_secs(5), w.recv())
+            .await
+            .unwrap()
+        {
+            Some(WatchBatch::Events { revision, events }) => {
+                seen.push((revision, events[0].kind));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(
+        seen,
+        vec![
+            (1, EventKind::Put),
+            (2, EventKind::Put),
+            (3, EventKind::Delete)
+        ]
+    );
+    // bad input is an error, not a crash
+    assert!(matches!(
+        put(&m, "", "x").await,
+        Err(StoreError::InvalidRequest(_))
+    ));
+    let big = "x".repeat(2 << 20);
+    assert!(matches!(
+        put(&m, "big", &big).await,
+        Err(StoreError::InvalidRequest(_))
+    ));
+    assert!(matches!(
+        m.put(PutRequest {
+            key: "l".into(),
+            lease: 12345,
+            ..PutRequest::default()
+        })
+        .await,
+        Err(StoreError::Apply(ApplyError::LeaseNotFound))
+    ));
+    put(&m, "keep", "me").await.unwrap();
+    let twin = Member::start(config("solo", dir.path(), free_addr())).await;
+    assert!(
+        matches!(&twin, Err(StoreError::Config(msg)) if msg.contains("in use")),
+        "a second member on the same data dir must be refused"
+    );
+    let term = m.raft().metrics().borrow().current_term;
+    m.shutdown().await;
+    // Restart from the data dir: no re-initialize, data and vote kept.
+    let m = Member::start(config("solo", dir.path(), addr))
+        .await
+        .unwrap();
+    until("leader after restart", || m.leader() == Some(m.id())).await;
+    assert_eq!(get(&m, "keep", false).await.unwrap(), b"me");
+    assert_eq!(get(&m, "a", false).await, None);
+    // The vote survived: the term never goes back.
+    assert!(m.raft().metrics().borrow().current_term >= term);
+    assert_eq!(m.revision(), 4);
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lease_expiry_deletes_keys_and_keepalive_extends() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Member::start(config("solo", dir.path(), free_addr()))
+        .await
+        .unwrap();
+    until("leader", || m.leader() == Some(m.id())).await;
+    let short = m.lease_grant(1, 0).await.unwrap().id;
+    let long = m.lease_grant(30, 77).await.unwrap().id;
+    assert_eq!(long, 77);
+    for (k, l) in [("e/1", short), ("e/2", short), ("e/3", long)] {
+        m.put(PutRequest {
+            key: k.into(),
+            value: "v".into(),
+            lease: l,
+            ..PutRequest::default()
+        })
+        .await
+        .unwrap();
+    }
+    let ttl = m.lease_time_to_live(long, true).await.unwrap();
+    assert_eq!((ttl.granted_ttl, ttl.keys.len()), (30, 1));
+    assert!(ttl.ttl > 0 && ttl.ttl <= 30);
+    assert_eq!(m.lease_keep_alive(long).await.unwrap().ttl, 30);
+    let before = m.revision();
+    let mut w = m
+        .watch(WatchRequest {
+            key: "e/".into(),
+            range_end: "e0".into(),
+            ..WatchRequest::default()
+        })
+        .unwrap();
+    // The expiry is one replicated entry: both keys go in one revision.
+    let batch = tokio::time::timeout(Duration::from_secs(10), w.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    let WatchBatch::Events { revision, events } = batch else {
+        panic!("{batch:?}")
+    };
+    assert_eq!(revision, before + 1);
+    assert_eq!(events.len(), 2);
+    assert!(events.iter().all(|e| e.kind == EventKind::Delete));
+    assert_eq!(m.lease_time_to_live(short, false).await.unwrap().ttl, -1);
+    assert!(matches!(
+        m.lease_keep_alive(short).await,
+        Err(StoreError::LeaseNotFound)
+    ));
+    assert_eq!(m.lease_leases().await.unwrap().leases, vec![77]);
+    m.lease_revoke(77).await.unwrap();
+    assert_eq!(get(&m, "e/3", false).await, None);
+    m.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_members_replicate_forward_and_survive_leader_loss() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut members, addrs) = three(dir.path()).await;
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    let li = members.iter().position(|m| m.id() == leader).unwrap();
+    let fi = (li + 1) % 3;
+    // writes through a follower are forwarded; linearizable reads everywhere
+    let mut w = members[(li + 2) % 3]
+        .watch(WatchRequest {
+            key: "k/".into(),
+            range_end: "k0".into(),
+            ..WatchRequest::default()
+        })
+        .unwrap();
+    for i in 0..20 {
+        put(&members[fi], &format!("k/{i}"), &i.to_string())
+            .await
+            .unwrap();
+    }
+    for m in &members {
+        assert_eq!(get(m, "k/19", false).await.unwrap(), b"19");
+    }
+    let st = members[fi].status().await.unwrap();
+    assert_eq!(st.leader, leader);
+    assert_eq!(members[fi].member_list().await.unwrap().members.len(), 3);
+    // every member advertised its client address into the membership
+    let mut listed = 0;
+    until("client addresses advertised", || {
+        let m = members[fi]
+            .raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .clone();
+        listed = m
+            .membership()
+            .nodes()
+            .filter(|(_, n)| n.client_addr.is_some())
+            .count();
+        listed == 3
+    })
+    .await;
+    // lose the leader
+    let old = members.remove(li);
+    old.shutdown().await;
+    let mut new_leader = 0;
+    until("survivors elect a new leader", || {
+        match (members[0].leader(), members[1].leader()) {
+            (Some(a), Some(b)) if a == b && a != leader => {
+                new_leader = a;
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    assert_ne!(new_leader, 0);
+    for i in 20..30 {
+        put(&members[0], &format!("k/{i}"), &i.to_string())
+            .await
+            .unwrap();
+    }
+    // the watch on a surviving member saw every revision once, in order
+    let mut revs = Vec::new();
+    while revs.len() < 30 {
+        match tokio::time::timeout(Duration::from_secs(10), w.recv()).await {
+            Ok(Some(WatchBatch::Events { revision, .. })) => revs.push(revision),
+            other => panic!("watch ended: {other:?} after {revs:?}"),
+        }
+    }
+    assert_eq!(revs, (1..=30).collect::<Vec<i64>>());
+    // the old leader restarts from its data dir and catches up
+    let mut c = config(&format!("m{li}"), dir.path(), addrs[li]);
+    c.initial_cluster = Some(
+        (0..3)
+            .map(|i| (format!("m{i}"), addrs[i].to_string()))
+            .collect(),
+    );
+    let back = Member::start(c).await.unwrap();
+    until("restarted member catches up", || back.revision() == 30).await;
+    assert_eq!(get(&back, "k/29", true).await.unwrap(), b"29");
+    // a read-only txn on a follower (read index, no log entry) right after a
+    // write through another member sees that write
+    for i in 0..10 {
+        put(&members[0], "ro", &i.to_string()).await.unwrap();
+        let t = back
+            .txn(TxnRequest {
+                compare: vec![],
+                success: vec![RequestOp::Range(RangeRequest {
+                    key: "ro".into(),
+                    ..RangeRequest::default()
+                })],
+                failure: vec![],
+            })
+            .await
+            .unwrap();
+        let ResponseOp::Range(r) = &t.responses[0] else {
+            panic!("{t:?}")
+        };
+        assert_eq!(r.kvs[0].value, i.to_string().as_bytes());
+    }
+    back.shutdown().await;
+    for m in members {
+        m.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn join_promotes_up_to_max_voters_then_learners_and_remove() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_addr = free_addr();
+    let mut c = config("a", dir.path(), a_addr);
+    c.max_voters = 2;
+    let a = Member::start(c).await.unwrap();
+    put(&a, "before", "join").await.unwrap();
+    let mut c = config("b", dir.path(), free_addr());
+    c.join = Some(a_addr.to_string());
+    let b = Member::start(c).await.unwrap();
+    assert_eq!(b.cluster_id(), a.cluster_id());
+    // c joins through b (a follower): the join is routed to the leader
+    let mut c_cfg = config("c", dir.path(), free_addr());
+    c_cfg.join = Some(
+        b.raft()
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&b.id())
+            .unwrap()
+            .peer_addr
+            .clone(),
+    );
+    c_cfg.max_voters = 2;
+    let c = Member::start(c_cfg).await.unwrap();
+    let list = a.member_list().await.unwrap();
+    let learner: Vec<bool> = ["a", "b", "c"]
+        .iter()
+        .map(|n| {
+            list.members
+                .iter()
+                .find(|m| m.name == *n)
+                .unwrap()
+                .is_learner
+        })
+        .collect();
+    assert_eq!(learner, vec![false, false, true]);
+    // the learner serves reads (through the leader) and local watches
+    assert_eq!(get(&c, "before", false).await.unwrap(), b"join");
+    put(&c, "from", "learner").await.unwrap();
+    assert_eq!(get(&a, "from", false).await.unwrap(), b"learner");
+    // removing a voter leaves room: the caught-up learner is promoted by itself
+    a.member_remove(b.id()).await.unwrap();
+    until("learner promoted after a voter left", || {
+        let m = a.raft().metrics().borrow().membership_config.clone();
+        m.membership().voter_ids().any(|v| v == c.id())
+    })
+    .await;
+    // promoting a voter again is a no-op
+    c.member_promote(c.id()).await.unwrap();
+    assert!(
+        a.member_list()
+            .await
+            .unwrap()
+            .members
+            .iter()
+            .all(|m| !m.is_learner)
+    );
+    assert_eq!(a.member_list().await.unwrap().members.len(), 2);
+    assert!(matches!(
+        a.member_remove(12345).await,
+        Err(StoreError::MemberNotFound)
+    ));
+    put(&a, "after", "remove").await.unwrap();
+    assert_eq!(get(&c, "after", false).await.unwrap(), b"remove");
+    for m in [a, b, c] {
+        m.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_token_and_garbage_are_rejected() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_addr = free_addr();
+    let a = Member::start(config("a", dir.path(), a_addr))
+        .await
+        .unwrap();
+    // garbage on the peer port
+    {
+        use tokio::io::AsyncWriteExt;
+        let mut s = tokio::net::TcpStream::connect(a_addr).await.unwrap();
+        s.write_all(&[0xde; 200]).await.unwrap();
+    }
+    let mut c = config("intruder", dir.path(), free_addr());
+    c.token = "wrong".into();
+    c.join = Some(a_addr.to_string());
+    c.join_timeout = Duration::from_secs(2);
+    let err = Member::start(c).await.err().expect("join must fail");
+    assert!(matches!(err, StoreError::Join { .. }), "{err}");
+    assert!(err.to_string().contains("token"), "{err}");
+    put(&a, "still", "alive").await.unwrap();
+    assert_eq!(a.member_list().await.unwrap().members.len(), 1);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lagging_member_catches_up_by_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let ic: Vec<(String, String)> = (0..3)
+        .map(|i| (format!("m{i}"), addrs[i].to_string()))
+        .collect();
+    let cfg = |i: usize| {
+        let mut c = config(&format!("m{i}"), dir.path(), addrs[i]);
+        c.initial_cluster = Some(ic.clone());
+        c.snapshot_threshold = 50;
+        c.keep_logs_after_snapshot = 0;
+        c
+    };
+    let mut members = Vec::new();
+    for i in 0..3 {
+        members.push(Member::start(cfg(i)).await.unwrap());
+    }
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    let lag = members.iter().position(|m| m.id() != leader).unwrap();
+    members.remove(lag).shutdown().await;
+    for i in 0..300 {
+        put(&members[0], &format!("s/{i:03}"), "v").await.unwrap();
+    }
+    let leader_m = members.iter().find(|m| m.id() == leader).unwrap();
+    until("leader purged its log past the lagging member", || {
+        leader_m
+            .raft()
+            .metrics()
+            .borrow()
+            .purged
+            .is_some_and(|p| p.index > 100)
+    })
+    .await;
+    let back = Member::start(cfg(lag)).await.unwrap();
+    until("lagging member caught up", || back.revision() == 300).await;
+    assert!(back.raft().metrics().borrow().snapshot.is_some());
+    let r = back
+        .range(RangeRequest {
+            key: "s/".into(),
+            range_end: "s0".into(),
+            serializable: true,
+            count_only: true,
+            ..RangeRequest::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(r.count, 300);
+    back.shutdown().await;
+    for m in members {
+        m.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn partitioned_leader_is_replaced_and_heals() {
+    let dir = tempfile::tempdir().unwrap();
+    let (members, _) = three(dir.path()).await;
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    put(&members[0], "p", "1").await.unwrap();
+    let old = members.iter().find(|m| m.id() == leader).unwrap();
+    let others: Vec<&Member> = members.iter().filter(|m| m.id() != leader).collect();
+    for o in &others {
+        old.partition().isolate(o.id());
+    }
+    let mut new_leader = 0;
+    until("majority side elects a new leader", || {
+        match (others[0].leader(), others[1].leader()) {
+            (Some(a), Some(b)) if a == b && a != leader => {
+                new_leader = a;
+                true
+            }
+            _ => false,
+        }
+    })
+    .await;
+    put(others[0], "p", "2").await.unwrap();
+    // the isolated old leader cannot serve a linearizable read of stale data
+    let stale = tokio::time::timeout(
+        Duration::from_secs(3),
+        old.range(RangeRequest {
+            key: "p".into(),
+            ..RangeRequest::default()
+        }),
+    )
+    .await;
+    if let Ok(Ok(r)) = &stale {
+        assert_ne!(r.kvs[0].value, b"1", "stale linearizable read");
+    }
+    old.partition().heal();
+    until("old leader catches up after heal", || old.revision() >= 2).await;
+    assert_eq!(get(old, "p", false).await.unwrap(), b"2");
+    assert_ne!(new_leader, 0);
+    for m in members {
+        m.shutdown().await;
+    }
+}
+
+/// Rough in-process throughput probe (the real benchmark is `herd bench kv`):
+/// `cargo test -p herd-orchestrator --release store::tests::probe -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test"]
+async fn probe_concurrent_put_throughput() {
+    let dir = tempfile::tempdir().unwrap();
+    let (members, _) = three(dir.path()).await;
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    let members = std::sync::Arc::new(members);
+    let li = members.iter().position(|m| m.id() == leader).unwrap();
+    for clients in [1usize, 16, 64] {
+        let start = std::time::Instant::now();
+        let per = if clients == 1 { 500 } else { 4000 / clients };
+        let mut tasks = Vec::new();
+        for c in 0..clients {
+            let members = members.clone();
+            tasks.push(tokio::spawn(async move {
+                let value = "v".repeat(256);
+                for i in 0..per {
+                    put(&members[li], &format!("b/{c}/{i}"), &value)
+                        .await
+                        .unwrap();
+                }
+            }));
+        }
+        for t in tasks {
+            t.await.unwrap();
+        }
+        let n = clients * per;
+        println!(
+            "{clients} clients: {n} puts in {:?} = {:.0}/s",
+            start.elapsed(),
+            n as f64 / start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+/// The storage measurement recorded in ARCHITECTURE.md: 1M 256-byte writes
+/// through the log (groups of 100 per fsync) and the MVCC state machine, with
+/// compaction, snapshots and log purges every 10k entries; prints RSS and disk.
+/// `cargo test -p herd-orchestrator --release store::tests::probe_engine -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a measurement, not a test"]
+async fn probe_engine_1m_writes() {
+    use openraft::storage::{RaftLogStorage, RaftStateMachine};
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId, RaftSnapshotBuilder};
+    let dir = tempfile::tempdir().unwrap();
+    let raft_dir = dir.path().join("raft");
+    let mut log = super::log::LogStore::open(&raft_dir).unwrap();
+    let mut sm = super::sm::StateMachine::open(&raft_dir).unwrap();
+    let start = std::time::Instant::now();
+    let value = vec![7u8; 256];
+    let mut index = 0u64;
+    while index < 1_000_000 {
+        let batch: Vec<Entry<TypeConfig>> = (0..100)
+            .map(|_| {
+                index += 1;
+                Entry {
+                    log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                    payload: EntryPayload::Normal(Command::Put(PutRequest {
+                        key: format!("key/{:05}", index % 10_000).into_bytes(),
+                        value: value.clone(),
+                        ..PutRequest::default()
+                    })),
+                }
+            })
+            .collect();
+        log.append_synced(batch.clone()).await;
+        sm.apply(batch).await.unwrap();
+        if index.is_multiple_of(10_000) {
+            let rev = sm.read().kv.revision();
+            sm.apply(vec![Entry {
+                log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+                payload: EntryPayload::Normal(Command::Compact {
+                    revision: rev - 1000,
+                }),
+            }])
+            .await
+            .unwrap();
+            sm.build_snapshot().await.unwrap();
+            log.purge(LogId::new(CommittedLeaderId::new(1, 1), index - 1000))
+                .await
+                .unwrap();
+        }
+    }
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS"))
+        .unwrap()
+        .to_string();
+    let disk: u64 = std::fs::read_dir(&raft_dir)
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .sum();
+    println!(
+        "herd log+mvcc: 1M writes in {:?}, {rss}, disk {} MiB",
+        start.elapsed(),
+        disk >> 20
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn add_learner_timeout_is_an_error_not_silence() {
+    use super::peer::{Forward, PeerClient, Token, WireError};
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let mut c = config("a", dir.path(), addr);
+    c.join_timeout = Duration::from_secs(2);
+    let a = Member::start(c).await.unwrap();
+    until("leader", || a.leader() == Some(a.id())).await;
+    // A joiner whose peer address answers nothing can never catch up.
+    let client = PeerClient::new(99, Token::new("s3cret"), super::Partition::default());
+    let dead = free_addr().to_string();
+    let answer = client
+        .forward(
+            a.id(),
+            &addr.to_string(),
+            Forward::Join {
+                id: 99,
+                node: PeerNode {
+                    name: "ghost".into(),
+                    peer_addr: dead,
+                    client_addr: None,
+                },
+            },
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    match answer {
+        Err(WireError::Other(msg)) => assert!(msg.contains("did not complete"), "{msg}"),
+        other => panic!("expected a visible timeout, got {other:?}"),
+    }
+    // the cluster still works and the ghost never became a voter
+    put(&a, "k", "v").await.unwrap();
+    let list = a.member_list().await.unwrap();
+    assert!(
+        list.members
+            .iter()
+            .all(|m| m.name != "ghost" || m.is_learner)
+    );
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watch_on_a_member_that_catches_up_by_snapshot_sees_every_revision_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
+    let ic: Vec<(String, String)> = (0..3)
+        .map(|i| (format!("m{i}"), addrs[i].to_string()))
+        .collect();
+    let mut members = Vec::new();
+    for (i, addr) in addrs.iter().enumerate() {
+        let mut c = config(&format!("m{i}"), dir.path(), *addr);
+        c.initial_cluster = Some(ic.clone());
+        c.snapshot_threshold = 40;
+        c.keep_logs_after_snapshot = 0;
+        members.push(Member::start(c).await.unwrap());
+    }
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    let fi = members.iter().position(|m| m.id() != leader).unwrap();
+    let li = members.iter().position(|m| m.id() == leader).unwrap();
+    put(&members[li], "w/0", "0").await.unwrap();
+    let mut w = members[fi]
+        .watch(WatchRequest {
+            key: "w/".into(),
+            range_end: "w0".into(),
+            start_revision: 1,
+            ..WatchRequest::default()
+        })
+        .unwrap();
+    for (i, m) in members.iter().enumerate() {
+        if i != fi {
+            members[fi].partition().isolate(m.id());
+        }
+    }
+    for i in 1..200 {
+        put(&members[li], &format!("w/{i}"), "v").await.unwrap();
+    }
+    until("leader purged past the isolated follower", || {
+        members[li]
+            .raft()
+            .metrics()
+            .borrow()
+            .purged
+            .is_some_and(|p| p.index > 100)
+    })
+    .await;
+    members[fi].partition().heal();
+    let mut revs = Vec::new();
+    while revs.len() < 200 {
+        match tokio::time::timeout(Duration::from_secs(20), w.recv()).await {
+            Ok(Some(WatchBatch::Events { revision, .. })) => revs.push(revision),
+            other => panic!("watch ended: {other:?} after {} revisions", revs.len()),
+        }
+    }
+    assert_eq!(revs, (1..=200).collect::<Vec<i64>>());
+    assert!(members[fi].raft().metrics().borrow().snapshot.is_some());
+    for m in members {
+        m.shutdown().await;
+    }
+}

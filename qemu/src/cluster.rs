@@ -1,0 +1,200 @@
+//! The cluster as seen from inside the lab network: each machine's store
+//! member (leader / voter / learner, term), the member list, and the
+//! machines registered under `/herd/machines`.
+//!
+//! Queries run on a thread of their own that entered the lab namespace with
+//! its own single-threaded runtime, so every socket the gRPC client opens
+//! (and its background tasks) lives in the lab network.
+
+use std::future::Future;
+use std::time::Duration;
+
+use herd_orchestrator::api::client::Client;
+use herd_orchestrator::machine::{self, MachineRecord};
+use herd_orchestrator::proto::etcdserverpb::{MemberListRequest, StatusRequest};
+use serde::Serialize;
+
+use crate::layout::MachineId;
+
+/// Errors reaching the lab network at all (unreachable machines are data,
+/// not errors).
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("entering namespace {netns}: {source}")]
+    Enter {
+        netns: String,
+        source: std::io::Error,
+    },
+    #[error("starting the query runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Runs `make()`'s future on a fresh thread inside namespace `netns`.
+pub async fn in_netns<F, T>(
+    netns: &str,
+    make: impl FnOnce() -> F + Send + 'static,
+) -> Result<T, ClusterError>
+where
+    F: Future<Output = T>,
+    T: Send + 'static,
+{
+    let ns = netns.to_owned();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    std::thread::spawn(move || {
+        let result = (|| {
+            crate::nsnet::enter(&ns).map_err(|source| ClusterError::Enter {
+                netns: ns.clone(),
+                source,
+            })?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(ClusterError::Runtime)?;
+            Ok(rt.block_on(make()))
+        })();
+        let _ = tx.send(result);
+    });
+    rx.await.expect("query thread always answers")
+}
+
+/// Role of one member in the store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StoreRole {
+    Leader,
+    Voter,
+    Learner,
+}
+
+impl std::fmt::Display for StoreRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StoreRole::Leader => "leader",
+            StoreRole::Voter => "voter",
+            StoreRole::Learner => "learner",
+        })
+    }
+}
+
+/// One machine's store member, as it answers for itself.
+#[derive(Debug, Clone, Serialize)]
+pub struct MemberView {
+    pub machine: String,
+    pub endpoint: String,
+    pub member_id: Option<String>,
+    pub role: Option<StoreRole>,
+    pub raft_term: Option<u64>,
+    /// Why the machine did not answer.
+    pub error: Option<String>,
+}
+
+/// The whole cluster view.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ClusterView {
+    pub members: Vec<MemberView>,
+    /// Names in the member list (from the first machine that answered).
+    pub member_names: Vec<String>,
+    /// Machines registered in the store.
+    pub registered: Vec<MachineRecord>,
+}
+
+impl ClusterView {
+    /// The machine whose member says it leads, if any.
+    pub fn leader(&self) -> Option<&str> {
+        self.members
+            .iter()
+            .find(|m| m.role == Some(StoreRole::Leader))
+            .map(|m| m.machine.as_str())
+    }
+
+    /// Whether `machine` answers, is in the member list and is registered.
+    pub fn has_joined(&self, machine: MachineId) -> bool {
+        let name = machine.to_string();
+        self.members
+            .iter()
+            .any(|m| m.machine == name && m.role.is_some())
+            && self.member_names.contains(&name)
+            && self.registered.iter().any(|r| r.hostname == name)
+    }
+}
+
+async fn member_view(id: MachineId, timeout: Duration) -> MemberView {
+    let endpoint = id.client_endpoint();
+    let mut view = MemberView {
+        machine: id.to_string(),
+        endpoint: endpoint.clone(),
+        member_id: None,
+        role: None,
+        raft_term: None,
+        error: None,
+    };
+    let status = async {
+        let client = Client::connect(std::slice::from_ref(&endpoint))
+            .await
+            .map_err(|e| e.to_string())?;
+        client
+            .maintenance()
+            .status(StatusRequest {})
+            .await
+            .map(|r| r.into_inner())
+            .map_err(|e| e.message().to_owned())
+    };
+    match tokio::time::timeout(timeout, status).await {
+        Ok(Ok(s)) => {
+            let me = s.header.map(|h| h.member_id).unwrap_or_default();
+            view.member_id = Some(format!("{me:x}"));
+            view.raft_term = Some(s.raft_term);
+            view.role = Some(if s.is_learner {
+                StoreRole::Learner
+            } else if s.leader == me && me != 0 {
+                StoreRole::Leader
+            } else {
+                StoreRole::Voter
+            });
+        }
+        Ok(Err(e)) => view.error = Some(e),
+        Err(_) => view.error = Some(format!("no answer within {timeout:?}")),
+    }
+    view
+}
+
+/// Asks every machine in `machines` about itself, and the first that answers
+/// about the member list and the registered machines.
+pub async fn view(netns: &str, machines: Vec<MachineId>) -> Result<ClusterView, ClusterError> {
+    in_netns(netns, move || async move {
+        let timeout = Duration::from_secs(3);
+        let members =
+            futures::future::join_all(machines.iter().map(|id| member_view(*id, timeout))).await;
+        let mut member_names = Vec::new();
+        let mut registered = Vec::new();
+        for m in members.iter().filter(|m| m.role.is_some()) {
+            let Ok(client) = Client::connect(std::slice::from_ref(&m.endpoint)).await else {
+                continue;
+            };
+            let list = tokio::time::timeout(
+                timeout,
+                client
+                    .cluster()
+                    .member_list(MemberListRequest { linearizable: true }),
+            )
+            .await;
+            let Ok(Ok(list)) = list else { continue };
+            member_names = list
+                .into_inner()
+                .members
+                .into_iter()
+                .map(|m| m.name)
+                .collect();
+            if let Ok(Ok(records)) = tokio::time::timeout(timeout, machine::list(&client)).await {
+                registered = records;
+            }
+            break;
+        }
+        ClusterView {
+            members,
+            member_names,
+            registered,
+        }
+    })
+    .await
+}

@@ -1,0 +1,398 @@
+//! The lab's lifecycle: `up`, `add`, `kill`, `boot` and `down`. Every
+//! process and interface is recorded in the state file before (or right
+//! after) it is created, so `down` finds everything after any crash.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::layout::{self, MachineId};
+use crate::net::{self, NetError};
+use crate::prereq::{self, Missing};
+use crate::process;
+use crate::pxe;
+use crate::state::{LabState, MachineIdRepr, MachineState, StateError, now_ms};
+use crate::vm::{self, VmError};
+
+/// Everything that can stop a lab command.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    #[error("the lab cannot start:\n  {}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n  "))]
+    Prerequisites(Vec<Missing>),
+    #[error(
+        "a lab is already up in {dir} (namespace {netns}, {machines} machines): see `herd lab status`, add machines with `herd lab add`, or remove it with `herd lab down`"
+    )]
+    AlreadyUp {
+        dir: PathBuf,
+        netns: String,
+        machines: usize,
+    },
+    #[error(
+        "namespace {0} exists but belongs to no lab in this directory: remove it (`ip netns del {0}`) or pick another with --netns"
+    )]
+    ForeignNamespace(String),
+    #[error("no lab in {0}: start one with `herd lab up`")]
+    NotUp(PathBuf),
+    #[error("{machine} is not in the lab (machines: {known})")]
+    UnknownMachine { machine: MachineId, known: String },
+    #[error("{0} is already powered on")]
+    AlreadyOn(MachineId),
+    #[error("the lab is full: no machine number left")]
+    Full,
+    #[error("--machines must be between 1 and {max}, not {0}", max = layout::MAX_MACHINE)]
+    MachineCount(u32),
+    #[error(
+        "--install is not supported yet: lab machines run the image from RAM (netboot) on every boot"
+    )]
+    InstallUnsupported,
+    #[error("building the image: {0}")]
+    Image(String),
+    #[error("the provisioning server: {0}")]
+    Pxe(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    State(#[from] StateError),
+    #[error(transparent)]
+    Net(#[from] NetError),
+    #[error(transparent)]
+    Vm(#[from] VmError),
+}
+
+/// One lab directory and the `herd` binary that runs its servers.
+#[derive(Debug, Clone)]
+pub struct Lab {
+    pub dir: PathBuf,
+    pub herd: PathBuf,
+}
+
+/// Options of `herd lab up`.
+#[derive(Debug, Clone)]
+pub struct UpOptions {
+    pub machines: u32,
+    pub install: bool,
+    /// A prebuilt image directory (`vmlinuz`, `initramfs`); built if `None`.
+    pub image: Option<PathBuf>,
+    pub netns: String,
+}
+
+/// What `down` removed.
+#[derive(Debug, Default)]
+pub struct DownReport {
+    pub vms_stopped: usize,
+    pub servers_stopped: usize,
+    pub namespace_removed: bool,
+}
+
+impl Lab {
+    /// A lab in `dir`. The directory is made absolute: it identifies the
+    /// lab's processes, whatever the working directory of later commands.
+    pub fn new(dir: PathBuf, herd: PathBuf) -> Lab {
+        let dir = std::path::absolute(&dir).unwrap_or(dir);
+        Lab { dir, herd }
+    }
+
+    /// The recorded state, or `NotUp`.
+    pub fn state(&self) -> Result<LabState, LabError> {
+        LabState::load(&self.dir)?.ok_or_else(|| LabError::NotUp(self.dir.clone()))
+    }
+
+    fn io(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> LabError {
+        let path = path.to_path_buf();
+        move |source| LabError::Io { what, path, source }
+    }
+
+    /// QEMU's PID for machine `m` if it runs: the recorded PID, or the PID
+    /// file (a crash between QEMU's start and the state update leaves only
+    /// the latter).
+    pub fn vm_pid(&self, m: &MachineState) -> Option<u32> {
+        let id = m.id();
+        let from_file = || process::read_pidfile(&vm::VmFiles::new(&self.dir, id).pidfile());
+        [m.pid, from_file()]
+            .into_iter()
+            .flatten()
+            .find(|pid| vm::is_running(&self.dir, id, *pid))
+    }
+
+    /// Whether anything recorded in `state` still runs or exists.
+    pub fn is_alive(&self, state: &LabState) -> bool {
+        net::exists(&state.netns)
+            || state.machines.iter().any(|m| {
+                m.pid
+                    .is_some_and(|pid| vm::is_running(&self.dir, m.id(), pid))
+            })
+            || state
+                .pxe_pid
+                .is_some_and(|pid| process::is_ours(pid, &pxe::tag(&self.dir)))
+    }
+
+    /// Brings the lab up: network, RA sender, provisioning server, VMs.
+    /// Returns once every VM is powered on (see `progress` for the rest).
+    pub async fn up(&self, options: &UpOptions) -> Result<LabState, LabError> {
+        if options.machines == 0 || options.machines > u32::from(layout::MAX_MACHINE) {
+            return Err(LabError::MachineCount(options.machines));
+        }
+        if options.install {
+            return Err(LabError::InstallUnsupported);
+        }
+        let missing = prereq::check_host();
+        if !missing.is_empty() {
+            return Err(LabError::Prerequisites(missing));
+        }
+        tokio::fs::create_dir_all(&self.dir)
+            .await
+            .map_err(Self::io("creating lab directory", &self.dir))?;
+        if let Some(old) = LabState::load(&self.dir)? {
+            if self.is_alive(&old) {
+                return Err(LabError::AlreadyUp {
+                    dir: self.dir.clone(),
+                    netns: old.netns,
+                    machines: old.machines.len(),
+                });
+            }
+            // A lab that crashed and left nothing running: clear its leftovers.
+            self.down().await?;
+        }
+        if net::exists(&options.netns) {
+            return Err(LabError::ForeignNamespace(options.netns.clone()));
+        }
+
+        let image_dir = match &options.image {
+            Some(dir) => dir.clone(),
+            None => self.build_image().await?,
+        };
+        let missing = prereq::check_image(&image_dir);
+        if !missing.is_empty() {
+            return Err(LabError::Prerequisites(missing));
+        }
+
+        let token = hex::encode(rand::random::<[u8; 16]>());
+        let mut state = LabState::new(options.netns.clone(), token, image_dir, options.install);
+        // Recorded before the namespace exists: `down` must find it.
+        state.save(&self.dir)?;
+        net::create(&state.netns).await?;
+
+        state.ra_pid = Some(self.spawn_ra(&state.netns)?);
+        state.save(&self.dir)?;
+
+        let pxe_pid = pxe::start(&self.dir, &self.herd, &state, options.machines).await?;
+        state.pxe_pid = Some(pxe_pid);
+        state.save(&self.dir)?;
+        pxe::wait_ready(&state.netns, Duration::from_secs(30)).await?;
+
+        for n in 1..=options.machines {
+            let id = MachineId::new(n as u8).expect("count checked above");
+            self.power_on_new(&mut state, id).await?;
+        }
+        Ok(state)
+    }
+
+    /// Builds (or reuses) the default image in `LAB/image` with
+    /// `herd image build`, which caches by content itself.
+    pub async fn build_image(&self) -> Result<PathBuf, LabError> {
+        let out_dir = self.dir.join("image");
+        if prereq::check_image(&out_dir).is_empty() {
+            return Ok(out_dir);
+        }
+        let log = self.dir.join("image-build.log");
+        let log_file = std::fs::File::create(&log).map_err(Self::io("creating", &log))?;
+        let status = tokio::process::Command::new(&self.herd)
+            .args(["image", "build", "--out"])
+            .arg(&out_dir)
+            // The machines run the very herd that runs the lab.
+            .arg("--herd-bin")
+            .arg(&self.herd)
+            .stdin(std::process::Stdio::null())
+            .stdout(log_file.try_clone().map_err(Self::io("opening", &log))?)
+            .stderr(log_file)
+            .kill_on_drop(true)
+            .status()
+            .await
+            .map_err(Self::io("running herd image build for", &out_dir))?;
+        if !status.success() {
+            return Err(LabError::Image(format!(
+                "`herd image build --out {}` failed ({status}); its output is in {}",
+                out_dir.display(),
+                log.display()
+            )));
+        }
+        Ok(out_dir)
+    }
+
+    /// The RA sender: `herd lab ra` inside the namespace, detached.
+    fn spawn_ra(&self, netns: &str) -> Result<u32, LabError> {
+        let log = self.dir.join("ra.log");
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", netns])
+            .arg(&self.herd)
+            .args(["lab", "ra", "--interface", layout::BRIDGE, "--lab-dir"])
+            .arg(&self.dir);
+        spawn_detached(&mut cmd, &log)
+    }
+
+    /// Racks machine `id`: its directory and empty disk, its tap, and power.
+    /// The machine is recorded in the state file before QEMU starts.
+    pub async fn power_on_new(&self, state: &mut LabState, id: MachineId) -> Result<(), LabError> {
+        let files = vm::prepare(&self.dir, id).await?;
+        state.machines.push(MachineState {
+            id: MachineIdRepr(id.number()),
+            mac: id.mac(),
+            ip: id.ip(),
+            tap: id.tap(),
+            disk: files.disk(),
+            pid: None,
+            powered_on_ms: None,
+        });
+        state.save(&self.dir)?;
+        self.power_on(state, id).await
+    }
+
+    async fn power_on(&self, state: &mut LabState, id: MachineId) -> Result<(), LabError> {
+        let files = vm::VmFiles::new(&self.dir, id);
+        let sercon = vm::write_sercon_port(&self.dir)
+            .map_err(Self::io("writing", &self.dir.join("sercon-port")))?;
+        net::add_tap(&state.netns, &id.tap()).await?;
+        let started = now_ms();
+        let pid = vm::power_on(&self.dir, &state.netns, id, &files, &sercon).await?;
+        let machine = state
+            .machine_mut(id)
+            .expect("machine recorded before power-on");
+        machine.pid = Some(pid);
+        machine.powered_on_ms = Some(started);
+        state.save(&self.dir)?;
+        Ok(())
+    }
+
+    fn known(state: &LabState) -> String {
+        state
+            .machines
+            .iter()
+            .map(|m| m.id().to_string())
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// Racks one more machine (the next number) and powers it on.
+    pub async fn add(&self) -> Result<MachineId, LabError> {
+        let mut state = self.state()?;
+        let id = state.next_id().ok_or(LabError::Full)?;
+        self.power_on_new(&mut state, id).await?;
+        Ok(id)
+    }
+
+    /// Powers machine `id` off (pulls the plug: QEMU quits, the guest gets
+    /// no shutdown). Returns whether it was running.
+    pub async fn kill(&self, id: MachineId) -> Result<bool, LabError> {
+        let mut state = self.state()?;
+        let known = Self::known(&state);
+        let machine = state
+            .machine(id)
+            .ok_or(LabError::UnknownMachine { machine: id, known })?;
+        let was_on = match self.vm_pid(machine) {
+            Some(pid) => vm::power_off(&self.dir, id, pid).await,
+            None => false,
+        };
+        state.machine_mut(id).expect("found above").pid = None;
+        state.save(&self.dir)?;
+        Ok(was_on)
+    }
+
+    /// Powers machine `id` on again (it netboots, or boots from its disk if
+    /// it installed).
+    pub async fn boot(&self, id: MachineId) -> Result<(), LabError> {
+        let mut state = self.state()?;
+        let known = Self::known(&state);
+        let machine = state
+            .machine(id)
+            .ok_or(LabError::UnknownMachine { machine: id, known })?;
+        if machine
+            .pid
+            .is_some_and(|pid| vm::is_running(&self.dir, id, pid))
+        {
+            return Err(LabError::AlreadyOn(id));
+        }
+        self.power_on(&mut state, id).await
+    }
+
+    /// Stops every VM and server and removes the namespace (with its bridge
+    /// and taps). Idempotent; works from the state file alone, and also
+    /// sweeps processes left in the namespace that the file missed (a crash
+    /// between spawning and recording).
+    pub async fn down(&self) -> Result<DownReport, LabError> {
+        let mut report = DownReport::default();
+        let Some(state) = LabState::load(&self.dir)? else {
+            return Ok(report);
+        };
+        for m in &state.machines {
+            if let Some(pid) = self.vm_pid(m)
+                && vm::power_off(&self.dir, m.id(), pid).await
+            {
+                report.vms_stopped += 1;
+            }
+        }
+        if let Some(pid) = state.pxe_pid
+            && process::stop(pid, &pxe::tag(&self.dir), Duration::from_secs(5)).await
+        {
+            report.servers_stopped += 1;
+        }
+        if let Some(pid) = state.ra_pid
+            && process::stop(pid, &ra_tag(&self.dir), Duration::from_secs(5)).await
+        {
+            report.servers_stopped += 1;
+        }
+        if net::exists(&state.netns) {
+            // Whatever still runs inside the namespace belongs to this lab
+            // (e.g. a `herd lab exec` shell, or a server spawned just before
+            // a crash and never recorded).
+            for pid in net::pids(&state.netns).await {
+                if process::stop_any(pid, Duration::from_secs(5)).await {
+                    report.servers_stopped += 1;
+                }
+            }
+            net::delete(&state.netns).await?;
+            report.namespace_removed = true;
+        }
+        LabState::remove(&self.dir)?;
+        Ok(report)
+    }
+}
+
+/// What identifies the RA sender of a lab in `/proc/PID/cmdline`.
+pub fn ra_tag(lab_dir: &Path) -> String {
+    lab_dir.display().to_string()
+}
+
+/// Starts `cmd` in its own session, detached from the terminal, with output
+/// to `log`; it outlives this process. Returns its PID.
+pub fn spawn_detached(cmd: &mut std::process::Command, log: &Path) -> Result<u32, LabError> {
+    use std::os::unix::process::CommandExt;
+    let io = |what| {
+        let path = log.to_path_buf();
+        move |source| LabError::Io { what, path, source }
+    };
+    let out = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
+        .map_err(io("opening log"))?;
+    let err = out.try_clone().map_err(io("opening log"))?;
+    // SAFETY: setsid is async-signal-safe and touches no memory.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let child = cmd
+        .stdin(std::process::Stdio::null())
+        .stdout(out)
+        .stderr(err)
+        .spawn()
+        .map_err(io("starting the process logging to"))?;
+    Ok(child.id())
+}

@@ -1,0 +1,198 @@
+//! The lab's provisioning server: `herd pxe serve` on the lab bridge with a
+//! lab profile (static reservations by MAC, the cloud-config template with
+//! the join token and the first machine as the bootstrap peer).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::lab::{LabError, spawn_detached};
+use crate::layout::{self, MachineId};
+use crate::nsnet;
+use crate::state::LabState;
+
+/// The provisioning server's state directory, which also identifies its
+/// process (`--state-dir` is its last argument).
+pub fn state_dir(lab_dir: &Path) -> PathBuf {
+    lab_dir.join("pxe")
+}
+
+/// What identifies this lab's provisioning server in `/proc/PID/cmdline`.
+pub fn tag(lab_dir: &Path) -> String {
+    state_dir(lab_dir).display().to_string()
+}
+
+/// The provisioning server's HTTP address on the lab bridge.
+pub fn http_addr() -> SocketAddr {
+    SocketAddr::from((layout::HOST_ADDR, layout::PXE_HTTP_PORT))
+}
+
+/// The kernel command line of lab machines: console on the serial port
+/// (the lab's progress view reads it) and where the agent finds its
+/// cloud-config (filled in per machine by the provisioning server).
+pub const KERNEL_CMDLINE: &str =
+    "console=ttyS0 loglevel=4 herd.config={{ server_url }}/cloud-config?mac={{ mac }}";
+
+/// The machines' cloud-config template. Per-machine values come from each
+/// machine's group (`metadata.name`, `metadata.ip`); the founder and peer
+/// list are the first machines of the lab.
+fn cloud_config_template(state: &LabState, founders: u32) -> String {
+    let first = MachineId::new(1).expect("machine 1 exists");
+    let peers: Vec<String> = (1..=founders)
+        .filter_map(|n| MachineId::new(n as u8))
+        .map(|m| m.ip().to_string())
+        .collect();
+    let mut t = format!(
+        "hostname: {{{{ metadata.name }}}}\nherd:\n  token: {{{{ token }}}}\n  advertise: {{{{ metadata.ip }}}}\n  bootstrap: {first}\n  peers: [{peers}]\n  roles: [store]\n",
+        first = first.ip(),
+        peers = peers.join(", "),
+    );
+    if state.install {
+        t.push_str("  install_disk: /dev/vda\n");
+    }
+    t
+}
+
+/// The provisioning server's config: the lab profile, and one group per
+/// reserved machine (matched by MAC) carrying its name and address.
+pub fn profile(state: &LabState, founders: u32, reserved: u32) -> String {
+    let quote = |s: &str| serde_json::to_string(s).expect("strings serialise");
+    let mut out = String::from("# Written by `herd lab up`; rewritten on every `up`.\n");
+    out.push_str(&format!("token: {}\n", quote(&state.token)));
+    out.push_str("profiles:\n  - id: lab\n");
+    out.push_str(&format!(
+        "    kernel: {}\n    initrd: [{}]\n    cmdline: {}\n    install_to_disk: {}\n",
+        quote(&state.image_dir.join("vmlinuz").display().to_string()),
+        quote(&state.image_dir.join("initramfs").display().to_string()),
+        quote(KERNEL_CMDLINE),
+        state.install,
+    ));
+    out.push_str(&format!(
+        "    cloud_config:\n      inline: {}\n",
+        quote(&cloud_config_template(state, founders))
+    ));
+    out.push_str("groups:\n");
+    for n in 1..=reserved {
+        let Some(id) = MachineId::new(n as u8) else {
+            break;
+        };
+        out.push_str(&format!(
+            "  - id: {id}\n    profile: lab\n    selector: {{ mac: \"{}\" }}\n    metadata: {{ name: {id}, ip: \"{}\" }}\n",
+            id.mac(),
+            id.ip()
+        ));
+    }
+    out
+}
+
+/// Writes the lab profile and starts `herd pxe serve` inside the namespace.
+pub async fn start(
+    lab_dir: &Path,
+    herd: &Path,
+    state: &LabState,
+    machines: u32,
+) -> Result<u32, LabError> {
+    let config = lab_dir.join("pxe-profile.yaml");
+    // Reservations cover room for machines added later.
+    let reserved = (machines + 16).min(u32::from(layout::MAX_MACHINE));
+    tokio::fs::write(&config, profile(state, machines, reserved))
+        .await
+        .map_err(|source| LabError::Io {
+            what: "writing",
+            path: config.clone(),
+            source,
+        })?;
+    let dir = state_dir(lab_dir);
+    tokio::fs::create_dir_all(&dir)
+        .await
+        .map_err(|source| LabError::Io {
+            what: "creating",
+            path: dir.clone(),
+            source,
+        })?;
+    let range = format!("{}-{}", layout::DYNAMIC_RANGE.0, layout::DYNAMIC_RANGE.1);
+    let mut cmd = std::process::Command::new("ip");
+    cmd.args(["netns", "exec", &state.netns])
+        .arg(herd)
+        .args(["pxe", "serve", "--interface", layout::BRIDGE, "--address"])
+        .arg(layout::HOST_ADDR.to_string())
+        .args(["--range", &range, "--config"])
+        .arg(&config);
+    for n in 1..=reserved {
+        if let Some(id) = MachineId::new(n as u8) {
+            cmd.arg("--reserve")
+                .arg(format!("{}={}", id.mac(), id.ip()));
+        }
+    }
+    cmd.arg("--state-dir").arg(&dir);
+    spawn_detached(&mut cmd, &lab_dir.join("pxe.log"))
+}
+
+/// Waits until the provisioning server answers HTTP on the bridge.
+pub async fn wait_ready(netns: &str, timeout: Duration) -> Result<(), LabError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match nsnet::connect(netns, http_addr(), Duration::from_secs(1)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if tokio::time::Instant::now() >= deadline => {
+                return Err(LabError::Pxe(format!(
+                    "not answering on http://{} after {timeout:?} ({e}); see pxe.log in the lab directory",
+                    http_addr()
+                )));
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+/// One machine as the provisioning server's inventory saw it.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+pub struct InventoryEntry {
+    pub mac: String,
+    #[serde(default)]
+    pub ip: Option<String>,
+    #[serde(default)]
+    pub last_stage: Option<String>,
+    #[serde(flatten)]
+    pub rest: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `GET /api/machines` from the provisioning server.
+pub async fn inventory(netns: &str) -> Result<Vec<InventoryEntry>, LabError> {
+    let body = nsnet::http_get(netns, http_addr(), "/api/machines", Duration::from_secs(3))
+        .await
+        .map_err(|e| LabError::Pxe(e.to_string()))?;
+    serde_json::from_slice(&body)
+        .map_err(|e| LabError::Pxe(format!("inventory is not the expected JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn profile_is_yaml_with_one_group_per_machine() {
+        let state = LabState::new("herd-lab".into(), "t0k3n".into(), "/img".into(), true);
+        let text = profile(&state, 3, 5);
+        // Parse it back as YAML-compatible JSON values where possible: the
+        // quoted scalars are JSON strings, so the template survives intact.
+        assert!(text.contains("token: \"t0k3n\""), "{text}");
+        assert!(text.contains("kernel: \"/img/vmlinuz\""), "{text}");
+        assert!(
+            text.contains("{{ server_url }}/cloud-config?mac={{ mac }}"),
+            "{text}"
+        );
+        assert!(
+            text.contains("selector: { mac: \"52:54:00:77:00:05\" }"),
+            "{text}"
+        );
+        assert!(!text.contains("m6"), "{text}");
+        let template = cloud_config_template(&state, 3);
+        assert!(template.contains("bootstrap: 10.77.0.11"), "{template}");
+        assert!(
+            template.contains("peers: [10.77.0.11, 10.77.0.12, 10.77.0.13]"),
+            "{template}"
+        );
+        assert!(template.contains("install_disk: /dev/vda"), "{template}");
+    }
+}

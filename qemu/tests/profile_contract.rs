@@ -1,0 +1,71 @@
+//! The lab's provisioning config must be what `herd pxe serve` loads, and the
+//! cloud-config it renders for a machine must be what `herd agent` parses:
+//! both sides' real parsers, no copies of their formats.
+
+use std::collections::BTreeMap;
+
+use herd_orchestrator::cloud_config::{self, Membership};
+use herd_pxe::profile::{MachineFacts, Profiles, template};
+use herd_qemu::layout::MachineId;
+use herd_qemu::pxe;
+use herd_qemu::state::LabState;
+
+#[test]
+fn lab_profile_loads_in_pxe_and_renders_cloud_configs_the_agent_accepts() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    std::fs::create_dir(&image).unwrap();
+    std::fs::write(image.join("vmlinuz"), b"kernel").unwrap();
+    std::fs::write(image.join("initramfs"), b"initramfs").unwrap();
+    let state = LabState::new("herd-lab".into(), "0123abcd".into(), image, false);
+    let path = dir.path().join("pxe-profile.yaml");
+    std::fs::write(&path, pxe::profile(&state, 3, 8)).unwrap();
+    let profiles =
+        Profiles::load(&path).unwrap_or_else(|e| panic!("pxe refuses the lab profile: {e}"));
+
+    for n in [1u8, 2, 8] {
+        let id = MachineId::new(n).unwrap();
+        let facts = MachineFacts {
+            mac: Some(id.mac().parse().unwrap()),
+            ..Default::default()
+        };
+        let selected = profiles
+            .select(&facts)
+            .expect("every reserved machine has a group");
+        // The values the provisioning server fills in for this machine.
+        let mut vars: BTreeMap<String, String> = BTreeMap::new();
+        vars.insert("mac".into(), id.mac());
+        vars.insert("token".into(), profiles.token.clone().unwrap());
+        vars.insert("server_url".into(), "http://10.77.0.1:8080".into());
+        for (k, v) in selected
+            .profile
+            .metadata
+            .iter()
+            .chain(&selected.group.metadata)
+        {
+            vars.insert(format!("metadata.{k}"), v.clone());
+        }
+        let cmdline = template::render(&selected.profile.cmdline, &vars).unwrap();
+        assert!(
+            cmdline.contains(&format!(
+                "herd.config=http://10.77.0.1:8080/cloud-config?mac={}",
+                id.mac()
+            )),
+            "{cmdline}"
+        );
+        let text =
+            template::render(selected.profile.cloud_config.as_deref().unwrap(), &vars).unwrap();
+        let settings =
+            cloud_config::parse(&text).unwrap_or_else(|e| panic!("agent refuses {text}: {e}"));
+        assert_eq!(settings.name, id.to_string());
+        assert_eq!(settings.token, "0123abcd");
+        assert_eq!(settings.listen_client.ip(), id.ip());
+        match (n, &settings.membership) {
+            (1, Membership::Found { peers }) => assert_eq!(peers.len(), 2),
+            (_, Membership::Join { peers }) => {
+                assert_eq!(peers[0], "10.77.0.11:2380".parse().unwrap())
+            }
+            (_, other) => panic!("{id}: unexpected membership {other:?}"),
+        }
+    }
+}

@@ -1,0 +1,307 @@
+//! The main job end to end: `herd lab up --machines 3` PXE-boots three blank
+//! QEMU VMs (real iPXE, the real herd image built by `herd image build`),
+//! they form one store cluster by themselves, a key written through one
+//! machine reads back through another, the leader's VM is killed and the
+//! cluster elects a new one and keeps serving, the killed machine boots
+//! again (netboot: empty disk, fresh data) and rejoins, and `herd lab down`
+//! leaves no namespace, tap or QEMU process behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use herd_tests::{bin, require, wait};
+use serde_json::Value;
+
+/// Runs `herd lab …` against `lab_dir`, failing the test with its output on error.
+fn lab(lab_dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(bin::herd())
+        .arg("lab")
+        .args(args)
+        .arg("--lab-dir")
+        .arg(lab_dir)
+        .output()
+        .expect("running herd lab");
+    assert!(
+        out.status.success(),
+        "herd lab {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn status(lab_dir: &Path) -> Value {
+    let out = lab(lab_dir, &["status", "-o", "json"]);
+    serde_json::from_slice(&out.stdout).expect("status -o json is JSON")
+}
+
+/// The machine whose store member says it leads.
+fn leader(status: &Value) -> Option<String> {
+    status["cluster"]["members"]
+        .as_array()?
+        .iter()
+        .find(|m| m["role"] == "leader")
+        .and_then(|m| m["machine"].as_str())
+        .map(str::to_owned)
+}
+
+/// Machines that answer as store members (leader or voter).
+fn serving(status: &Value) -> Vec<String> {
+    status["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "leader" || m["role"] == "voter")
+        .filter_map(|m| m["machine"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// `etcdctl` (Debian's, a real etcd v3 client) run inside the lab network.
+fn etcdctl(lab_dir: &Path, endpoints: &str, args: &[&str]) -> Output {
+    let mut full = vec![
+        "exec",
+        "--",
+        "etcdctl",
+        "--dial-timeout=3s",
+        "--command-timeout=5s",
+    ];
+    let endpoints = format!("--endpoints={endpoints}");
+    full.push(&endpoints);
+    full.extend_from_slice(args);
+    Command::new(bin::herd())
+        .arg("lab")
+        .arg("--lab-dir")
+        .arg(lab_dir)
+        .args(&full)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("running etcdctl in the lab")
+}
+
+fn endpoint(machine: &str) -> String {
+    let n: u8 = machine
+        .trim_start_matches('m')
+        .parse()
+        .expect("machine name");
+    format!("10.77.0.{}:2379", 10 + n)
+}
+
+/// Whether any process's command line mentions `needle`.
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let text = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        if text.contains(needle) {
+            found.push(format!("{}: {text}", entry.file_name().to_string_lossy()));
+        }
+    }
+    found
+}
+
+/// Brings the lab down when the test ends, however it ends.
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(bin::herd())
+            .args(["lab", "down", "--lab-dir"])
+            .arg(self.0)
+            .output();
+    }
+}
+
+#[test]
+fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean() {
+    require::root();
+    require::tool("qemu-system-x86_64", "qemu-system-x86");
+    require::tool("etcdctl", "etcd-client");
+    require::file("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu");
+
+    let dir = tempfile::tempdir().unwrap();
+    let lab_dir = dir.path().join("lab");
+    let netns = format!("herd-lab-e{}", std::process::id());
+    let _down = Down(&lab_dir);
+
+    // Up: builds the image (cached), starts the provisioning server, boots
+    // three blank VMs and waits until all three joined the cluster.
+    let up = lab(
+        &lab_dir,
+        &[
+            "up",
+            "--machines",
+            "3",
+            "--netns",
+            &netns,
+            "--timeout",
+            "6m",
+        ],
+    );
+    let up_text = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        up_text.contains("cluster healthy: 3 machines joined"),
+        "{up_text}"
+    );
+
+    let s = status(&lab_dir);
+    let mut members: Vec<&str> = s["cluster"]["member_names"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    members.sort();
+    assert_eq!(members, ["m1", "m2", "m3"], "{s:#}");
+    assert_eq!(serving(&s).len(), 3, "{s:#}");
+    let registered = s["cluster"]["registered"].as_array().unwrap();
+    assert_eq!(
+        registered.len(),
+        3,
+        "every machine registered itself: {s:#}"
+    );
+    for r in registered {
+        let name = r["hostname"].as_str().unwrap();
+        let n: u8 = name.trim_start_matches('m').parse().unwrap();
+        assert_eq!(r["mac"], format!("52:54:00:77:00:{n:02x}"), "{r}");
+        assert_eq!(r["ip"], format!("10.77.0.{}", 10 + n), "{r}");
+        assert_eq!(r["roles"], serde_json::json!(["store"]), "{r}");
+        assert_eq!(r["boot_id"].as_str().unwrap().len(), 36, "{r}");
+        assert_ne!(r["image_version"], "none (not a herd image)", "{r}");
+    }
+    for m in s["machines"].as_array().unwrap() {
+        assert_eq!(m["powered"], true, "{m}");
+        assert!(
+            m["inventory"]["last_stage"].is_string(),
+            "the provisioning inventory saw {m}"
+        );
+    }
+
+    // Written through one machine, read through another.
+    let put = etcdctl(&lab_dir, &endpoint("m2"), &["put", "/lab/hello", "world"]);
+    assert!(put.status.success(), "{put:?}");
+    let get = etcdctl(
+        &lab_dir,
+        &endpoint("m3"),
+        &["get", "--print-value-only", "/lab/hello"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&get.stdout).trim(),
+        "world",
+        "{get:?}"
+    );
+
+    // The host's own CLI through the lab network, no endpoints given: `herd
+    // lab exec` points clients at the lab's machines.
+    let kv = Command::new(bin::herd())
+        .args(["lab", "--lab-dir"])
+        .arg(&lab_dir)
+        .args([
+            "exec",
+            "--",
+            "herd",
+            "kv",
+            "get",
+            "--prefix",
+            "/herd/machines/",
+        ])
+        .output()
+        .unwrap();
+    let kv_text = String::from_utf8_lossy(&kv.stdout);
+    assert!(kv.status.success(), "{kv:?}");
+    for n in 1..=3 {
+        assert!(
+            kv_text.contains(&format!("/herd/machines/52540077000{n}")),
+            "{kv_text}"
+        );
+    }
+
+    // Kill the leader's VM: the other two elect a new leader and serve.
+    let old_leader = leader(&s).expect("a leader");
+    lab(&lab_dir, &["kill", &old_leader]);
+    let new_leader = wait::until(
+        "a new leader after killing the old one",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || leader(&status(&lab_dir)).filter(|l| *l != old_leader),
+    );
+    let survivors: Vec<String> = ["m1", "m2", "m3"]
+        .iter()
+        .filter(|m| **m != old_leader)
+        .map(|m| endpoint(m))
+        .collect();
+    let survivors = survivors.join(",");
+    wait::until(
+        "a write after the leader died",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            etcdctl(
+                &lab_dir,
+                &survivors,
+                &["put", "/lab/after", new_leader.as_str()],
+            )
+            .status
+            .success()
+            .then_some(())
+        },
+    );
+    let get = etcdctl(
+        &lab_dir,
+        &survivors,
+        &["get", "--print-value-only", "/lab/hello"],
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&get.stdout).trim(),
+        "world",
+        "{get:?}"
+    );
+
+    // Boot it again: it netboots with an empty disk, finds the running
+    // cluster through its peers and rejoins as a fresh member.
+    lab(&lab_dir, &["boot", &old_leader]);
+    wait::until(
+        "the killed machine to rejoin and serve",
+        Duration::from_secs(180),
+        Duration::from_secs(1),
+        || {
+            serving(&status(&lab_dir))
+                .contains(&old_leader)
+                .then_some(())
+        },
+    );
+    // It has the data written while it was away (replicated from the leader).
+    wait::until(
+        "the rejoined machine to serve the key written while it was off",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let out = etcdctl(
+                &lab_dir,
+                &endpoint(&old_leader),
+                &["get", "--print-value-only", "/lab/after"],
+            );
+            (String::from_utf8_lossy(&out.stdout).trim() == new_leader).then_some(())
+        },
+    );
+    let s = status(&lab_dir);
+    assert_eq!(serving(&s).len(), 3, "{s:#}");
+
+    // Down: nothing left.
+    let down = lab(&lab_dir, &["down"]);
+    assert!(String::from_utf8_lossy(&down.stdout).contains("namespace removed"));
+    assert!(
+        !Path::new("/run/netns").join(&netns).exists(),
+        "namespace left behind"
+    );
+    let lab_dir_text = lab_dir.display().to_string();
+    let left = processes_mentioning(&lab_dir_text);
+    assert!(left.is_empty(), "processes left behind: {left:#?}");
+    // Idempotent.
+    let again = lab(&lab_dir, &["down"]);
+    assert!(String::from_utf8_lossy(&again.stdout).contains("already gone"));
+}
