@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 /// Path of the `herd` binary built alongside this test.
 ///
-/// `cargo test --workspace` / `cargo nextest run --workspace` build every
-/// binary target before running tests, and test executables live in
-/// `target/<profile>/deps/`, so the binary is two levels up. `HERD_BIN`
-/// overrides it (e.g. to test a release build).
+/// Test executables live in `target/<profile>/deps/`, so the binary is two
+/// levels up; `scripts/test` builds it (`cargo build --bin herd`) before
+/// running the suite, since test runners build only test targets.
+/// `HERD_BIN` overrides it (e.g. to test a release build).
 pub fn herd() -> PathBuf {
     if let Some(path) = std::env::var_os("HERD_BIN") {
         return PathBuf::from(path);
@@ -20,7 +20,7 @@ pub fn herd() -> PathBuf {
     let herd = profile_dir.join("herd");
     assert!(
         herd.exists(),
-        "{} does not exist: build it first (`cargo build --bin herd`) or run the suite with `cargo nextest run --workspace`",
+        "{} does not exist: build it first with `cargo build --bin herd` (scripts/test does)",
         herd.display()
     );
     herd
