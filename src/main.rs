@@ -3,6 +3,8 @@
 
 mod logging;
 
+use std::io::Write;
+
 use clap::{CommandFactory, Parser, Subcommand};
 
 /// The version string: crate version plus the git revision it was built from.
@@ -82,9 +84,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
             BenchCommand::Lab(b) => herd_qemu::cli::run_bench(b).await,
         },
         Command::Completions { shell } => {
-            let mut cmd = Cli::command();
-            clap_complete::generate(shell, &mut cmd, "herd", &mut std::io::stdout());
-            Ok(())
+            // Rendered into memory first: clap_complete panics on a write
+            // error, and `herd completions bash | head` closes the pipe early.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "herd", &mut script);
+            match std::io::stdout().write_all(&script) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+                _ => Ok(()),
+            }
         }
     }
 }
