@@ -335,15 +335,67 @@ async fn hold(client: &Client, key: &str, lease: i64, every: Duration) -> Lost {
     }
 }
 
+/// Whether this kernel was booted from an installed disk (the boot entry
+/// names the USR slot) rather than netbooted.
+pub fn booted_from_disk(cmdline: &str) -> bool {
+    cmdline
+        .split_whitespace()
+        .any(|a| a.starts_with("herd.usr="))
+}
+
+/// On a disk boot, once this machine is registered (its store member is
+/// back in a cluster that accepts writes), tells the boot loader that the
+/// booted slot works: herd marks good on health, not on a timer. Until then
+/// systemd-boot keeps counting tries and falls back on its own.
+async fn mark_slot_good() {
+    let cmdline = tokio::fs::read_to_string("/proc/cmdline")
+        .await
+        .unwrap_or_default();
+    if !booted_from_disk(&cmdline) {
+        return;
+    }
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the herd binary to mark the slot good");
+            return;
+        }
+    };
+    // The slot logic lives in the image crate's CLI; running it keeps the
+    // orchestrator free of the image crate and its ESP handling.
+    match tokio::process::Command::new(&exe)
+        .args(["image", "mark-good"])
+        .kill_on_drop(true)
+        .output()
+        .await
+    {
+        // The serial console shows this line (the lab test looks for it).
+        Ok(out) if out.status.success() => eprintln!(
+            "herd agent: healthy in the cluster; {}",
+            String::from_utf8_lossy(&out.stdout).trim()
+        ),
+        Ok(out) => eprintln!(
+            "herd agent: marking the booted slot good failed: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ),
+        Err(e) => eprintln!("herd agent: running {} image mark-good: {e}", exe.display()),
+    }
+}
+
 async fn keep_registered(client: Client, record: MachineRecord, ttl: Duration) {
     let every = (ttl / 3).max(Duration::from_millis(200));
     let key = record.key();
     let mut backoff = Duration::from_millis(200);
+    let mut marked = false;
     loop {
         let lease = match register_once(&client, &record, ttl).await {
             Ok(lease) => {
                 tracing::info!(%key, lease = format!("{lease:x}"), "machine registered");
                 backoff = Duration::from_millis(200);
+                if !marked {
+                    marked = true;
+                    mark_slot_good().await;
+                }
                 lease
             }
             Err(e) => {
@@ -382,6 +434,12 @@ mod tests {
             Some("2026.11.1")
         );
         assert_eq!(os_release_version("NAME=x\n"), None);
+    }
+
+    #[test]
+    fn only_disk_boots_mark_their_slot() {
+        assert!(booted_from_disk("console=ttyS0 herd.usr=USR-A quiet"));
+        assert!(!booted_from_disk("console=ttyS0 herd.config=http://x/cc"));
     }
 
     #[test]

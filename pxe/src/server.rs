@@ -56,6 +56,7 @@ impl ProfileSource {
                         cmdline: cmdline.clone(),
                         cloud_config: cloud_config.clone().map(profile::CloudConfigSource::File),
                         install_to_disk: *install_to_disk,
+                        files: Default::default(),
                         metadata: Default::default(),
                     }],
                     groups: vec![profile::Group {

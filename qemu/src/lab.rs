@@ -40,10 +40,6 @@ pub enum LabError {
     Full,
     #[error("--machines must be between 1 and {max}, not {0}", max = layout::MAX_MACHINE)]
     MachineCount(u32),
-    #[error(
-        "--install is not supported yet: lab machines run the image from RAM (netboot) on every boot"
-    )]
-    InstallUnsupported,
     #[error("building the image: {0}")]
     Image(String),
     #[error("the provisioning server: {0}")]
@@ -135,10 +131,10 @@ impl Lab {
         if options.machines == 0 || options.machines > u32::from(layout::MAX_MACHINE) {
             return Err(LabError::MachineCount(options.machines));
         }
+        let mut missing = prereq::check_host();
         if options.install {
-            return Err(LabError::InstallUnsupported);
+            missing.extend(prereq::check_ovmf());
         }
-        let missing = prereq::check_host();
         if !missing.is_empty() {
             return Err(LabError::Prerequisites(missing));
         }
@@ -164,7 +160,10 @@ impl Lab {
             Some(dir) => dir.clone(),
             None => self.build_image().await?,
         };
-        let missing = prereq::check_image(&image_dir);
+        let mut missing = prereq::check_image(&image_dir);
+        if options.install {
+            missing.extend(prereq::check_disk_image(&image_dir));
+        }
         if !missing.is_empty() {
             return Err(LabError::Prerequisites(missing));
         }
@@ -236,7 +235,7 @@ impl Lab {
     /// Racks machine `id`: its directory and empty disk, its tap, and power.
     /// The machine is recorded in the state file before QEMU starts.
     pub async fn power_on_new(&self, state: &mut LabState, id: MachineId) -> Result<(), LabError> {
-        let files = vm::prepare(&self.dir, id).await?;
+        let files = vm::prepare(&self.dir, id, Self::firmware(state)).await?;
         state.machines.push(MachineState {
             id: MachineIdRepr(id.number()),
             mac: id.mac(),
@@ -256,7 +255,15 @@ impl Lab {
             .map_err(Self::io("writing", &self.dir.join("sercon-port")))?;
         net::add_tap(&state.netns, &id.tap()).await?;
         let started = now_ms();
-        let pid = vm::power_on(&self.dir, &state.netns, id, &files, &sercon).await?;
+        let pid = vm::power_on(
+            &self.dir,
+            &state.netns,
+            id,
+            &files,
+            &sercon,
+            Self::firmware(state),
+        )
+        .await?;
         let machine = state
             .machine_mut(id)
             .expect("machine recorded before power-on");
@@ -264,6 +271,14 @@ impl Lab {
         machine.powered_on_ms = Some(started);
         state.save(&self.dir)?;
         Ok(())
+    }
+
+    fn firmware(state: &LabState) -> vm::Firmware {
+        if state.install {
+            vm::Firmware::Uefi
+        } else {
+            vm::Firmware::Bios
+        }
     }
 
     fn known(state: &LabState) -> String {

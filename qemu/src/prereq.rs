@@ -51,6 +51,32 @@ pub fn check_host() -> Vec<Missing> {
     missing
 }
 
+/// Checks for OVMF, which machines that install to disk boot with.
+pub fn check_ovmf() -> Vec<Missing> {
+    [crate::vm::OVMF_CODE, crate::vm::OVMF_VARS]
+        .into_iter()
+        .filter(|p| !Path::new(p).is_file())
+        .map(|p| Missing {
+            what: "OVMF (UEFI firmware for --install)",
+            path: p.to_owned(),
+            package: "ovmf",
+        })
+        .collect()
+}
+
+/// Checks that an image directory holds what a firstboot install fetches.
+pub fn check_disk_image(dir: &Path) -> Vec<Missing> {
+    ["disk.img", "manifest.json"]
+        .into_iter()
+        .filter(|f| !dir.join(f).is_file())
+        .map(|f| Missing {
+            what: "the herd disk image (built by `herd image build --out DIR`)",
+            path: dir.join(f).display().to_string(),
+            package: "linux-image-amd64",
+        })
+        .collect()
+}
+
 /// Checks that an image directory holds a netboot kernel and initramfs.
 pub fn check_image(dir: &Path) -> Vec<Missing> {
     ["vmlinuz", "initramfs"]

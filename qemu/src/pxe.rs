@@ -33,6 +33,11 @@ pub fn http_addr() -> SocketAddr {
 pub const KERNEL_CMDLINE: &str =
     "console=ttyS0 loglevel=4 herd.config={{ server_url }}/cloud-config?mac={{ mac }}";
 
+/// Added to the command line of machines that install to disk: where the
+/// firstboot installer gets `disk.img` (its `manifest.json`, with the hash,
+/// sits beside it) and whom it tells that the install is done.
+pub const INSTALL_CMDLINE: &str = " herd.install=/dev/vda herd.image={{ server_url }}/assets/lab/files/disk.img herd.installed={{ server_url }}/api/machines/{{ mac }}/installed";
+
 /// The machines' cloud-config template. Per-machine values come from each
 /// machine's group (`metadata.name`, `metadata.ip`); the founder and peer
 /// list are the first machines of the lab.
@@ -60,13 +65,26 @@ pub fn profile(state: &LabState, founders: u32, reserved: u32) -> String {
     let mut out = String::from("# Written by `herd lab up`; rewritten on every `up`.\n");
     out.push_str(&format!("token: {}\n", quote(&state.token)));
     out.push_str("profiles:\n  - id: lab\n");
+    let mut cmdline = KERNEL_CMDLINE.to_owned();
+    if state.install {
+        cmdline.push_str(INSTALL_CMDLINE);
+    }
     out.push_str(&format!(
         "    kernel: {}\n    initrd: [{}]\n    cmdline: {}\n    install_to_disk: {}\n",
         quote(&state.image_dir.join("vmlinuz").display().to_string()),
         quote(&state.image_dir.join("initramfs").display().to_string()),
-        quote(KERNEL_CMDLINE),
+        quote(&cmdline),
         state.install,
     ));
+    if state.install {
+        out.push_str("    files:\n");
+        for f in ["disk.img", "manifest.json"] {
+            out.push_str(&format!(
+                "      {f}: {}\n",
+                quote(&state.image_dir.join(f).display().to_string())
+            ));
+        }
+    }
     out.push_str(&format!(
         "    cloud_config:\n      inline: {}\n",
         quote(&cloud_config_template(state, founders))

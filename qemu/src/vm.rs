@@ -56,6 +56,23 @@ impl VmFiles {
     pub fn qemu_log(&self) -> PathBuf {
         self.dir.join("qemu.log")
     }
+    /// This machine's writable copy of the OVMF variable store (UEFI only).
+    pub fn ovmf_vars(&self) -> PathBuf {
+        self.dir.join("OVMF_VARS.fd")
+    }
+}
+
+/// OVMF's firmware code (read-only pflash) and the variable store template
+/// (Debian's `ovmf`).
+pub const OVMF_CODE: &str = "/usr/share/OVMF/OVMF_CODE_4M.fd";
+pub const OVMF_VARS: &str = "/usr/share/OVMF/OVMF_VARS_4M.fd";
+
+/// The machine's firmware. Netbooting labs use SeaBIOS (the faster boot);
+/// installing labs use OVMF, since the installed disk boots systemd-boot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Firmware {
+    Bios,
+    Uefi,
 }
 
 /// Size of each VM's empty disk (qcow2: takes no space until written).
@@ -78,7 +95,13 @@ pub fn process_tag(lab_dir: &Path, id: MachineId) -> String {
 }
 
 /// The arguments after `qemu-system-x86_64`.
-pub fn qemu_args(lab_dir: &Path, id: MachineId, files: &VmFiles, sercon: &Path) -> Vec<String> {
+pub fn qemu_args(
+    lab_dir: &Path,
+    id: MachineId,
+    files: &VmFiles,
+    sercon: &Path,
+    firmware: Firmware,
+) -> Vec<String> {
     let tag = process_tag(lab_dir, id);
     let mut args: Vec<String> = vec![
         "-name".into(),
@@ -92,14 +115,8 @@ pub fn qemu_args(lab_dir: &Path, id: MachineId, files: &VmFiles, sercon: &Path) 
         "-nodefaults".into(),
         "-display".into(),
         "none".into(),
-        "-boot".into(),
-        "order=n".into(),
         "-netdev".into(),
         format!("tap,id=net0,ifname={},script=no,downscript=no", id.tap()),
-        "-device".into(),
-        format!("virtio-net-pci,netdev=net0,mac={},bootindex=1", id.mac()),
-        "-drive".into(),
-        format!("file={},if=virtio,format=qcow2", files.disk().display()),
         "-serial".into(),
         format!("file:{}", files.serial().display()),
         "-fw_cfg".into(),
@@ -110,6 +127,35 @@ pub fn qemu_args(lab_dir: &Path, id: MachineId, files: &VmFiles, sercon: &Path) 
         files.qemu_log().display().to_string(),
         "-daemonize".into(),
     ];
+    match firmware {
+        Firmware::Bios => args.extend([
+            "-boot".into(),
+            "order=n".into(),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=net0,mac={},bootindex=1", id.mac()),
+            "-drive".into(),
+            format!("file={},if=virtio,format=qcow2", files.disk().display()),
+        ]),
+        // Disk first: a blank disk has nothing to boot and OVMF moves on to
+        // the network; once installed, the disk boots without asking PXE
+        // (whose local-disk script covers firmware that tries the network
+        // first). OVMF's boot order comes from `bootindex`, and a fresh vars
+        // copy per machine keeps stale `Boot####` entries out.
+        Firmware::Uefi => args.extend([
+            "-machine".into(),
+            "q35".into(),
+            "-drive".into(),
+            format!("if=pflash,format=raw,readonly=on,file={OVMF_CODE}"),
+            "-drive".into(),
+            format!("if=pflash,format=raw,file={}", files.ovmf_vars().display()),
+            "-drive".into(),
+            format!("file={},if=none,id=d0,format=qcow2", files.disk().display()),
+            "-device".into(),
+            "virtio-blk-pci,drive=d0,bootindex=0".into(),
+            "-device".into(),
+            format!("virtio-net-pci,netdev=net0,mac={},bootindex=1", id.mac()),
+        ]),
+    }
     // Not an option QEMU reads: a marker in /proc/PID/cmdline that ties the
     // process to this lab. `-uuid` would do too, but a comment is clearer.
     args.extend(["-fw_cfg".into(), format!("name=opt/herd/lab,string={tag}")]);
@@ -118,7 +164,11 @@ pub fn qemu_args(lab_dir: &Path, id: MachineId, files: &VmFiles, sercon: &Path) 
 
 /// Creates the machine's directory and empty disk (kept if it exists: a
 /// machine that installed to disk must find its data after a power cycle).
-pub async fn prepare(lab_dir: &Path, id: MachineId) -> Result<VmFiles, VmError> {
+pub async fn prepare(
+    lab_dir: &Path,
+    id: MachineId,
+    firmware: Firmware,
+) -> Result<VmFiles, VmError> {
     let files = VmFiles::new(lab_dir, id);
     tokio::fs::create_dir_all(&files.dir)
         .await
@@ -148,6 +198,15 @@ pub async fn prepare(lab_dir: &Path, id: MachineId) -> Result<VmFiles, VmError> 
             });
         }
     }
+    if firmware == Firmware::Uefi && !files.ovmf_vars().exists() {
+        tokio::fs::copy(OVMF_VARS, files.ovmf_vars())
+            .await
+            .map_err(|source| VmError::Io {
+                what: "copying the OVMF variable store",
+                machine: id,
+                source,
+            })?;
+    }
     Ok(files)
 }
 
@@ -159,6 +218,7 @@ pub async fn power_on(
     id: MachineId,
     files: &VmFiles,
     sercon: &Path,
+    firmware: Firmware,
 ) -> Result<u32, VmError> {
     let io = |what| {
         move |source| VmError::Io {
@@ -175,7 +235,7 @@ pub async fn power_on(
     let _ = tokio::fs::remove_file(files.pidfile()).await;
     let out = Command::new("ip")
         .args(["netns", "exec", netns, "qemu-system-x86_64"])
-        .args(qemu_args(lab_dir, id, files, sercon))
+        .args(qemu_args(lab_dir, id, files, sercon, firmware))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -213,7 +273,14 @@ mod tests {
         let lab = Path::new("/lab");
         let id = MachineId::new(2).unwrap();
         let files = VmFiles::new(lab, id);
-        let args = qemu_args(lab, id, &files, Path::new("/lab/sercon-port")).join(" ");
+        let args = qemu_args(
+            lab,
+            id,
+            &files,
+            Path::new("/lab/sercon-port"),
+            Firmware::Bios,
+        )
+        .join(" ");
         for needle in [
             "-accel tcg",
             "-nodefaults",
@@ -225,6 +292,25 @@ mod tests {
             "-pidfile /lab/m2/qemu.pid",
             "-daemonize",
             "herd-lab-m2:/lab",
+        ] {
+            assert!(args.contains(needle), "missing {needle:?} in {args}");
+        }
+        assert!(!args.contains("pflash"), "{args}");
+    }
+
+    #[test]
+    fn installing_machines_boot_ovmf_disk_first() {
+        let lab = Path::new("/lab");
+        let id = MachineId::new(1).unwrap();
+        let files = VmFiles::new(lab, id);
+        let args = qemu_args(lab, id, &files, Path::new("/s"), Firmware::Uefi).join(" ");
+        for needle in [
+            "-machine q35",
+            "readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",
+            "if=pflash,format=raw,file=/lab/m1/OVMF_VARS.fd",
+            "file=/lab/m1/disk.qcow2,if=none,id=d0",
+            "drive=d0,bootindex=0",
+            "mac=52:54:00:77:00:01,bootindex=1",
         ] {
             assert!(args.contains(needle), "missing {needle:?} in {args}");
         }

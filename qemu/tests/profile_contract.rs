@@ -69,3 +69,51 @@ fn lab_profile_loads_in_pxe_and_renders_cloud_configs_the_agent_accepts() {
         }
     }
 }
+
+#[test]
+fn install_profile_serves_the_disk_image_and_tells_the_installer_where_to_report() {
+    let dir = tempfile::tempdir().unwrap();
+    let image = dir.path().join("image");
+    std::fs::create_dir(&image).unwrap();
+    for f in ["vmlinuz", "initramfs", "disk.img", "manifest.json"] {
+        std::fs::write(image.join(f), f.as_bytes()).unwrap();
+    }
+    let state = LabState::new("herd-lab".into(), "0123abcd".into(), image.clone(), true);
+    let path = dir.path().join("pxe-profile.yaml");
+    std::fs::write(&path, pxe::profile(&state, 2, 4)).unwrap();
+    let profiles =
+        Profiles::load(&path).unwrap_or_else(|e| panic!("pxe refuses the lab profile: {e}"));
+    let id = MachineId::new(2).unwrap();
+    let selected = profiles
+        .select(&MachineFacts {
+            mac: Some(id.mac().parse().unwrap()),
+            ..Default::default()
+        })
+        .unwrap();
+    assert!(selected.profile.install_to_disk);
+    assert_eq!(selected.profile.files["disk.img"], image.join("disk.img"));
+    assert_eq!(
+        selected.profile.files["manifest.json"],
+        image.join("manifest.json")
+    );
+    let vars: BTreeMap<String, String> = [
+        ("mac".to_owned(), id.mac()),
+        ("server_url".to_owned(), "http://10.77.0.1:8080".to_owned()),
+    ]
+    .into();
+    let cmdline = template::render(&selected.profile.cmdline, &vars).unwrap();
+    for needle in [
+        "herd.install=/dev/vda".to_owned(),
+        "herd.image=http://10.77.0.1:8080/assets/lab/files/disk.img".to_owned(),
+        format!(
+            "herd.installed=http://10.77.0.1:8080/api/machines/{}/installed",
+            id.mac()
+        ),
+    ] {
+        assert!(cmdline.contains(&needle), "{needle} not in {cmdline}");
+    }
+    // Without the disk image an installing lab is refused up front.
+    std::fs::remove_file(image.join("disk.img")).unwrap();
+    let missing = herd_qemu::prereq::check_disk_image(&image);
+    assert_eq!(missing.len(), 1, "{missing:?}");
+}

@@ -138,14 +138,28 @@ impl AgentSettings {
         let boot = cloud_config::load(url, Duration::from_secs(120))
             .await
             .with_context(|| format!("loading the cloud-config from {url}"))?;
-        let entry = boot.membership.resolve(Duration::from_secs(2)).await;
-        tracing::info!(name = %boot.name, ?entry, "cloud-config loaded");
-        let (initial_cluster, join) = match entry {
-            Entry::Found => (Some(vec![(boot.name.clone(), boot.listen_peer)]), None),
-            Entry::Join(peer) => (None, Some(peer)),
+        let data_dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from("/var/lib/herd/store"));
+        // A machine booted from its installed disk finds its member on
+        // STATE: it resumes as that member (even while no peer answers)
+        // instead of founding or joining anew.
+        let (initial_cluster, join) = if store::has_state(&data_dir) {
+            tracing::info!(name = %boot.name, data_dir = %data_dir.display(), "cloud-config loaded; resuming the store member from its data dir");
+            (None, None)
+        } else {
+            let entry = boot.membership.resolve(Duration::from_secs(2)).await;
+            tracing::info!(name = %boot.name, ?entry, "cloud-config loaded");
+            match entry {
+                Entry::Found => (Some(vec![(boot.name.clone(), boot.listen_peer)]), None),
+                Entry::Join(peer) => (None, Some(peer)),
+            }
         };
         if let Some(disk) = &boot.install_disk {
-            tracing::warn!(disk = %disk.display(), "install to disk is not supported yet; running from RAM");
+            // The image's init installs (kernel `herd.install=`) before the
+            // agent runs; the agent only marks the booted slot good.
+            tracing::debug!(disk = %disk.display(), "machine installs to disk");
         }
         let (name, ip, roles, v) = (
             boot.name.clone(),
@@ -160,9 +174,7 @@ impl AgentSettings {
                 .context("gathering machine facts")?;
         Ok(AgentSettings {
             name: boot.name,
-            data_dir: args
-                .data_dir
-                .unwrap_or_else(|| PathBuf::from("/var/lib/herd/store")),
+            data_dir,
             listen_client: boot.listen_client,
             listen_peer: boot.listen_peer,
             initial_cluster,

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, ClientWriteError, InitializeError, RaftError};
+use openraft::error::{CheckIsLeaderError, InitializeError, RaftError};
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,6 +19,7 @@ use super::peer::{
     self, Forward, ForwardHandler, ForwardResponse, Network, Partition, PeerClient, Token,
     WireError,
 };
+use super::propose::{Proposer, write_err};
 use super::sm::{StateMachine, Watch};
 use super::types::{
     Command, CommandResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -128,6 +129,12 @@ struct MemberMeta {
 
 const META_FILE: &str = "member.json";
 
+/// Whether `dir` holds a member that started before (it resumes from its
+/// own state and ignores `initial_cluster`/`join`).
+pub fn has_state(dir: &Path) -> bool {
+    dir.join(META_FILE).is_file()
+}
+
 fn read_meta(dir: &Path) -> Result<Option<MemberMeta>, StoreError> {
     let path = dir.join(META_FILE);
     if !path.exists() {
@@ -166,6 +173,8 @@ struct Inner {
     client: Arc<PeerClient>,
     partition: Partition,
     config: Config,
+    /// Groups concurrent writes into one Raft entry.
+    proposer: Proposer,
     /// Held for the member's lifetime (exclusive lock on `data_dir/LOCK`).
     _lock: std::fs::File,
 }
@@ -192,13 +201,6 @@ impl Drop for Member {
 
 fn raft_err<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Raft(e.to_string())
-}
-
-fn write_err(e: RaftError<u64, ClientWriteError<u64, PeerNode>>) -> StoreError {
-    match e {
-        RaftError::APIError(ClientWriteError::ForwardToLeader(_)) => StoreError::NoLeader,
-        other => raft_err(other),
-    }
 }
 
 fn read_err(e: RaftError<u64, CheckIsLeaderError<u64, PeerNode>>) -> StoreError {
@@ -337,6 +339,7 @@ impl Member {
             client,
             partition: partition.clone(),
             config: config.clone(),
+            proposer: Proposer::start(raft.clone(), config.request_timeout),
             _lock: lock,
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
@@ -845,14 +848,11 @@ impl Inner {
         })
     }
 
-    /// Proposes on this member (must be the leader); bounded so a leader cut
-    /// off from its quorum answers "timed out" instead of hanging.
+    /// Proposes on this member (must be the leader), grouped with concurrent
+    /// writes; bounded so a leader cut off from its quorum answers "timed
+    /// out" instead of hanging.
     async fn write(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
-        tokio::time::timeout(self.config.request_timeout, self.raft.client_write(cmd))
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map(|r| r.data)
-            .map_err(write_err)
+        self.proposer.propose(cmd).await
     }
 
     /// Waits until this leader has applied everything committed before now;

@@ -9,11 +9,12 @@ pub mod log;
 pub mod member;
 pub mod mvcc;
 pub mod peer;
+mod propose;
 pub mod sm;
 pub mod types;
 
 pub use error::StoreError;
-pub use member::{Config, Limits, Member, member_id};
+pub use member::{Config, Limits, Member, has_state, member_id};
 pub use peer::Partition;
 pub use sm::Watch;
 

@@ -242,6 +242,18 @@ impl KeySpace {
             Command::LeaseRevoke { id } => self
                 .revoke(&mut tx, *id)
                 .map(|()| CommandResponse::LeaseRevoke(LeaseRevokeResponse::default())),
+            Command::Batch(cmds) => {
+                let mut events = Vec::new();
+                let resps = cmds
+                    .iter()
+                    .map(|c| {
+                        let (r, e) = self.apply(c);
+                        events.extend(e);
+                        r
+                    })
+                    .collect();
+                return (CommandResponse::Batch(resps), events);
+            }
         };
         match result {
             Ok(mut resp) => {
@@ -565,7 +577,7 @@ fn set_header_revision(resp: &mut CommandResponse, rev: i64) {
         CommandResponse::Compact(r) => &mut r.header,
         CommandResponse::LeaseGrant(r) => &mut r.header,
         CommandResponse::LeaseRevoke(r) => &mut r.header,
-        CommandResponse::None | CommandResponse::Failed(_) => return,
+        CommandResponse::None | CommandResponse::Failed(_) | CommandResponse::Batch(_) => return,
     };
     header.revision = rev;
 }

@@ -372,6 +372,29 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
     }
 }
 
+/// Applies one command; a batch is applied command by command so each gets
+/// its own revision and watchers see each revision's events on their own.
+fn apply_command(leases: &LeaseClock, data: &mut SmData, cmd: Command) -> CommandResponse {
+    if let Command::Batch(cmds) = cmd {
+        return CommandResponse::Batch(
+            cmds.into_iter()
+                .map(|c| apply_command(leases, data, c))
+                .collect(),
+        );
+    }
+    let (resp, events) = data.kv.apply(&cmd);
+    match (&cmd, &resp) {
+        (Command::LeaseGrant { id, ttl }, CommandResponse::LeaseGrant(_)) => leases.set(*id, *ttl),
+        (Command::LeaseRevoke { id }, _) => leases.remove(*id),
+        _ => {}
+    }
+    if !events.is_empty() {
+        let rev = data.kv.revision();
+        data.watchers.retain(|_, w| w.deliver(rev, &events));
+    }
+    resp
+}
+
 impl RaftStateMachine<TypeConfig> for StateMachine {
     type SnapshotBuilder = StateMachine;
 
@@ -398,21 +421,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     data.membership = StoredMembership::new(Some(entry.log_id), m);
                     CommandResponse::None
                 }
-                EntryPayload::Normal(cmd) => {
-                    let (resp, events) = data.kv.apply(&cmd);
-                    match (&cmd, &resp) {
-                        (Command::LeaseGrant { id, ttl }, CommandResponse::LeaseGrant(_)) => {
-                            self.0.leases.set(*id, *ttl)
-                        }
-                        (Command::LeaseRevoke { id }, _) => self.0.leases.remove(*id),
-                        _ => {}
-                    }
-                    if !events.is_empty() {
-                        let rev = data.kv.revision();
-                        data.watchers.retain(|_, w| w.deliver(rev, &events));
-                    }
-                    resp
-                }
+                EntryPayload::Normal(cmd) => apply_command(&self.0.leases, data, cmd),
             };
             out.push(resp);
         }

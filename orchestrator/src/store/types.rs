@@ -280,9 +280,19 @@ pub enum Command {
     Put(PutRequest),
     DeleteRange(DeleteRangeRequest),
     Txn(TxnRequest),
-    Compact { revision: i64 },
-    LeaseGrant { id: i64, ttl: i64 },
-    LeaseRevoke { id: i64 },
+    Compact {
+        revision: i64,
+    },
+    LeaseGrant {
+        id: i64,
+        ttl: i64,
+    },
+    LeaseRevoke {
+        id: i64,
+    },
+    /// Concurrent client commands proposed as one log entry (one fsync, one
+    /// replication round); applied in order, each with its own revision.
+    Batch(Vec<Command>),
 }
 
 /// The applied outcome of one log entry. Deterministic errors (missing lease,
@@ -298,6 +308,8 @@ pub enum CommandResponse {
     LeaseGrant(LeaseGrantResponse),
     LeaseRevoke(LeaseRevokeResponse),
     Failed(ApplyError),
+    /// One response per command of a [`Command::Batch`], in order.
+    Batch(Vec<CommandResponse>),
 }
 
 /// Errors decided while applying an entry, with etcd's wording.

@@ -45,6 +45,7 @@ pub fn router(state: AppState) -> Router {
         .route("/boot.ipxe", get(boot_script))
         .route("/assets/{profile}/kernel", get(kernel))
         .route("/assets/{profile}/initrd/{index}", get(initrd))
+        .route("/assets/{profile}/files/{name}", get(file))
         .route("/cloud-config", get(cloud_config))
         .route("/api/machines", get(list_machines))
         .route("/api/machines/{mac}", get(get_machine))
@@ -303,6 +304,25 @@ async fn initrd(
     asset(state, profile, Some(index), q, headers).await
 }
 
+/// One of the profile's named `files` (e.g. `disk.img` for an install).
+async fn file(
+    State(state): State<AppState>,
+    Path((profile, name)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    let profiles = state.profiles();
+    let Some(p) = profiles.profile(&profile) else {
+        return text(StatusCode::NOT_FOUND, format!("no profile {profile:?}\n"));
+    };
+    let Some(path) = p.files.get(&name) else {
+        return text(
+            StatusCode::NOT_FOUND,
+            format!("profile {profile:?} has no file {name:?}\n"),
+        );
+    };
+    range::serve_file(path, &headers).await
+}
+
 async fn cloud_config(
     State(state): State<AppState>,
     Query(q): Query<BTreeMap<String, String>>,
@@ -408,4 +428,69 @@ async fn mark_reinstall(State(state): State<AppState>, Path(mac): Path<String>) 
 /// The URL machines use to reach a server listening on `addr`.
 pub fn base_url(addr: SocketAddr) -> String {
     format!("http://{addr}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn get(addr: SocketAddr, path: &str, extra: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{extra}\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = Vec::new();
+        s.read_to_end(&mut out).await.unwrap();
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    #[tokio::test]
+    async fn profile_files_are_served_by_name_only_with_range() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("vmlinuz"), b"k").unwrap();
+        std::fs::write(dir.path().join("disk.img"), b"0123456789").unwrap();
+        std::fs::write(dir.path().join("secret"), b"no").unwrap();
+        let cfg = dir.path().join("herd.yaml");
+        std::fs::write(
+            &cfg,
+            "profiles:\n  - id: p\n    kernel: vmlinuz\n    files: { disk.img: disk.img }\n",
+        )
+        .unwrap();
+        let profiles = Profiles::load(&cfg).unwrap();
+        let state_dir = dir.path().join("state");
+        std::fs::create_dir(&state_dir).unwrap();
+        let state = AppState {
+            profiles: Arc::new(RwLock::new(Arc::new(profiles))),
+            inventory: Inventory::open(&state_dir).await.unwrap(),
+            base_url: "http://x".into(),
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let server = tokio::spawn(serve(listener, state, stop.clone()));
+
+        let full = get(addr, "/assets/p/files/disk.img", "").await;
+        assert!(
+            full.starts_with("HTTP/1.1 200") && full.ends_with("\r\n\r\n0123456789"),
+            "{full}"
+        );
+        let part = get(addr, "/assets/p/files/disk.img", "Range: bytes=2-4\r\n").await;
+        assert!(
+            part.starts_with("HTTP/1.1 206") && part.ends_with("\r\n\r\n234"),
+            "{part}"
+        );
+        // Only the names the profile lists exist, whatever the path says.
+        for path in [
+            "/assets/p/files/secret",
+            "/assets/p/files/..%2Fsecret",
+            "/assets/p/files/..%2F..%2Fetc%2Fpasswd",
+            "/assets/q/files/disk.img",
+        ] {
+            let r = get(addr, path, "").await;
+            assert!(r.starts_with("HTTP/1.1 404"), "{path}: {r}");
+            assert!(!r.ends_with("no"), "{path}: {r}");
+        }
+        stop.cancel();
+        server.await.unwrap().unwrap();
+    }
 }

@@ -35,6 +35,11 @@ pub struct ProfileSpec {
     /// After the agent reports a verified install, boot this machine from disk.
     #[serde(default)]
     pub install_to_disk: bool,
+    /// Extra files served at `/assets/{profile}/files/{name}` (e.g. the
+    /// `disk.img` and `manifest.json` a firstboot install fetches). Only
+    /// these names are served, so a request can never reach another path.
+    #[serde(default)]
+    pub files: BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
 }
@@ -117,6 +122,7 @@ pub struct Profile {
     pub cmdline: String,
     pub cloud_config: Option<String>,
     pub install_to_disk: bool,
+    pub files: BTreeMap<String, PathBuf>,
     pub metadata: BTreeMap<String, String>,
 }
 
@@ -149,6 +155,10 @@ pub enum ConfigError {
         what: &'static str,
         path: PathBuf,
     },
+    #[error(
+        "profile {profile:?}: file name {name:?} must be letters, digits, `.`, `_` or `-` and not start with `.`"
+    )]
+    BadFileName { profile: String, name: String },
     #[error("profile {profile:?}: {what}: {source}")]
     Template {
         profile: String,
@@ -306,6 +316,29 @@ fn load_profile(spec: ProfileSpec, base: &Path) -> Result<Profile, ConfigError> 
         }
         initrd.push(p);
     }
+    let mut files = BTreeMap::new();
+    for (name, p) in &spec.files {
+        let plain = !name.is_empty()
+            && !name.starts_with('.')
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+        if !plain {
+            return Err(ConfigError::BadFileName {
+                profile: spec.id,
+                name: name.clone(),
+            });
+        }
+        let p = abs(p);
+        if !p.is_file() {
+            return Err(ConfigError::MissingFile {
+                profile: spec.id,
+                what: "file",
+                path: p,
+            });
+        }
+        files.insert(name.clone(), p);
+    }
     let cloud_config = match spec.cloud_config {
         None => None,
         Some(CloudConfigSource::Inline(s)) => Some(s),
@@ -340,6 +373,7 @@ fn load_profile(spec: ProfileSpec, base: &Path) -> Result<Profile, ConfigError> 
         cmdline: spec.cmdline,
         cloud_config,
         install_to_disk: spec.install_to_disk,
+        files,
         metadata: spec.metadata,
     })
 }
@@ -381,6 +415,34 @@ groups:
     profile: install
     selector: { mac: "52:54:00:00:00:01", labels: { rack: "1" } }
 "#;
+
+    #[test]
+    fn files_are_named_plainly_and_must_exist() {
+        let (d, cfg) = fixture();
+        std::fs::write(d.path().join("disk.img"), b"d").unwrap();
+        let with = |files: &str| {
+            GOOD.replace(
+                "install_to_disk: true",
+                &format!("install_to_disk: true\n    files: {files}"),
+            )
+        };
+        std::fs::write(&cfg, with("{ disk.img: disk.img }")).unwrap();
+        let p = Profiles::load(&cfg).unwrap();
+        assert_eq!(
+            p.profile("install").unwrap().files["disk.img"],
+            d.path().join("disk.img")
+        );
+        for (files, needle) in [
+            ("{ ../x: disk.img }", "file name \"../x\""),
+            ("{ .hidden: disk.img }", "file name \".hidden\""),
+            ("{ a/b: disk.img }", "file name \"a/b\""),
+            ("{ usr.img: usr.img }", "usr.img does not exist"),
+        ] {
+            std::fs::write(&cfg, with(files)).unwrap();
+            let err = Profiles::load(&cfg).unwrap_err().to_string();
+            assert!(err.contains(needle), "{files}: {err}");
+        }
+    }
 
     #[test]
     fn most_specific_group_wins() {

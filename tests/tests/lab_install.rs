@@ -1,0 +1,221 @@
+//! `herd lab up --install` end to end: blank UEFI (OVMF) VMs netboot once,
+//! the image's installer writes and verifies `disk.img` (served by `herd pxe
+//! serve` as profile files), saves the cloud-config URL on the new STATE,
+//! reports the install to the provisioning server and reboots into slot A;
+//! the machines form the cluster from disk and mark their slot good once
+//! healthy. Then one machine loses power and boots again: it comes back from
+//! its disk (no netboot, no install) and resumes as the same store member
+//! from its own data dir, serving a key written before it went down.
+
+use std::path::Path;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use herd_tests::{bin, require, wait};
+use serde_json::Value;
+
+fn lab(lab_dir: &Path, args: &[&str]) -> Output {
+    let out = Command::new(bin::herd())
+        .arg("lab")
+        .args(args)
+        .arg("--lab-dir")
+        .arg(lab_dir)
+        .output()
+        .expect("running herd lab");
+    assert!(
+        out.status.success(),
+        "herd lab {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
+        args.join(" "),
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn status(lab_dir: &Path) -> Value {
+    let out = lab(lab_dir, &["status", "-o", "json"]);
+    serde_json::from_slice(&out.stdout).expect("status -o json is JSON")
+}
+
+fn serving(status: &Value) -> Vec<String> {
+    status["cluster"]["members"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| m["role"] == "leader" || m["role"] == "voter")
+        .filter_map(|m| m["machine"].as_str().map(str::to_owned))
+        .collect()
+}
+
+/// Debian's etcdctl (a real etcd v3 client) inside the lab network.
+fn etcdctl(lab_dir: &Path, endpoints: &str, args: &[&str]) -> Output {
+    let endpoints = format!("--endpoints={endpoints}");
+    Command::new(bin::herd())
+        .arg("lab")
+        .arg("--lab-dir")
+        .arg(lab_dir)
+        .args([
+            "exec",
+            "--",
+            "etcdctl",
+            "--dial-timeout=3s",
+            "--command-timeout=5s",
+            &endpoints,
+        ])
+        .args(args)
+        .env("ETCDCTL_API", "3")
+        .output()
+        .expect("running etcdctl in the lab")
+}
+
+/// `etcdctl member list` as (name, hex id) pairs, sorted.
+fn members(lab_dir: &Path, endpoint: &str) -> Option<Vec<(String, String)>> {
+    let out = etcdctl(lab_dir, endpoint, &["member", "list"]);
+    if !out.status.success() {
+        return None;
+    }
+    // Lines: `ID, started, NAME, PEER URLS, CLIENT URLS, IS LEARNER`.
+    let mut m: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(", ").collect();
+            Some((f.get(2)?.to_string(), f.first()?.to_string()))
+        })
+        .collect();
+    m.sort();
+    Some(m)
+}
+
+fn serial(lab_dir: &Path, machine: &str) -> String {
+    std::fs::read_to_string(lab_dir.join(machine).join("serial.log")).unwrap_or_default()
+}
+
+struct Down<'a>(&'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(bin::herd())
+            .args(["lab", "down", "--lab-dir"])
+            .arg(self.0)
+            .output();
+    }
+}
+
+const M1: &str = "10.77.0.11:2379";
+const M2: &str = "10.77.0.12:2379";
+
+#[test]
+fn qemu_lab_install_machines_come_back_from_disk_as_the_same_member() {
+    require::root();
+    require::tool("qemu-system-x86_64", "qemu-system-x86");
+    require::tool("etcdctl", "etcd-client");
+    require::file("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu");
+    require::file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf");
+
+    let dir = tempfile::tempdir().unwrap();
+    let lab_dir = dir.path().join("lab");
+    let netns = format!("herd-lab-i{}", std::process::id());
+    let _down = Down(&lab_dir);
+
+    // Two machines: three installing OVMF guests under TCG on two cores take
+    // too long for the suite.
+    let up = lab(
+        &lab_dir,
+        &[
+            "up",
+            "--machines",
+            "2",
+            "--install",
+            "--netns",
+            &netns,
+            "--timeout",
+            "10m",
+        ],
+    );
+    let up_text = String::from_utf8_lossy(&up.stdout);
+    assert!(
+        up_text.contains("cluster healthy: 2 machines joined"),
+        "{up_text}"
+    );
+    for m in ["m1", "m2"] {
+        // The same QEMU process ran the install and then the disk boot.
+        let log = serial(&lab_dir, m);
+        for needle in [
+            "herd-init: installing http://10.77.0.1:8080/assets/lab/files/disk.img onto /dev/vda",
+            "wrote and verified",
+            "herd-init: cloud-config URL saved on /dev/vda",
+            "herd-init: reported the install to",
+            "herd-init: /usr is USR-A",
+        ] {
+            assert!(log.contains(needle), "{m}: no {needle:?} in\n{log}");
+        }
+    }
+    let s = status(&lab_dir);
+    for m in s["machines"].as_array().unwrap() {
+        assert_eq!(m["inventory"]["installed"], true, "pxe knows: {m}");
+    }
+    // Healthy machines mark their slot good (systemd-boot stops counting).
+    for m in ["m1", "m2"] {
+        wait::for_marker(
+            &lab_dir.join(m).join("serial.log"),
+            "A is good",
+            Duration::from_secs(120),
+        );
+    }
+
+    let put = etcdctl(&lab_dir, M1, &["put", "/lab/before", "kept-on-disk"]);
+    assert!(put.status.success(), "{put:?}");
+    let before = wait::until(
+        "member list",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || members(&lab_dir, M1),
+    );
+    assert_eq!(before.len(), 2, "{before:?}");
+
+    // Pull m2's plug and power it on again: it boots from its disk.
+    lab(&lab_dir, &["kill", "m2"]);
+    lab(&lab_dir, &["boot", "m2"]);
+    wait::until(
+        "m2 to be back in the cluster",
+        Duration::from_secs(300),
+        Duration::from_secs(1),
+        || {
+            serving(&status(&lab_dir))
+                .contains(&"m2".to_owned())
+                .then_some(())
+        },
+    );
+    let log = serial(&lab_dir, "m2");
+    assert!(log.contains("herd-init: /usr is USR-A"), "{log}");
+    assert!(
+        !log.contains("herd-init: installing") && !log.contains("iPXE"),
+        "m2 netbooted instead of booting its disk:\n{log}"
+    );
+    // Its data came from its own STATE: it resumed, it did not join anew.
+    assert!(
+        log.contains("resuming the store member from its data dir"),
+        "{log}"
+    );
+    assert!(!log.contains("joined the cluster"), "{log}");
+    let get = wait::until(
+        "m2 to serve the key written before it went down",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let out = etcdctl(&lab_dir, M2, &["get", "--print-value-only", "/lab/before"]);
+            let v = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+            (v == "kept-on-disk").then_some(v)
+        },
+    );
+    assert_eq!(get, "kept-on-disk");
+    let after = members(&lab_dir, M2).expect("member list through m2");
+    assert_eq!(after, before, "m2 is the same member");
+
+    lab(&lab_dir, &["down"]);
+    assert!(
+        !Path::new("/run/netns").join(&netns).exists(),
+        "namespace left behind"
+    );
+}
