@@ -6,6 +6,7 @@
 //! fails them with a message that says what to install.
 
 pub mod bin;
+pub mod lab;
 pub mod linearizability;
 pub mod netns;
 pub mod process;

@@ -8,66 +8,11 @@
 //! from its own data dir, serving a key written before it went down.
 
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 use std::time::Duration;
 
+use herd_tests::lab::{etcdctl, lab, serving, status};
 use herd_tests::{bin, require, wait};
-use serde_json::Value;
-
-fn lab(lab_dir: &Path, args: &[&str]) -> Output {
-    let out = Command::new(bin::herd())
-        .arg("lab")
-        .args(args)
-        .arg("--lab-dir")
-        .arg(lab_dir)
-        .output()
-        .expect("running herd lab");
-    assert!(
-        out.status.success(),
-        "herd lab {} failed ({}):\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn status(lab_dir: &Path) -> Value {
-    let out = lab(lab_dir, &["status", "-o", "json"]);
-    serde_json::from_slice(&out.stdout).expect("status -o json is JSON")
-}
-
-fn serving(status: &Value) -> Vec<String> {
-    status["cluster"]["members"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|m| m["role"] == "leader" || m["role"] == "voter")
-        .filter_map(|m| m["machine"].as_str().map(str::to_owned))
-        .collect()
-}
-
-/// Debian's etcdctl (a real etcd v3 client) inside the lab network.
-fn etcdctl(lab_dir: &Path, endpoints: &str, args: &[&str]) -> Output {
-    let endpoints = format!("--endpoints={endpoints}");
-    Command::new(bin::herd())
-        .arg("lab")
-        .arg("--lab-dir")
-        .arg(lab_dir)
-        .args([
-            "exec",
-            "--",
-            "etcdctl",
-            "--dial-timeout=3s",
-            "--command-timeout=5s",
-            &endpoints,
-        ])
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .output()
-        .expect("running etcdctl in the lab")
-}
 
 /// `etcdctl member list` as (name, hex id) pairs, sorted.
 fn members(lab_dir: &Path, endpoint: &str) -> Option<Vec<(String, String)>> {
