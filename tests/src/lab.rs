@@ -85,3 +85,15 @@ pub fn endpoint(machine: &str) -> String {
         .expect("machine name");
     format!("10.77.0.{}:2379", 10 + n)
 }
+
+/// Brings the lab at the given dir down when the test ends, however it ends.
+pub struct Down<'a>(pub &'a Path);
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        let _ = Command::new(bin::herd())
+            .args(["lab", "down", "--lab-dir"])
+            .arg(self.0)
+            .output();
+    }
+}

@@ -8,11 +8,10 @@
 //! from its own data dir, serving a key written before it went down.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
-use herd_tests::lab::{etcdctl, lab, serving, status};
-use herd_tests::{bin, require, wait};
+use herd_tests::lab::{Down, etcdctl, lab, serving, status};
+use herd_tests::{require, wait};
 
 /// `etcdctl member list` as (name, hex id) pairs, sorted.
 fn members(lab_dir: &Path, endpoint: &str) -> Option<Vec<(String, String)>> {
@@ -34,17 +33,6 @@ fn members(lab_dir: &Path, endpoint: &str) -> Option<Vec<(String, String)>> {
 
 fn serial(lab_dir: &Path, machine: &str) -> String {
     std::fs::read_to_string(lab_dir.join(machine).join("serial.log")).unwrap_or_default()
-}
-
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(bin::herd())
-            .args(["lab", "down", "--lab-dir"])
-            .arg(self.0)
-            .output();
-    }
 }
 
 const M1: &str = "10.77.0.11:2379";

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use herd_tests::lab::{endpoint, etcdctl, lab, leader, serving, status};
+use herd_tests::lab::{Down, endpoint, etcdctl, lab, leader, serving, status};
 use herd_tests::{bin, require, wait};
 use serde_json::Value;
 
@@ -27,18 +27,6 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         }
     }
     found
-}
-
-/// Brings the lab down when the test ends, however it ends.
-struct Down<'a>(&'a Path);
-
-impl Drop for Down<'_> {
-    fn drop(&mut self) {
-        let _ = Command::new(bin::herd())
-            .args(["lab", "down", "--lab-dir"])
-            .arg(self.0)
-            .output();
-    }
 }
 
 #[test]
