@@ -5,7 +5,9 @@
 //! panic; namespaces left behind by a test process that was SIGKILLed are
 //! swept by the next [`Netns::new`].
 
+use std::os::fd::AsRawFd;
 use std::process::{Command, Output};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -114,6 +116,36 @@ impl Netns {
         self.ip(&["link", "set", inner, "netns", host.name()]);
         host.ip(&["addr", "add", cidr, "dev", inner]);
         host.ip(&["link", "set", inner, "up"]);
+    }
+}
+
+/// An open handle on a namespace, for moving threads into it. It keeps the
+/// namespace alive while held, so threads can still enter it after the
+/// [`Netns`] was dropped (they then see an empty, unplugged namespace).
+#[derive(Debug, Clone)]
+pub struct Entry(Arc<std::fs::File>);
+
+impl Entry {
+    /// Moves the calling thread (only it, not the process) into the namespace:
+    /// every socket it opens from now on lives there.
+    pub fn enter_current_thread(&self) -> std::io::Result<()> {
+        // SAFETY: setns on a valid namespace fd only changes this thread's namespace.
+        let rc = unsafe { libc::setns(self.0.as_raw_fd(), libc::CLONE_NEWNET) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::last_os_error())
+        }
+    }
+}
+
+impl Netns {
+    /// A handle for moving threads into this namespace (see [`Entry`]).
+    pub fn entry(&self) -> Entry {
+        let path = format!("/var/run/netns/{}", self.name);
+        let file =
+            std::fs::File::open(&path).unwrap_or_else(|e| panic!("opening namespace {path}: {e}"));
+        Entry(Arc::new(file))
     }
 }
 

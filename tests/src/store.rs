@@ -1,5 +1,6 @@
 //! Store clusters for tests: `herd agent` members (or real etcd members, to
-//! check the test harness itself against the reference) on loopback ports,
+//! check the test harness itself against the reference) on loopback ports or
+//! each in its own network namespace (so a member's peer link can be cut),
 //! each a child process that dies with the test, plus an `etcdctl` runner.
 
 use std::net::{SocketAddr, TcpListener};
@@ -7,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use crate::netns::Netns;
 use crate::process::{Guard, spawn};
 use crate::{bin, require, wait};
 
@@ -32,13 +34,137 @@ pub struct Member {
 #[derive(Debug)]
 pub struct Cluster {
     pub server: Server,
+    // Declared before `net`: members are killed before their namespaces go.
     pub members: Vec<Member>,
     pub token: String,
     pub dir: tempfile::TempDir,
+    /// `None`: every member listens on loopback in the test's own namespace.
+    pub net: Option<Topology>,
 }
 
-/// A loopback address with a port the kernel just gave out.
+/// Namespaces of a cluster whose members each run in their own namespace,
+/// plugged into two switches in a hub namespace: a peer network (Raft
+/// traffic) and a client network shared with a client namespace. Cutting a
+/// member's peer link partitions it from the other members while clients
+/// still reach it, as in etcd's robustness tests where clients keep talking
+/// to every member.
+#[derive(Debug)]
+pub struct Topology {
+    pub hub: Netns,
+    /// One per member, same order as [`Cluster::members`].
+    pub members: Vec<Netns>,
+    /// The hub-side end of each member's peer link.
+    peer_links: Vec<String>,
+    /// Where test clients (and `etcdctl`) run.
+    pub client: Netns,
+}
+
+/// What a member reports about itself (`endpoint status`), served locally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Status {
+    pub member_id: u64,
+    /// The leader it knows of (0: none).
+    pub leader: u64,
+    pub term: u64,
+    pub revision: i64,
+}
+
+const PEER_NET: &str = "10.77.1";
+const CLIENT_NET: &str = "10.77.2";
+
+impl Topology {
+    fn new(n: usize) -> Topology {
+        let hub = Netns::new();
+        hub.bridge("brpeer", &format!("{PEER_NET}.1/24"));
+        hub.bridge("brclient", &format!("{CLIENT_NET}.1/24"));
+        let mut members = Vec::new();
+        let mut peer_links = Vec::new();
+        for i in 0..n {
+            let ns = Netns::new();
+            let outer = hub.ifname("vp");
+            hub.veth_to(
+                "brpeer",
+                &outer,
+                &ns,
+                "peer0",
+                &format!("{PEER_NET}.{}/24", 11 + i),
+            );
+            let outer_client = hub.ifname("vc");
+            hub.veth_to(
+                "brclient",
+                &outer_client,
+                &ns,
+                "client0",
+                &format!("{CLIENT_NET}.{}/24", 11 + i),
+            );
+            peer_links.push(outer);
+            members.push(ns);
+        }
+        let client = Netns::new();
+        let outer = hub.ifname("vc");
+        hub.veth_to(
+            "brclient",
+            &outer,
+            &client,
+            "client0",
+            &format!("{CLIENT_NET}.100/24"),
+        );
+        Topology {
+            hub,
+            members,
+            peer_links,
+            client,
+        }
+    }
+
+    fn peer_addr(i: usize) -> SocketAddr {
+        format!("{PEER_NET}.{}:2380", 11 + i)
+            .parse()
+            .expect("valid address")
+    }
+
+    fn client_addr(i: usize) -> SocketAddr {
+        format!("{CLIENT_NET}.{}:2379", 11 + i)
+            .parse()
+            .expect("valid address")
+    }
+}
+
+/// `inner` rewritten to run under `ip netns exec` in `ns`.
+fn in_namespace(ns: &Netns, inner: &Command) -> Command {
+    let mut cmd = ns.command(inner.get_program());
+    cmd.args(inner.get_args());
+    for (key, value) in inner.get_envs() {
+        match value {
+            Some(value) => cmd.env(key, value),
+            None => cmd.env_remove(key),
+        };
+    }
+    cmd
+}
+
+/// A free loopback address for a member to bind later.
+///
+/// The port is picked below the kernel's ephemeral range: a port the kernel
+/// gave out (`bind(:0)`) can be handed to any outgoing connection of a
+/// concurrently running test between now and the member binding it, or
+/// while a killed member is down before its restart on the same port.
 pub fn free_addr() -> SocketAddr {
+    use rand::Rng;
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    const LOWEST: u16 = 10_000;
+    if ephemeral_low > LOWEST + 1000 {
+        let mut rng = rand::rng();
+        for _ in 0..1000 {
+            let port = rng.random_range(LOWEST..ephemeral_low);
+            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
+                return l.local_addr().expect("local_addr");
+            }
+        }
+    }
     let l = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
     l.local_addr().expect("local_addr")
 }
@@ -55,19 +181,33 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
 
 /// [`etcdctl`] with a custom time limit.
 pub fn etcdctl_for(limit: Duration, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+    etcdctl_in(None, limit, endpoints, args, stdin)
+}
+
+/// [`etcdctl_for`], run inside `ns` if given.
+fn etcdctl_in(
+    ns: Option<&Netns>,
+    limit: Duration,
+    endpoints: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+) -> Output {
     let mut cmd = Command::new("timeout");
     cmd.arg(limit.as_secs().to_string())
         .arg(etcdctl_path())
         .arg(format!("--endpoints={endpoints}"))
         .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(if stdin.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
-        })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+        .env("ETCDCTL_API", "3");
+    if let Some(ns) = ns {
+        cmd = in_namespace(ns, &cmd);
+    }
+    cmd.stdin(if stdin.is_some() {
+        Stdio::piped()
+    } else {
+        Stdio::null()
+    })
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped());
     let mut child = cmd.spawn().expect("running etcdctl");
     if let Some(input) = stdin {
         use std::io::Write;
@@ -171,6 +311,7 @@ impl Cluster {
             members,
             token: "test-token".to_owned(),
             dir,
+            net: None,
         };
         for i in 0..n {
             cluster.launch(i, None);
@@ -179,6 +320,110 @@ impl Cluster {
             cluster.wait_serving(i);
         }
         cluster
+    }
+
+    /// Starts `n` herd members bootstrapped together, each in its own network
+    /// namespace (see [`Topology`]), and waits until each serves a write.
+    pub fn start_in_namespaces(n: usize) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("herd-store-test")
+            .tempdir()
+            .expect("creating a scratch directory");
+        let members = (0..n)
+            .map(|i| {
+                let name = format!("m{i}");
+                Member {
+                    data_dir: dir.path().join(&name),
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    client: Topology::client_addr(i),
+                    peer: Topology::peer_addr(i),
+                    process: None,
+                }
+            })
+            .collect();
+        let mut cluster = Cluster {
+            server: Server::Herd,
+            members,
+            token: "test-token".to_owned(),
+            dir,
+            net: Some(Topology::new(n)),
+        };
+        for i in 0..n {
+            cluster.launch(i, None);
+        }
+        for i in 0..n {
+            cluster.wait_serving(i);
+        }
+        cluster
+    }
+
+    /// Cuts member `i`'s peer link (both directions, at the switch): it can
+    /// no longer reach the other members nor they it, while clients still can.
+    pub fn cut_peer_link(&self, i: usize) {
+        let net = self
+            .net
+            .as_ref()
+            .expect("cut_peer_link needs start_in_namespaces");
+        net.hub.ip(&["link", "set", &net.peer_links[i], "down"]);
+    }
+
+    /// Restores member `i`'s peer link.
+    pub fn restore_peer_link(&self, i: usize) {
+        let net = self
+            .net
+            .as_ref()
+            .expect("restore_peer_link needs start_in_namespaces");
+        net.hub.ip(&["link", "set", &net.peer_links[i], "up"]);
+    }
+
+    /// A tokio runtime whose threads open their sockets where the members'
+    /// clients are reachable: the client namespace, or here for loopback
+    /// clusters. Connect only from tasks spawned on it (`rt.spawn`): a future
+    /// given to `block_on` runs on the calling thread, outside the namespace.
+    pub fn client_runtime(&self) -> tokio::runtime::Runtime {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        builder.worker_threads(2).enable_all();
+        if let Some(net) = &self.net {
+            let entry = net.client.entry();
+            builder.on_thread_start(move || {
+                if let Err(e) = entry.enter_current_thread() {
+                    panic!("entering the client namespace: {e}");
+                }
+            });
+        }
+        builder.build().expect("runtime")
+    }
+
+    /// Runs `etcdctl` where clients run (the client namespace, if any).
+    pub fn etcdctl(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        etcdctl_in(
+            self.net.as_ref().map(|n| &n.client),
+            Duration::from_secs(30),
+            endpoints,
+            args,
+            stdin,
+        )
+    }
+
+    /// Member `i`'s own view (`endpoint status`), or `None` if it does not answer.
+    pub fn status(&self, i: usize) -> Option<Status> {
+        let out = etcdctl_in(
+            self.net.as_ref().map(|n| &n.client),
+            Duration::from_secs(10),
+            &self.members[i].client.to_string(),
+            &["endpoint", "status", "-w", "json", "--command-timeout=3s"],
+            None,
+        );
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        let status = &v[0]["Status"];
+        Some(Status {
+            member_id: status["header"]["member_id"].as_u64()?,
+            // etcdctl's JSON leaves out fields that are zero.
+            leader: status["leader"].as_u64().unwrap_or(0),
+            term: status["raftTerm"].as_u64().unwrap_or(0),
+            revision: status["header"]["revision"].as_i64().unwrap_or(0),
+        })
     }
 
     fn initial_cluster(&self) -> String {
@@ -205,6 +450,9 @@ impl Cluster {
             .open(&m.log)
             .expect("opening the member log");
         let mut cmd = m.command(self.server, &initial, &self.token, join);
+        if let Some(net) = &self.net {
+            cmd = in_namespace(&net.members[i], &cmd);
+        }
         cmd.stdout(log.try_clone().expect("dup log")).stderr(log);
         let guard = spawn(&m.name, &mut cmd);
         self.members[i].process = Some(guard);
@@ -213,19 +461,26 @@ impl Cluster {
     /// Waits until member `i` answers a linearizable read.
     pub fn wait_serving(&self, i: usize) {
         let m = &self.members[i];
-        wait::until(
-            &format!("member {} to serve (log: {})", m.name, m.log.display()),
-            Duration::from_secs(60),
-            Duration::from_millis(300),
-            || {
-                let out = etcdctl(
-                    &m.client.to_string(),
-                    &["get", "--command-timeout=2s", "health-probe"],
-                    None,
-                );
-                out.status.success().then_some(())
-            },
-        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        loop {
+            let out = self.etcdctl(
+                &m.client.to_string(),
+                &["get", "--command-timeout=2s", "health-probe"],
+                None,
+            );
+            if out.status.success() {
+                return;
+            }
+            // The scratch dir (and the log) goes with the cluster: show it now.
+            assert!(
+                std::time::Instant::now() < deadline,
+                "member {} does not serve after 60 s; etcdctl: {}\nits log ends with:\n{}",
+                m.name,
+                String::from_utf8_lossy(&out.stderr).trim(),
+                m.log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
     }
 
     /// All client endpoints, comma separated.
@@ -269,6 +524,10 @@ impl Cluster {
 
     /// Adds a new member that joins through member `via`'s peer address.
     pub fn join_new(&mut self, via: usize) -> usize {
+        assert!(
+            self.net.is_none(),
+            "join_new supports loopback clusters only"
+        );
         let i = self.members.len();
         let name = format!("m{i}");
         self.members.push(Member {
@@ -293,7 +552,7 @@ impl Cluster {
             Duration::from_millis(200),
             || {
                 self.members.iter().find_map(|m| {
-                    let out = etcdctl(
+                    let out = self.etcdctl(
                         &m.client.to_string(),
                         &["endpoint", "status", "-w", "json"],
                         None,
@@ -305,7 +564,7 @@ impl Cluster {
                         return None;
                     }
                     self.members.iter().position(|c| {
-                        let out = etcdctl(
+                        let out = self.etcdctl(
                             &c.client.to_string(),
                             &["endpoint", "status", "-w", "json"],
                             None,

@@ -1,4 +1,4 @@
-//! The `etcdserverpb.Cluster` service: member list, add, remove, promote.
+//! The `etcdserverpb.Cluster` service: member list, add, remove, update, promote.
 
 use std::sync::Arc;
 
@@ -75,11 +75,21 @@ impl Cluster for ClusterService {
 
     async fn member_update(
         &self,
-        _req: Request<pb::MemberUpdateRequest>,
+        req: Request<pb::MemberUpdateRequest>,
     ) -> Result<Response<pb::MemberUpdateResponse>, Status> {
-        Err(Status::unimplemented(
-            "herd: members keep their peer address; remove and re-join instead",
-        ))
+        let req = req.into_inner();
+        let [url] = req.peer_urls.as_slice() else {
+            return Err(Status::invalid_argument(
+                "etcdserver: a herd member has exactly one peer URL",
+            ));
+        };
+        let addr = peer_addr(url)?;
+        self.member
+            .member_update(req.id, &addr)
+            .await
+            .map_err(convert::status)?;
+        let (header, members) = self.members().await?;
+        Ok(Response::new(pb::MemberUpdateResponse { header, members }))
     }
 
     async fn member_list(

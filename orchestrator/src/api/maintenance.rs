@@ -1,6 +1,7 @@
 //! The `etcdserverpb.Maintenance` service: status and alarms (what etcdctl's
-//! `endpoint status/health` use); defragmentation is a no-op because the
-//! store has no free-page file to compact.
+//! `endpoint status/health` use), key space hashes, snapshot download and
+//! leadership transfer; defragmentation is a no-op because the store has no
+//! free-page file to compact.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -15,6 +16,9 @@ use crate::store::Member;
 pub struct MaintenanceService {
     pub member: Arc<Member>,
 }
+
+/// Bytes per `SnapshotResponse` message (etcd sends 32 KiB too).
+const SNAPSHOT_CHUNK: usize = 32 * 1024;
 
 type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Status>> + Send>>;
 
@@ -63,14 +67,29 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
-        Err(Status::unimplemented("herd: Hash is not supported"))
+        // etcd hashes its whole backend file; herd's durable state is the
+        // Raft log, so this is the key space hash at the current revision.
+        let h = self.member.hash_kv(0).await.map_err(convert::status)?;
+        Ok(Response::new(pb::HashResponse {
+            header: convert::header(self.member.header(h.revision)),
+            hash: h.hash,
+        }))
     }
 
     async fn hash_kv(
         &self,
-        _req: Request<pb::HashKvRequest>,
+        req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
-        Err(Status::unimplemented("herd: HashKV is not supported"))
+        let h = self
+            .member
+            .hash_kv(req.into_inner().revision)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::HashKvResponse {
+            header: convert::header(self.member.header(h.revision)),
+            hash: h.hash,
+            compact_revision: h.compact_revision,
+        }))
     }
 
     type SnapshotStream = SnapshotStream;
@@ -79,17 +98,31 @@ impl Maintenance for MaintenanceService {
         &self,
         _req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
-        Err(Status::unimplemented(
-            "herd: snapshot download is not supported",
-        ))
+        let (revision, bytes) = self.member.backup().await.map_err(convert::status)?;
+        let header = convert::header(self.member.header(revision));
+        let total = bytes.len();
+        let chunks = (0..total.div_ceil(SNAPSHOT_CHUNK)).map(move |i| {
+            let start = i * SNAPSHOT_CHUNK;
+            let end = (start + SNAPSHOT_CHUNK).min(total);
+            Ok(pb::SnapshotResponse {
+                header,
+                remaining_bytes: (total - end) as u64,
+                blob: bytes[start..end].to_vec(),
+            })
+        });
+        Ok(Response::new(Box::pin(futures::stream::iter(chunks))))
     }
 
     async fn move_leader(
         &self,
-        _req: Request<pb::MoveLeaderRequest>,
+        req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
-        Err(Status::unimplemented(
-            "herd: leadership transfer is not supported",
-        ))
+        self.member
+            .move_leader(req.into_inner().target_id)
+            .await
+            .map_err(convert::status)?;
+        Ok(Response::new(pb::MoveLeaderResponse {
+            header: convert::header(self.member.header(self.member.revision())),
+        }))
     }
 }

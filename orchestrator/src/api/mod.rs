@@ -15,4 +15,7 @@ mod server;
 pub mod session;
 mod watch;
 
-pub use server::{Listener, ServeError, serve};
+#[cfg(test)]
+mod tests;
+
+pub use server::{Listener, ServeError, ServeOptions, serve, serve_with};

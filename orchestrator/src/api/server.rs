@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -12,7 +13,7 @@ use super::concurrency::{ElectionService, LockService};
 use super::kv::KvService;
 use super::lease::LeaseService;
 use super::maintenance::MaintenanceService;
-use super::watch::WatchService;
+use super::watch::{DEFAULT_PROGRESS_INTERVAL, WatchService};
 use crate::proto::etcdserverpb::{
     cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
     maintenance_server::MaintenanceServer, watch_server::WatchServer,
@@ -64,6 +65,24 @@ impl Listener {
     }
 }
 
+/// Tunables of the client API.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The store's request size limit (the gRPC limit adds room around it).
+    pub max_request_bytes: usize,
+    /// Idle time after which a `progress_notify` watch gets a progress notice.
+    pub watch_progress_interval: Duration,
+}
+
+impl ServeOptions {
+    pub fn new(max_request_bytes: usize) -> ServeOptions {
+        ServeOptions {
+            max_request_bytes,
+            watch_progress_interval: DEFAULT_PROGRESS_INTERVAL,
+        }
+    }
+}
+
 /// Serves the KV, Watch, Lease, Cluster, Maintenance, Lock and Election
 /// services of `member` until `shutdown` resolves.
 pub async fn serve(
@@ -72,8 +91,24 @@ pub async fn serve(
     max_request_bytes: usize,
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
+    serve_with(
+        member,
+        listener,
+        ServeOptions::new(max_request_bytes),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with every tunable.
+pub async fn serve_with(
+    member: Arc<Member>,
+    listener: Listener,
+    options: ServeOptions,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), ServeError> {
     let addr = listener.addr;
-    let max = max_request_bytes + GRPC_OVERHEAD;
+    let max = options.max_request_bytes + GRPC_OVERHEAD;
     let own = Client::lazy(&addr.to_string())?;
     let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.listener);
     tonic::transport::Server::builder()
@@ -85,6 +120,7 @@ pub async fn serve(
         )
         .add_service(WatchServer::new(WatchService {
             member: Arc::clone(&member),
+            progress_interval: options.watch_progress_interval,
         }))
         .add_service(LeaseServer::new(LeaseService {
             member: Arc::clone(&member),

@@ -6,10 +6,12 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures::Stream;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 use tokio::task::JoinHandle;
+use tokio::time::MissedTickBehavior;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -22,12 +24,28 @@ use crate::store::types::{WatchBatch, WatchRequest};
 
 pub struct WatchService {
     pub member: Arc<Member>,
+    /// How long a `progress_notify` watch may stay silent before it gets an
+    /// empty response with the current revision (etcd: 10 minutes).
+    pub progress_interval: Duration,
 }
+
+/// etcd's default progress-notify interval.
+pub const DEFAULT_PROGRESS_INTERVAL: Duration = Duration::from_secs(600);
 
 type ResponseStream = Pin<Box<dyn Stream<Item = Result<pb::WatchResponse, Status>> + Send>>;
 
 /// Responses queued per stream before a slow client applies back-pressure.
+/// Behind it each watch holds at most one response in hand and the store
+/// queues at most `store::sm::WATCH_QUEUE` batches per watch; a watch that
+/// falls further behind catches up from history once the client reads.
 const QUEUE: usize = 256;
+
+/// One watch on a stream: its forwarding task, and the bell that asks it
+/// for a progress notice.
+struct Forwarder {
+    task: JoinHandle<()>,
+    progress: Arc<Notify>,
+}
 
 #[tonic::async_trait]
 impl Watch for WatchService {
@@ -40,8 +58,9 @@ impl Watch for WatchService {
         let mut requests = req.into_inner();
         let (tx, rx) = mpsc::channel(QUEUE);
         let member = Arc::clone(&self.member);
+        let interval = self.progress_interval;
         tokio::spawn(async move {
-            let mut watches: HashMap<i64, JoinHandle<()>> = HashMap::new();
+            let mut watches: HashMap<i64, Forwarder> = HashMap::new();
             let mut next_id = 0i64;
             while let Some(Ok(request)) = requests.next().await {
                 let reply = match request.request_union {
@@ -58,34 +77,49 @@ impl Watch for WatchService {
                             Entry::Occupied(_) => {
                                 canceled(&member, id, "etcdserver: duplicate watch ID")
                             }
-                            Entry::Vacant(slot) => match start(&member, id, create, tx.clone()) {
-                                Ok(task) => {
-                                    slot.insert(task);
-                                    continue;
+                            Entry::Vacant(slot) => {
+                                match start(&member, id, create, interval, tx.clone()) {
+                                    Ok(forwarder) => {
+                                        slot.insert(forwarder);
+                                        continue;
+                                    }
+                                    Err(status) => canceled(&member, id, status.message()),
                                 }
-                                Err(status) => canceled(&member, id, status.message()),
-                            },
+                            }
                         }
                     }
                     Some(RequestUnion::CancelRequest(cancel)) => {
-                        if let Some(task) = watches.remove(&cancel.watch_id) {
-                            task.abort();
+                        if let Some(f) = watches.remove(&cancel.watch_id) {
+                            f.task.abort();
                         }
                         canceled(&member, cancel.watch_id, "")
                     }
-                    Some(RequestUnion::ProgressRequest(_)) => pb::WatchResponse {
-                        header: convert::header(member.header(member.revision())),
-                        watch_id: -1,
-                        ..Default::default()
-                    },
+                    // Each watch answers for itself, after the events it
+                    // already queued, so a notice never overtakes an event
+                    // at or below its revision. With no watch there is
+                    // nothing to overtake.
+                    Some(RequestUnion::ProgressRequest(_)) => {
+                        watches.retain(|_, f| !f.task.is_finished());
+                        if !watches.is_empty() {
+                            for f in watches.values() {
+                                f.progress.notify_one();
+                            }
+                            continue;
+                        }
+                        pb::WatchResponse {
+                            header: convert::header(member.header(member.revision())),
+                            watch_id: -1,
+                            ..Default::default()
+                        }
+                    }
                     None => continue,
                 };
                 if tx.send(Ok(reply)).await.is_err() {
                     break;
                 }
             }
-            for (_, task) in watches {
-                task.abort();
+            for (_, f) in watches {
+                f.task.abort();
             }
         });
         Ok(Response::new(Box::pin(
@@ -109,8 +143,9 @@ fn start(
     member: &Arc<Member>,
     id: i64,
     create: pb::WatchCreateRequest,
+    interval: Duration,
     tx: mpsc::Sender<Result<pb::WatchResponse, Status>>,
-) -> Result<JoinHandle<()>, Status> {
+) -> Result<Forwarder, Status> {
     let filters = &create.filters;
     let request = WatchRequest {
         key: create.key,
@@ -130,16 +165,45 @@ fn start(
     };
     let mut watch = member.watch(request).map_err(convert::status)?;
     let member = Arc::clone(member);
-    Ok(tokio::spawn(async move {
+    let progress = Arc::new(Notify::new());
+    let bell = Arc::clone(&progress);
+    let notify = create.progress_notify;
+    let task = tokio::spawn(async move {
         if tx.send(Ok(created)).await.is_err() {
             return;
         }
-        while let Some(batch) = watch.recv().await {
+        // A zero period would make tokio's interval panic.
+        let interval = interval.max(Duration::from_millis(10));
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
+        ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        // Whether anything went out since the last tick: etcd notifies only idle watches.
+        let mut busy = false;
+        loop {
+            let batch = tokio::select! {
+                batch = watch.recv() => batch,
+                () = bell.notified() => {
+                    watch.request_progress();
+                    continue;
+                }
+                _ = ticks.tick(), if notify => {
+                    if !std::mem::take(&mut busy) {
+                        watch.request_progress();
+                    }
+                    continue;
+                }
+            };
+            let Some(batch) = batch else { return };
+            busy |= matches!(batch, WatchBatch::Events { .. });
             let reply = match batch {
                 WatchBatch::Events { revision, events } => pb::WatchResponse {
                     header: convert::header(member.header(revision)),
                     watch_id: id,
                     events: events.iter().map(convert::event).collect(),
+                    ..Default::default()
+                },
+                WatchBatch::Progress { revision } => pb::WatchResponse {
+                    header: convert::header(member.header(revision)),
+                    watch_id: id,
                     ..Default::default()
                 },
                 WatchBatch::Compacted { compact_revision } => pb::WatchResponse {
@@ -156,5 +220,6 @@ fn start(
                 return;
             }
         }
-    }))
+    });
+    Ok(Forwarder { task, progress })
 }

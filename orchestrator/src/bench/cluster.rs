@@ -48,9 +48,11 @@ fn free_ports(n: usize) -> anyhow::Result<Vec<u16>> {
 }
 
 impl Cluster {
-    /// Starts `members` members of `system` under `dir` and waits until a write succeeds.
+    /// Starts `members` members of `system` (herd with the `storage` engine)
+    /// under `dir` and waits until a write succeeds.
     pub async fn start(
         system: System,
+        storage: crate::store::StorageKind,
         members: usize,
         dir: &Path,
         etcd: &Path,
@@ -83,7 +85,8 @@ impl Cluster {
                         .args(["--listen-client", &client[i].to_string()])
                         .args(["--listen-peer", &peer[i].to_string()])
                         .args(["--initial-cluster", &initial.join(",")])
-                        .args(["--token", "bench"]);
+                        .args(["--token", "bench"])
+                        .args(["--storage", storage.name()]);
                     c
                 }
                 System::Etcd => {

@@ -41,6 +41,10 @@ pub struct KvBenchArgs {
     /// Systems to measure (both by default: the ratio needs the same run).
     #[arg(long, value_enum, value_delimiter = ',', default_value = "herd,etcd")]
     pub systems: Vec<System>,
+    /// herd storage engines to measure, each as its own cluster (`file,redb`
+    /// compares them in one run).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [crate::store::StorageKind::DEFAULT])]
+    pub storage: Vec<crate::store::StorageKind>,
     /// Scratch directory for the members' data.
     #[arg(long, default_value = "/tmp/herd-bench-kv")]
     pub work_dir: PathBuf,
@@ -152,14 +156,29 @@ async fn drive(
 /// A named workload and its result for one system.
 type Row = (String, Measured);
 
-async fn bench_system(system: System, args: &KvBenchArgs) -> anyhow::Result<(Vec<Row>, Vec<u64>)> {
-    let dir = args.work_dir.join(system.to_string());
+/// One measured cluster: what it ran, its rows and its members' RSS (KiB).
+struct Column {
+    label: String,
+    rows: Vec<Row>,
+    rss: Vec<u64>,
+}
+
+async fn bench_system(
+    system: System,
+    storage: crate::store::StorageKind,
+    args: &KvBenchArgs,
+) -> anyhow::Result<Column> {
+    let label = match system {
+        System::Herd => format!("herd-{storage}"),
+        System::Etcd => "etcd".to_owned(),
+    };
+    let dir = args.work_dir.join(&label);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let scratch = Scratch(dir.clone());
-    let cluster = Cluster::start(system, args.members, &dir, &args.etcd).await?;
+    let cluster = Cluster::start(system, storage, args.members, &dir, &args.etcd).await?;
     eprintln!(
-        "{system}: {} members up at {}",
+        "{label}: {} members up at {}",
         args.members,
         cluster.endpoints.join(",")
     );
@@ -189,7 +208,7 @@ async fn bench_system(system: System, args: &KvBenchArgs) -> anyhow::Result<(Vec
     let rss = cluster.rss_kib();
     cluster.stop().await;
     drop(scratch);
-    Ok((rows, rss))
+    Ok(Column { label, rows, rss })
 }
 
 fn ms(d: Duration) -> String {
@@ -197,64 +216,85 @@ fn ms(d: Duration) -> String {
 }
 
 pub async fn run(args: KvBenchArgs) -> anyhow::Result<()> {
-    let herd = if args.systems.contains(&System::Herd) {
-        Some(bench_system(System::Herd, &args).await?)
-    } else {
-        None
-    };
-    let etcd = if args.systems.contains(&System::Etcd) {
-        Some(bench_system(System::Etcd, &args).await?)
-    } else {
-        None
-    };
-    println!(
-        "| workload | herd ops/s | herd p50 ms | herd p99 ms | etcd ops/s | etcd p50 ms | etcd p99 ms | herd/etcd |"
-    );
-    println!("|---|---|---|---|---|---|---|---|");
-    let names: Vec<String> = herd
-        .as_ref()
-        .or(etcd.as_ref())
-        .map(|(rows, _)| rows.iter().map(|(n, _)| n.clone()).collect())
+    let mut columns = Vec::new();
+    if args.systems.contains(&System::Herd) {
+        for &storage in &args.storage {
+            columns.push(bench_system(System::Herd, storage, &args).await?);
+        }
+    }
+    if args.systems.contains(&System::Etcd) {
+        columns.push(bench_system(System::Etcd, crate::store::StorageKind::DEFAULT, &args).await?);
+    }
+    let etcd = columns.iter().position(|c| c.label == "etcd");
+    let herds: Vec<&Column> = columns.iter().filter(|c| c.label != "etcd").collect();
+    let mut header = vec!["workload".to_owned()];
+    for c in &columns {
+        header.extend([
+            format!("{} ops/s", c.label),
+            format!("{} p50 ms", c.label),
+            format!("{} p99 ms", c.label),
+        ]);
+    }
+    if let Some(e) = etcd {
+        for h in &herds {
+            header.push(format!("{}/{}", h.label, columns[e].label));
+        }
+    }
+    if herds.len() > 1 {
+        for h in &herds[1..] {
+            header.push(format!("{}/{}", h.label, herds[0].label));
+        }
+    }
+    println!("| {} |", header.join(" | "));
+    println!("|{}", "---|".repeat(header.len()));
+    let names: Vec<String> = columns
+        .first()
+        .map(|c| c.rows.iter().map(|(n, _)| n.clone()).collect())
         .unwrap_or_default();
-    let cells = |m: Option<&Measured>| match m {
-        Some(m) => (format!("{:.0}", m.per_sec()), ms(m.p50), ms(m.p99)),
-        None => ("-".into(), "-".into(), "-".into()),
-    };
     for (i, name) in names.iter().enumerate() {
-        let h = herd
-            .as_ref()
-            .and_then(|(rows, _)| rows.get(i))
-            .map(|(_, m)| m);
-        let e = etcd
-            .as_ref()
-            .and_then(|(rows, _)| rows.get(i))
-            .map(|(_, m)| m);
-        let ratio = match (h, e) {
-            (Some(h), Some(e)) => format!("{:.2}x", h.per_sec() / e.per_sec()),
+        let at = |c: &Column| c.rows.get(i).map(|(_, m)| m.clone());
+        let mut cells = vec![name.clone()];
+        let mut errors = 0;
+        for c in &columns {
+            match at(c) {
+                Some(m) => {
+                    errors += m.errors;
+                    cells.extend([format!("{:.0}", m.per_sec()), ms(m.p50), ms(m.p99)]);
+                }
+                None => cells.extend(["-".to_owned(), "-".to_owned(), "-".to_owned()]),
+            }
+        }
+        let ratio = |a: &Column, b: &Column| match (at(a), at(b)) {
+            (Some(a), Some(b)) => format!("{:.2}x", a.per_sec() / b.per_sec()),
             _ => "-".into(),
         };
-        let (h_ops, h_p50, h_p99) = cells(h);
-        let (e_ops, e_p50, e_p99) = cells(e);
-        println!(
-            "| {name} | {h_ops} | {h_p50} | {h_p99} | {e_ops} | {e_p50} | {e_p99} | {ratio} |"
-        );
-        let errors = h.map_or(0, |m| m.errors) + e.map_or(0, |m| m.errors);
+        if let Some(e) = etcd {
+            for h in &herds {
+                cells.push(ratio(h, &columns[e]));
+            }
+        }
+        if herds.len() > 1 {
+            for h in &herds[1..] {
+                cells.push(ratio(h, herds[0]));
+            }
+        }
+        println!("| {} |", cells.join(" | "));
         if errors > 0 {
             eprintln!("warning: {name}: {errors} failed requests were left out of the figures");
         }
     }
-    let mib = |r: &Option<(Vec<Row>, Vec<u64>)>| {
-        r.as_ref().map_or("-".to_owned(), |(_, v)| {
-            v.iter()
+    let mut rss = vec!["RSS per member after the run (MiB)".to_owned()];
+    for c in &columns {
+        rss.push(
+            c.rss
+                .iter()
                 .map(|k| format!("{:.0}", *k as f64 / 1024.0))
                 .collect::<Vec<_>>()
-                .join("/")
-        })
-    };
-    println!(
-        "| RSS per member after the run (MiB) | {} | | | {} | | | |",
-        mib(&herd),
-        mib(&etcd)
-    );
+                .join("/"),
+        );
+        rss.extend([String::new(), String::new()]);
+    }
+    rss.resize(header.len(), String::new());
+    println!("| {} |", rss.join(" | "));
     Ok(())
 }

@@ -62,6 +62,15 @@ pub struct AgentArgs {
     /// Largest accepted key.
     #[arg(long, default_value_t = 1536)]
     pub max_key_bytes: usize,
+    /// Engine keeping the Raft log of a new data dir [default: redb]. An
+    /// existing data dir keeps the engine recorded in its member.json;
+    /// naming a different one is refused.
+    #[arg(long, value_enum)]
+    pub storage: Option<store::StorageKind>,
+    /// Seconds a `progress_notify` watch may stay idle before it is sent the
+    /// current revision (etcd's --experimental-watch-progress-notify-interval).
+    #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
+    pub watch_progress_notify_interval: u64,
 }
 
 /// Everything the agent needs to run, however it was configured.
@@ -77,6 +86,8 @@ pub struct AgentSettings {
     pub max_voters: usize,
     pub max_request_bytes: usize,
     pub max_key_bytes: usize,
+    pub storage: Option<store::StorageKind>,
+    pub watch_progress_notify_interval: std::time::Duration,
     /// Register this machine under /herd/machines (set from cloud-config).
     pub machine: Option<crate::machine::MachineRecord>,
 }
@@ -122,6 +133,10 @@ impl AgentSettings {
             max_voters: args.max_voters,
             max_request_bytes: args.max_request_bytes,
             max_key_bytes: args.max_key_bytes,
+            storage: args.storage,
+            watch_progress_notify_interval: std::time::Duration::from_secs(
+                args.watch_progress_notify_interval,
+            ),
             machine: None,
         })
     }
@@ -183,6 +198,10 @@ impl AgentSettings {
             max_voters: args.max_voters,
             max_request_bytes: args.max_request_bytes,
             max_key_bytes: args.max_key_bytes,
+            storage: args.storage,
+            watch_progress_notify_interval: std::time::Duration::from_secs(
+                args.watch_progress_notify_interval,
+            ),
             machine: Some(record),
         })
     }
@@ -223,6 +242,7 @@ impl AgentSettings {
         config.max_voters = self.max_voters;
         config.limits.max_request_bytes = self.max_request_bytes;
         config.limits.max_key_bytes = self.max_key_bytes;
+        config.storage = self.storage;
         config
     }
 }
@@ -328,9 +348,12 @@ pub async fn run(settings: AgentSettings) -> anyhow::Result<()> {
     let mut supervisor = Supervisor::new();
     let stopped = supervisor.stopped();
     let api_member = Arc::clone(&member);
-    let max_request_bytes = settings.max_request_bytes;
+    let options = api::ServeOptions {
+        watch_progress_interval: settings.watch_progress_notify_interval,
+        ..api::ServeOptions::new(settings.max_request_bytes)
+    };
     supervisor.spawn("client-api", async move {
-        api::serve(api_member, listener, max_request_bytes, stopped).await?;
+        api::serve_with(api_member, listener, options, stopped).await?;
         Ok(())
     });
     if let Some(record) = settings.machine.clone() {

@@ -11,9 +11,10 @@ use tokio_stream::StreamExt;
 use crate::api::client::{Client, prefix_end};
 use crate::api::{election, lock, session::Session};
 use crate::proto::etcdserverpb::{
-    CompactionRequest, Compare, DeleteRangeRequest, LeaseGrantRequest, LeaseKeepAliveRequest,
-    LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest, MemberAddRequest,
-    MemberListRequest, MemberRemoveRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader,
+    CompactionRequest, Compare, DeleteRangeRequest, HashKvRequest, LeaseGrantRequest,
+    LeaseKeepAliveRequest, LeaseLeasesRequest, LeaseRevokeRequest, LeaseTimeToLiveRequest,
+    MemberAddRequest, MemberListRequest, MemberRemoveRequest, MemberUpdateRequest,
+    MoveLeaderRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, SnapshotRequest,
     StatusRequest, TxnRequest, WatchCreateRequest, WatchRequest, compare, request_op, response_op,
     watch_request,
 };
@@ -116,6 +117,35 @@ pub enum KvCommand {
     Status,
     /// Discard history before REVISION.
     Compact { revision: i64 },
+    /// Download (or inspect) a snapshot of the key space.
+    #[command(subcommand)]
+    Snapshot(SnapshotCommand),
+    /// Make the member with this hex id the leader.
+    MoveLeader {
+        #[arg(value_parser = parse_lease)]
+        id: i64,
+    },
+    /// Ask every endpoint in turn.
+    #[command(subcommand)]
+    Endpoint(EndpointCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCommand {
+    /// Stream the contacted member's key space into FILE (fsync'd, then renamed into place).
+    Save { file: std::path::PathBuf },
+    /// Check a snapshot file and print its revision, hash, keys and size (offline).
+    Status { file: std::path::PathBuf },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EndpointCommand {
+    /// Each endpoint's key space hash; members of a healthy cluster agree.
+    Hashkv {
+        /// Hash the key space as of this revision (0 = each member's current one).
+        #[arg(long, default_value_t = 0)]
+        rev: i64,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -161,6 +191,13 @@ pub enum MemberCommand {
         #[arg(value_parser = parse_lease)]
         id: i64,
     },
+    /// Change the peer address of the member with this hex id.
+    Update {
+        #[arg(value_parser = parse_lease)]
+        id: i64,
+        #[arg(long, value_delimiter = ',')]
+        peer_urls: Vec<String>,
+    },
 }
 
 fn parse_lease(s: &str) -> Result<i64, String> {
@@ -204,10 +241,20 @@ fn range_of(key: &str, range_end: Option<String>, prefix: bool) -> (Vec<u8>, Vec
 }
 
 pub async fn run(args: KvArgs) -> anyhow::Result<()> {
+    let json = args.output == Output::Json;
+    // Commands that are not about one connection.
+    match &args.command {
+        KvCommand::Snapshot(SnapshotCommand::Status { file }) => {
+            return snapshot_status(file, json).await;
+        }
+        KvCommand::Endpoint(EndpointCommand::Hashkv { rev }) => {
+            return hashkv(&args.endpoints, *rev, json).await;
+        }
+        _ => {}
+    }
     let client = Client::connect(&args.endpoints)
         .await
         .with_context(|| format!("connecting to {}", args.endpoints.join(",")))?;
-    let json = args.output == Output::Json;
     match args.command {
         KvCommand::Get {
             key,
@@ -397,6 +444,130 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
                 println!("compacted revision {revision}");
             }
         }
+        KvCommand::Snapshot(SnapshotCommand::Save { file }) => {
+            snapshot_save(&client, &file, json).await?
+        }
+        KvCommand::MoveLeader { id } => {
+            let resp = client
+                .maintenance()
+                .move_leader(MoveLeaderRequest {
+                    target_id: id as u64,
+                })
+                .await?
+                .into_inner();
+            if json {
+                print_json(
+                    &json!({"header": header_json(&resp.header), "leader": format!("{id:x}")}),
+                );
+            } else {
+                println!("leadership moved to {id:x}");
+            }
+        }
+        KvCommand::Snapshot(SnapshotCommand::Status { .. })
+        | KvCommand::Endpoint(EndpointCommand::Hashkv { .. }) => {
+            unreachable!("handled before connecting")
+        }
+    }
+    Ok(())
+}
+
+/// Downloads a snapshot into `file` the way etcdctl does: into `FILE.part`,
+/// fsync, rename. The sha256 at its end is checked before the rename.
+async fn snapshot_save(client: &Client, file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let mut stream = client
+        .maintenance()
+        .snapshot(SnapshotRequest {})
+        .await?
+        .into_inner();
+    let mut bytes = Vec::new();
+    let mut header = None;
+    while let Some(msg) = stream.next().await {
+        let msg = msg.context("receiving the snapshot")?;
+        header = header.or(msg.header);
+        bytes.extend_from_slice(&msg.blob);
+    }
+    let kv = crate::store::backup::decode(&bytes).context("checking the downloaded snapshot")?;
+    let part = file.with_extension("part");
+    let (part2, file2) = (part.clone(), file.to_path_buf());
+    let len = bytes.len();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let mut f = std::fs::File::create(&part2)?;
+        std::io::Write::write_all(&mut f, &bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&part2, &file2)
+    })
+    .await?
+    .with_context(|| format!("writing {}", part.display()))?;
+    if json {
+        print_json(&json!({
+            "header": header_json(&header),
+            "file": file.display().to_string(),
+            "revision": kv.revision(),
+            "size": len,
+        }));
+    } else {
+        println!(
+            "Snapshot saved at {} (revision {}, {len} bytes)",
+            file.display(),
+            kv.revision()
+        );
+    }
+    Ok(())
+}
+
+async fn snapshot_status(file: &std::path::Path, json: bool) -> anyhow::Result<()> {
+    let bytes = tokio::fs::read(file)
+        .await
+        .with_context(|| format!("reading {}", file.display()))?;
+    let kv = crate::store::backup::decode(&bytes)
+        .with_context(|| format!("{} is not a usable snapshot", file.display()))?;
+    let h = kv.hash_kv(0)?;
+    if json {
+        print_json(&json!({
+            "hash": h.hash,
+            "revision": h.revision,
+            "compact_revision": h.compact_revision,
+            "total_keys": kv.live_keys(),
+            "total_size": bytes.len(),
+        }));
+    } else {
+        println!(
+            "hash {:x}  revision {}  keys {}  size {} bytes",
+            h.hash,
+            h.revision,
+            kv.live_keys(),
+            bytes.len()
+        );
+    }
+    Ok(())
+}
+
+/// Asks every endpoint for its key space hash (like `etcdctl endpoint hashkv`).
+async fn hashkv(endpoints: &[String], rev: i64, json: bool) -> anyhow::Result<()> {
+    let mut rows = Vec::new();
+    for ep in endpoints {
+        let client = Client::connect(std::slice::from_ref(ep))
+            .await
+            .with_context(|| format!("connecting to {ep}"))?;
+        let resp = client
+            .maintenance()
+            .hash_kv(HashKvRequest { revision: rev })
+            .await
+            .with_context(|| format!("hashkv on {ep}"))?
+            .into_inner();
+        if json {
+            rows.push(json!({
+                "endpoint": ep,
+                "header": header_json(&resp.header),
+                "hash": resp.hash,
+                "compact_revision": resp.compact_revision,
+            }));
+        } else {
+            println!("{ep}, {}", resp.hash);
+        }
+    }
+    if json {
+        print_json(&Value::Array(rows));
     }
     Ok(())
 }
@@ -625,6 +796,20 @@ async fn member(client: &Client, cmd: MemberCommand, json: bool) -> anyhow::Resu
                 .into_inner();
             if !json {
                 println!("member {id:x} removed");
+            }
+            r.members
+        }
+        MemberCommand::Update { id, peer_urls } => {
+            let r = client
+                .cluster()
+                .member_update(MemberUpdateRequest {
+                    id: id as u64,
+                    peer_urls,
+                })
+                .await?
+                .into_inner();
+            if !json {
+                println!("member {id:x} updated");
             }
             r.members
         }

@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use openraft::error::{CheckIsLeaderError, InitializeError, RaftError};
+use openraft::error::{
+    ChangeMembershipError, CheckIsLeaderError, ClientWriteError, InitializeError, RaftError,
+};
 use openraft::{ChangeMembers, Raft, ServerState, SnapshotPolicy};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -14,6 +16,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use super::StoreError;
+use super::engine::StorageKind;
 use super::log::LogStore;
 use super::peer::{
     self, Forward, ForwardHandler, ForwardResponse, Network, Partition, PeerClient, Token,
@@ -76,6 +79,10 @@ pub struct Config {
     pub keep_logs_after_snapshot: u64,
     pub join_timeout: Duration,
     pub request_timeout: Duration,
+    /// The engine keeping the Raft log; fixed for a data dir's lifetime.
+    /// `None`: the one recorded in `member.json`, [`StorageKind::DEFAULT`]
+    /// for a new data dir. A different explicit choice is refused.
+    pub storage: Option<StorageKind>,
 }
 
 impl Config {
@@ -102,6 +109,7 @@ impl Config {
             keep_logs_after_snapshot: 1_000,
             join_timeout: Duration::from_secs(30),
             request_timeout: Duration::from_secs(10),
+            storage: None,
         }
     }
 }
@@ -125,6 +133,13 @@ struct MemberMeta {
     id: u64,
     name: String,
     cluster_id: u64,
+    /// Absent in data dirs written before the engine was recorded.
+    #[serde(default = "legacy_storage")]
+    storage: StorageKind,
+}
+
+fn legacy_storage() -> StorageKind {
+    StorageKind::LEGACY
 }
 
 const META_FILE: &str = "member.json";
@@ -175,6 +190,9 @@ struct Inner {
     config: Config,
     /// Groups concurrent writes into one Raft entry.
     proposer: Proposer,
+    /// Writes hold it shared; a leadership transfer holds it exclusively so
+    /// the log stands still while the target catches up and campaigns.
+    transfer: tokio::sync::RwLock<()>,
     /// Held for the member's lifetime (exclusive lock on `data_dir/LOCK`).
     _lock: std::fs::File,
 }
@@ -293,11 +311,23 @@ impl Member {
                 config.name
             )));
         }
+        let storage = match (config.storage, &meta) {
+            (Some(asked), Some(m)) if asked != m.storage => {
+                return Err(StoreError::Config(format!(
+                    "data dir {} was created with --storage {}; it cannot be opened with --storage {asked}",
+                    config.data_dir.display(),
+                    m.storage,
+                )));
+            }
+            (Some(asked), _) => asked,
+            (None, Some(m)) => m.storage,
+            (None, None) => StorageKind::DEFAULT,
+        };
         let id = meta
             .as_ref()
             .map_or_else(|| member_id(&config.name), |m| m.id);
         let raft_dir = config.data_dir.join("raft");
-        let log = LogStore::open(&raft_dir)?;
+        let log = LogStore::open_with(storage, &raft_dir)?;
         let sm = StateMachine::open(&raft_dir)?;
 
         let raft_config = openraft::Config {
@@ -340,6 +370,7 @@ impl Member {
             partition: partition.clone(),
             config: config.clone(),
             proposer: Proposer::start(raft.clone(), config.request_timeout),
+            transfer: tokio::sync::RwLock::new(()),
             _lock: lock,
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
@@ -404,6 +435,7 @@ impl Member {
                     id,
                     name: config.name.clone(),
                     cluster_id,
+                    storage,
                 },
             )?;
         }
@@ -631,6 +663,11 @@ impl Member {
         Ok(self.inner.sm.watch(req))
     }
 
+    /// Watch batches queued in this member's store (see `sm::WATCH_QUEUE`).
+    pub fn watch_backlog(&self) -> usize {
+        self.inner.sm.watch_backlog()
+    }
+
     /// The current revision of this member's applied state.
     pub fn revision(&self) -> i64 {
         self.inner.revision()
@@ -685,6 +722,77 @@ impl Member {
 
     pub async fn member_promote(&self, id: u64) -> Result<(), StoreError> {
         self.inner.route(Forward::Promote { id }).await.map(|_| ())
+    }
+
+    /// Changes a member's peer address in the membership (etcd's
+    /// `MemberUpdate`); the member itself must listen there.
+    pub async fn member_update(&self, id: u64, peer_addr: &str) -> Result<MemberInfo, StoreError> {
+        let node = self
+            .inner
+            .raft
+            .metrics()
+            .borrow()
+            .membership_config
+            .membership()
+            .get_node(&id)
+            .cloned()
+            .ok_or(StoreError::MemberNotFound)?;
+        let node = PeerNode {
+            peer_addr: peer_addr.into(),
+            ..node
+        };
+        self.inner
+            .route(Forward::UpdateNode {
+                id,
+                node: node.clone(),
+            })
+            .await?;
+        let is_learner = !self.inner.ensure_member(id)?;
+        Ok(MemberInfo {
+            id,
+            name: node.name,
+            peer_addr: node.peer_addr,
+            client_addr: node.client_addr,
+            is_learner,
+        })
+    }
+
+    /// Hash of the key space at `revision` (0 = current), after this member
+    /// applied everything committed before the call (etcd's `HashKV`).
+    pub async fn hash_kv(&self, revision: i64) -> Result<super::mvcc::KvHash, StoreError> {
+        match self.inner.route(Forward::ReadIndex).await? {
+            ForwardResponse::ReadIndex(index) => self.inner.wait_applied(index).await?,
+            other => return Err(unexpected(other)),
+        }
+        // Hashing walks the whole history: off the runtime.
+        let sm = self.inner.sm.clone();
+        tokio::task::spawn_blocking(move || sm.read().kv.hash_kv(revision))
+            .await
+            .map_err(|e| StoreError::Raft(format!("hashing the key space: {e}")))?
+            .map_err(StoreError::Apply)
+    }
+
+    /// This member's key space as a snapshot file ([`super::backup`]), and
+    /// the revision it holds.
+    pub async fn backup(&self) -> Result<(i64, Vec<u8>), StoreError> {
+        // The clone (values are shared `Arc`s) holds the lock only briefly;
+        // both it and the encoding run off the runtime.
+        let sm = self.inner.sm.clone();
+        tokio::task::spawn_blocking(move || {
+            let kv = sm.read().kv.clone();
+            (kv.revision(), super::backup::encode(&kv))
+        })
+        .await
+        .map_err(|e| StoreError::Raft(format!("encoding the snapshot: {e}")))
+    }
+
+    /// Hands leadership to voter `target` (etcd's `MoveLeader`) and returns
+    /// once it leads.
+    pub async fn move_leader(&self, target: u64) -> Result<(), StoreError> {
+        self.inner
+            .route(Forward::MoveLeader { target })
+            .await
+            .map(|_| ())
     }
 
     pub async fn status(&self) -> Result<StatusResponse, StoreError> {
@@ -852,6 +960,7 @@ impl Inner {
     /// writes; bounded so a leader cut off from its quorum answers "timed
     /// out" instead of hanging.
     async fn write(&self, cmd: Command) -> Result<CommandResponse, StoreError> {
+        let _no_transfer = self.transfer.read().await;
         self.proposer.propose(cmd).await
     }
 
@@ -946,6 +1055,7 @@ impl Inner {
             Forward::Join { .. } if self.leader_node().is_none_or(|(l, _)| l != self.id) => {
                 self.route(req).await
             }
+            Forward::Campaign => self.campaign().await,
             other => self.serve_local(other).await,
         }
     }
@@ -991,26 +1101,18 @@ impl Inner {
             }
             Forward::Promote { id } => {
                 self.ensure_member(id)?;
-                self.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
-                    .await
-                    .map_err(write_err)?;
+                self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+                    .await?;
                 Ok(ForwardResponse::Done)
             }
             Forward::UpdateNode { id, node } => {
                 self.ensure_member(id)?;
-                tokio::time::timeout(
-                    self.config.request_timeout,
-                    self.raft.change_membership(
-                        ChangeMembers::SetNodes(BTreeMap::from([(id, node)])),
-                        true,
-                    ),
-                )
-                .await
-                .map_err(|_| StoreError::Timeout)?
-                .map_err(write_err)?;
+                self.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])))
+                    .await?;
                 Ok(ForwardResponse::Done)
             }
+            Forward::MoveLeader { target } => self.transfer_leadership(target).await,
+            Forward::Campaign => self.campaign().await,
             Forward::Remove { id } => {
                 let voter = self.ensure_member(id)?;
                 if voter {
@@ -1038,6 +1140,41 @@ impl Inner {
         Ok(m.membership().voter_ids().any(|v| v == id))
     }
 
+    /// Waits, as leader, until peer `id` holds the log up to `index` (`None`:
+    /// up to the leader's last entry, as it is at each check). `Ok(false)` when
+    /// this member stopped leading; `Err` when `deadline` passed first.
+    async fn replicated_to(
+        &self,
+        id: u64,
+        index: Option<u64>,
+        deadline: Instant,
+    ) -> Result<bool, tokio::time::error::Elapsed> {
+        let mut metrics = self.raft.metrics();
+        tokio::time::timeout_at(deadline.into(), async {
+            loop {
+                {
+                    let m = metrics.borrow_and_update();
+                    if m.state != ServerState::Leader {
+                        return false;
+                    }
+                    let matched = m
+                        .replication
+                        .as_ref()
+                        .and_then(|r| r.get(&id).copied().flatten())
+                        .map(|l| l.index);
+                    let wanted = index.or(m.last_log_index);
+                    if matched.is_some() && matched >= wanted {
+                        return true;
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await
+    }
+
     /// Learner first (blocking until it caught up, bounded by `join_timeout`),
     /// then voter while the cluster has fewer than `max_voters`.
     async fn add_member(&self, id: u64, node: PeerNode) -> Result<ForwardResponse, StoreError> {
@@ -1056,29 +1193,7 @@ impl Inner {
         .map_err(|_| StoreError::Timeout)?
         .map_err(write_err)?;
         let target = added.log_id.index;
-        let mut metrics = self.raft.metrics();
-        let caught_up = tokio::time::timeout_at(deadline.into(), async {
-            loop {
-                {
-                    let m = metrics.borrow_and_update();
-                    if m.state != ServerState::Leader {
-                        return false;
-                    }
-                    let matched = m
-                        .replication
-                        .as_ref()
-                        .and_then(|r| r.get(&id).copied().flatten());
-                    if matched.is_some_and(|l| l.index >= target) {
-                        return true;
-                    }
-                }
-                if metrics.changed().await.is_err() {
-                    return false;
-                }
-            }
-        })
-        .await;
-        match caught_up {
+        match self.replicated_to(id, Some(target), deadline).await {
             Ok(true) => {}
             Ok(false) => return Err(StoreError::NoLeader),
             Err(_) => {
@@ -1115,6 +1230,120 @@ impl Inner {
         Ok(ForwardResponse::Joined {
             cluster_id: self.cluster_id.load(Ordering::SeqCst),
         })
+    }
+}
+
+impl Inner {
+    /// A membership change that waits its turn: openraft refuses one while
+    /// another (say, `promote_loop`'s or a member publishing its address)
+    /// is still uncommitted, so retry until the request deadline.
+    async fn change_membership(
+        &self,
+        change: ChangeMembers<u64, PeerNode>,
+    ) -> Result<(), StoreError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match tokio::time::timeout(left, self.raft.change_membership(change.clone(), true))
+                .await
+            {
+                Err(_) => return Err(StoreError::Timeout),
+                Ok(Ok(_)) => return Ok(()),
+                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                    ChangeMembershipError::InProgress(_),
+                )))) if Instant::now() < deadline => {
+                    tokio::time::sleep(self.config.heartbeat).await;
+                }
+                Ok(Err(e)) => return Err(write_err(e)),
+            }
+        }
+    }
+}
+
+/// Leadership transfer. openraft 0.9 has no transfer API, and a follower
+/// refuses votes while its leader lease (the longest election timeout since
+/// the last heartbeat) runs. So the leader holds new writes back, waits
+/// until the target has its whole log, stops heartbeats, and asks the
+/// target to campaign; the target calls for an election until it wins: the
+/// old leader steps down as soon as it sees the target's higher term, and
+/// the other followers grant their vote once their lease ran out, before
+/// their own election timer (lease + election timeout) fires.
+impl Inner {
+    async fn transfer_leadership(&self, target: u64) -> Result<ForwardResponse, StoreError> {
+        if target == self.id {
+            return Ok(ForwardResponse::Done);
+        }
+        if !self.ensure_member(target)? {
+            return Err(StoreError::InvalidRequest(
+                "etcdserver: bad leader transferee (a learner cannot lead)".into(),
+            ));
+        }
+        let (node, deadline) = {
+            let m = self.raft.metrics().borrow().clone();
+            let node = m.membership_config.membership().get_node(&target).cloned();
+            (node, Instant::now() + self.config.request_timeout)
+        };
+        let node = node.ok_or(StoreError::MemberNotFound)?;
+        // Writes wait (and then go to the new leader): with the log standing
+        // still, the target can hold the longest log, which voters require.
+        let _no_writes = tokio::time::timeout_at(deadline.into(), self.transfer.write())
+            .await
+            .map_err(|_| StoreError::Timeout)?;
+        match self.replicated_to(target, None, deadline).await {
+            Ok(true) => {}
+            Ok(false) => return Err(StoreError::NoLeader),
+            Err(_) => return Err(StoreError::Timeout),
+        }
+        let runtime = self.raft.runtime_config();
+        runtime.heartbeat(false);
+        let left = deadline.saturating_duration_since(Instant::now());
+        let result = self
+            .client
+            .forward(target, &node.peer_addr, Forward::Campaign, left)
+            .await;
+        // Also when this member leads again later: heartbeats are its lease.
+        runtime.heartbeat(true);
+        match result {
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) => Err(e.into()),
+            Err(e) => Err(StoreError::Peer {
+                addr: node.peer_addr,
+                detail: format!("asking the new leader to campaign: {e}"),
+            }),
+        }
+    }
+
+    /// Calls for elections until this member leads (see `transfer_leadership`).
+    async fn campaign(&self) -> Result<ForwardResponse, StoreError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        let mut metrics = self.raft.metrics();
+        loop {
+            {
+                let m = metrics.borrow_and_update();
+                if m.state == ServerState::Leader {
+                    return Ok(ForwardResponse::Done);
+                }
+                if m.state == ServerState::Learner {
+                    return Err(StoreError::InvalidRequest(
+                        "etcdserver: bad leader transferee (a learner cannot lead)".into(),
+                    ));
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::Timeout);
+            }
+            // Votes are refused until the followers' leases ran out; calling
+            // again (next term) beats their own election timers.
+            self.raft.trigger().elect().await.map_err(raft_err)?;
+            let _ = tokio::time::timeout(self.config.heartbeat * 3, async {
+                while metrics.changed().await.is_ok() {
+                    if metrics.borrow().state == ServerState::Leader {
+                        return;
+                    }
+                }
+            })
+            .await;
+        }
     }
 }
 

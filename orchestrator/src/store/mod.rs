@@ -4,6 +4,8 @@
 //! serves etcd-shaped requests ([`types`]) that the gRPC layer maps to the
 //! etcd v3 protobuf messages.
 
+pub mod backup;
+pub mod engine;
 mod error;
 pub mod log;
 pub mod member;
@@ -13,6 +15,7 @@ mod propose;
 pub mod sm;
 pub mod types;
 
+pub use engine::StorageKind;
 pub use error::StoreError;
 pub use member::{Config, Limits, Member, has_state, member_id};
 pub use peer::Partition;

@@ -33,6 +33,15 @@ pub struct Lease {
     pub keys: BTreeSet<Vec<u8>>,
 }
 
+/// [`KeySpace::hash_kv`]'s result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KvHash {
+    pub hash: u32,
+    /// The revision the hash covers.
+    pub revision: i64,
+    pub compact_revision: i64,
+}
+
 /// Events of the revisions at or after a start revision, grouped per revision.
 pub type History = Vec<(i64, Vec<Event>)>;
 
@@ -524,13 +533,26 @@ impl KeySpace {
     /// Events in `[key, range_end)` at revisions `>= from`, grouped per revision.
     /// `Err(compacted)` when part of that history is gone.
     pub fn history(&self, key: &[u8], range_end: &[u8], from: i64) -> Result<History, i64> {
+        self.history_between(key, range_end, from, i64::MAX)
+    }
+
+    /// [`KeySpace::history`] limited to revisions `from..=to`, so a lagging
+    /// watcher can catch up one bounded window at a time.
+    pub fn history_between(
+        &self,
+        key: &[u8],
+        range_end: &[u8],
+        from: i64,
+        to: i64,
+    ) -> Result<History, i64> {
         if self.compacted > 0 && from <= self.compacted {
             return Err(self.compacted);
         }
         let mut all: Vec<(i64, u32, Event)> = Vec::new();
         for (k, versions) in self.key_iter(key, range_end) {
             let start = versions.partition_point(|v| v.main < from);
-            for i in start..versions.len() {
+            let end = versions.partition_point(|v| v.main <= to);
+            for i in start..end.max(start) {
                 let v = &versions[i];
                 let prev_kv = i.checked_sub(1).and_then(|p| versions[p].kv.clone());
                 let event = match &v.kv {
@@ -561,6 +583,60 @@ impl KeySpace {
             }
         }
         Ok(out)
+    }
+
+    /// crc32 of the key space as of `revision` (0 = current): every retained
+    /// version at or below it, key by key in order (key, main and sub
+    /// revision, then create revision, version, lease and value, or a
+    /// tombstone mark), plus the compaction point. Members that applied the
+    /// same log agree on it (etcd's `HashKV`); leases are not covered.
+    pub fn hash_kv(&self, revision: i64) -> Result<KvHash, ApplyError> {
+        let rev = if revision > 0 {
+            revision
+        } else {
+            self.revision
+        };
+        if rev > self.revision {
+            return Err(ApplyError::FutureRevision);
+        }
+        if rev < self.compacted {
+            return Err(ApplyError::Compacted);
+        }
+        let mut h = crc32fast::Hasher::new();
+        h.update(&self.compacted.to_le_bytes());
+        for (key, versions) in &self.keys {
+            let end = versions.partition_point(|v| v.main <= rev);
+            for v in &versions[..end] {
+                h.update(&(key.len() as u64).to_le_bytes());
+                h.update(key);
+                h.update(&v.main.to_le_bytes());
+                h.update(&v.sub.to_le_bytes());
+                match &v.kv {
+                    Some(kv) => {
+                        h.update(&[1]);
+                        h.update(&kv.create_revision.to_le_bytes());
+                        h.update(&kv.version.to_le_bytes());
+                        h.update(&kv.lease.to_le_bytes());
+                        h.update(&(kv.value.len() as u64).to_le_bytes());
+                        h.update(&kv.value);
+                    }
+                    None => h.update(&[0]),
+                }
+            }
+        }
+        Ok(KvHash {
+            hash: h.finalize(),
+            revision: rev,
+            compact_revision: self.compacted,
+        })
+    }
+
+    /// Number of keys with a live value now.
+    pub fn live_keys(&self) -> usize {
+        self.keys
+            .values()
+            .filter(|v| v.last().is_some_and(|v| v.kv.is_some()))
+            .count()
     }
 
     /// Does `key` fall in the watched range? (Re-exported for the watch hub.)
@@ -784,6 +860,36 @@ mod tests {
             ks.apply(&Command::Compact { revision: 9 }).0,
             CommandResponse::Failed(ApplyError::FutureRevision)
         );
+    }
+
+    #[test]
+    fn hash_kv_covers_history_up_to_a_revision() {
+        let mut a = KeySpace::default();
+        let mut b = KeySpace::default();
+        for ks in [&mut a, &mut b] {
+            put(ks, "k", "1");
+            put(ks, "k", "2");
+            put(ks, "j", "3");
+        }
+        assert_eq!(a.hash_kv(0), b.hash_kv(0));
+        let at3 = a.hash_kv(3).unwrap();
+        assert_eq!(at3.revision, 3);
+        // A later write changes the current hash, not the one at 3.
+        put(&mut a, "k", "4");
+        assert_eq!(a.hash_kv(3).unwrap(), at3);
+        assert_ne!(a.hash_kv(0).unwrap().hash, at3.hash);
+        // Same revision, different value: different hash.
+        put(&mut b, "k", "other");
+        assert_ne!(a.hash_kv(0).unwrap().hash, b.hash_kv(0).unwrap().hash);
+        // Hashing history at a revision equals hashing a replica stopped there.
+        let mut c = KeySpace::default();
+        put(&mut c, "k", "1");
+        put(&mut c, "k", "2");
+        assert_eq!(a.hash_kv(2).unwrap().hash, c.hash_kv(0).unwrap().hash);
+        assert_eq!(a.hash_kv(9), Err(ApplyError::FutureRevision));
+        a.apply(&Command::Compact { revision: 2 });
+        assert_eq!(a.hash_kv(1), Err(ApplyError::Compacted));
+        assert_eq!(a.hash_kv(0).unwrap().compact_revision, 2);
     }
 
     #[test]

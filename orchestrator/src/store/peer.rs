@@ -125,6 +125,12 @@ pub enum Forward {
     Remove {
         id: u64,
     },
+    /// Leader-side: hand leadership to this voter.
+    MoveLeader {
+        target: u64,
+    },
+    /// To the transfer's target: call elections until you lead.
+    Campaign,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

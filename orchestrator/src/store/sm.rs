@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Cursor, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::{Duration, Instant};
 
@@ -27,20 +28,31 @@ use super::types::{
 
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 
+/// Batches queued per watcher. A watcher whose queue is full stops taking
+/// live events and becomes *unsynced*: it remembers the first revision it
+/// has not received and, once its reader drained the queue, catches up from
+/// the MVCC history one queue-sized window at a time (etcd's unsynced
+/// watchers). So a reader that never reads costs at most this many batches,
+/// and when it reads again it sees every revision, with no gap; if
+/// compaction removed what it still needs, it gets `Compacted` instead.
+pub const WATCH_QUEUE: usize = 256;
+
 struct WatcherState {
     req: WatchRequest,
     /// The next revision this watcher has not yet seen.
     next_rev: i64,
-    tx: mpsc::UnboundedSender<WatchBatch>,
+    /// Its queue filled up: live events skip it until it caught up from
+    /// history. Shared with its [`Watch`], which checks it without the lock.
+    unsynced: Arc<AtomicBool>,
+    tx: mpsc::Sender<WatchBatch>,
 }
 
 impl WatcherState {
-    /// Sends the matching part of one revision; false when the receiver is gone.
+    /// Queues the matching part of one revision; false when the receiver is gone.
     fn deliver(&mut self, revision: i64, events: &[Event]) -> bool {
-        if revision < self.next_rev {
-            return true;
+        if self.unsynced.load(Ordering::Acquire) || revision < self.next_rev {
+            return !self.tx.is_closed();
         }
-        self.next_rev = revision + 1;
         let picked: Vec<Event> = events
             .iter()
             .filter(|e| in_range(&e.kv.key, &self.req.key, &self.req.range_end))
@@ -59,35 +71,71 @@ impl WatcherState {
             })
             .collect();
         if picked.is_empty() {
+            self.next_rev = revision + 1;
             return !self.tx.is_closed();
         }
-        self.tx
-            .send(WatchBatch::Events {
-                revision,
-                events: picked,
-            })
-            .is_ok()
-    }
-
-    /// Replays history from `next_rev`; false when the watcher is finished.
-    fn catch_up(&mut self, kv: &KeySpace) -> bool {
-        if self.next_rev > kv.revision() {
-            return true;
-        }
-        match kv.history(&self.req.key, &self.req.range_end, self.next_rev) {
-            Ok(history) => {
-                for (rev, events) in history {
-                    if !self.deliver(rev, &events) {
-                        return false;
-                    }
-                }
-                self.next_rev = kv.revision() + 1;
+        match self.tx.try_send(WatchBatch::Events {
+            revision,
+            events: picked,
+        }) {
+            Ok(()) => {
+                self.next_rev = revision + 1;
                 true
             }
-            Err(compact_revision) => {
-                let _ = self.tx.send(WatchBatch::Compacted { compact_revision });
-                false
+            // `next_rev` stays at this revision: the catch-up resends it.
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.unsynced.store(true, Ordering::Release);
+                true
             }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+
+    /// Replays history from `next_rev` as far as the queue has room; false
+    /// when the watcher is finished (receiver gone, or compacted).
+    fn catch_up(&mut self, kv: &KeySpace) -> bool {
+        self.unsynced.store(false, Ordering::Release);
+        while self.next_rev <= kv.revision() {
+            // One revision is at most one batch, so a window of `free`
+            // revisions always fits.
+            let free = self.tx.capacity() as i64;
+            if free == 0 {
+                self.unsynced.store(true, Ordering::Release);
+                return !self.tx.is_closed();
+            }
+            let to = kv.revision().min(self.next_rev + free - 1);
+            match kv.history_between(&self.req.key, &self.req.range_end, self.next_rev, to) {
+                Ok(history) => {
+                    for (rev, events) in history {
+                        if !self.deliver(rev, &events) {
+                            return false;
+                        }
+                    }
+                    self.next_rev = to + 1;
+                }
+                Err(compact_revision) => {
+                    // Sent only with room in the queue, so the reader sees why it ended.
+                    if self.tx.capacity() == 0 {
+                        self.unsynced.store(true, Ordering::Release);
+                        return !self.tx.is_closed();
+                    }
+                    let _ = self.tx.try_send(WatchBatch::Compacted { compact_revision });
+                    return false;
+                }
+            }
+        }
+        !self.tx.is_closed()
+    }
+
+    /// Queues a progress notice (everything up to the current revision was
+    /// queued before it). Unsynced watchers and full queues are skipped: a
+    /// progress notice is only true once the watcher caught up.
+    fn progress(&mut self, revision: i64) -> bool {
+        if !self.unsynced.load(Ordering::Acquire) {
+            let _ = self.tx.try_send(WatchBatch::Progress { revision });
+            true
+        } else {
+            false
         }
     }
 }
@@ -166,7 +214,8 @@ pub struct StateMachine(pub Arc<SmShared>);
 /// A live watch. Dropping it cancels the watch.
 pub struct Watch {
     id: u64,
-    rx: mpsc::UnboundedReceiver<WatchBatch>,
+    rx: mpsc::Receiver<WatchBatch>,
+    unsynced: Arc<AtomicBool>,
     sm: Arc<SmShared>,
 }
 
@@ -177,7 +226,35 @@ impl Watch {
 
     /// The next batch; `None` once the watch is over (compacted, or the member stopped).
     pub async fn recv(&mut self) -> Option<WatchBatch> {
-        self.rx.recv().await
+        loop {
+            match self.rx.try_recv() {
+                Ok(batch) => return Some(batch),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) => {}
+            }
+            // The queue is drained: a watcher that fell behind catches up
+            // now. (It is flagged only while its queue is full, so an empty
+            // queue and a clear flag mean it is live; no lock needed.)
+            if !self.unsynced.load(Ordering::Acquire) || !self.sm.resync(self.id) {
+                return self.rx.recv().await;
+            }
+        }
+    }
+
+    /// Asks for a [`WatchBatch::Progress`] with the current revision, queued
+    /// after every event up to it; false when the watcher is behind (it
+    /// cannot vouch for the current revision yet) or its queue is full.
+    pub fn request_progress(&self) -> bool {
+        let mut data = self.sm.write();
+        let revision = data.kv.revision();
+        data.watchers
+            .get_mut(&self.id)
+            .is_some_and(|w| w.progress(revision))
+    }
+
+    /// Batches waiting in this watch's queue (at most [`WATCH_QUEUE`]).
+    pub fn queued(&self) -> usize {
+        self.rx.len()
     }
 }
 
@@ -276,7 +353,8 @@ impl StateMachine {
 
     /// Starts a watch; history from `start_revision` is queued before any live event.
     pub fn watch(&self, req: WatchRequest) -> Watch {
-        let (tx, rx) = mpsc::unbounded_channel();
+        let (tx, rx) = mpsc::channel(WATCH_QUEUE);
+        let unsynced = Arc::new(AtomicBool::new(false));
         let mut data = self.0.write();
         let id = data.next_watch;
         data.next_watch += 1;
@@ -285,15 +363,32 @@ impl StateMachine {
         } else {
             data.kv.revision() + 1
         };
-        let mut w = WatcherState { req, next_rev, tx };
+        let mut w = WatcherState {
+            req,
+            next_rev,
+            unsynced: Arc::clone(&unsynced),
+            tx,
+        };
         if w.catch_up(&data.kv) {
             data.watchers.insert(id, w);
         }
         Watch {
             id,
             rx,
+            unsynced,
             sm: self.0.clone(),
         }
+    }
+
+    /// Watch batches queued in the store, over all watchers; each watcher
+    /// holds at most [`WATCH_QUEUE`].
+    pub fn watch_backlog(&self) -> usize {
+        self.0
+            .read()
+            .watchers
+            .values()
+            .map(|w| w.tx.max_capacity() - w.tx.capacity())
+            .sum()
     }
 
     /// Bytes of the snapshot file.
@@ -338,6 +433,23 @@ impl StateMachine {
 }
 
 impl SmShared {
+    /// Catches an unsynced watcher up from history; false when it was
+    /// already in sync (or is gone), so its reader may wait for live events.
+    fn resync(&self, id: u64) -> bool {
+        let mut data = self.write();
+        let data = &mut *data;
+        let Some(w) = data.watchers.get_mut(&id) else {
+            return false;
+        };
+        if !w.unsynced.load(Ordering::Acquire) {
+            return false;
+        }
+        if !w.catch_up(&data.kv) {
+            data.watchers.remove(&id);
+        }
+        true
+    }
+
     fn write(&self) -> RwLockWriteGuard<'_, SmData> {
         self.data.write().unwrap_or_else(|p| p.into_inner())
     }
@@ -523,6 +635,84 @@ mod tests {
             .collect();
         assert_eq!(revs, vec![1, 3]);
         assert!(w.rx.try_recv().is_err());
+    }
+
+    fn revision_of(batch: WatchBatch) -> i64 {
+        match batch {
+            WatchBatch::Events { revision, .. } => revision,
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_watcher_that_never_reads_stays_bounded_then_catches_up_without_gap() {
+        const WRITES: u64 = 100_000;
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let mut w = sm.watch(WatchRequest {
+            key: "k/".into(),
+            range_end: "k0".into(),
+            ..WatchRequest::default()
+        });
+        for chunk in (1..=WRITES).collect::<Vec<_>>().chunks(1000) {
+            let entries = chunk
+                .iter()
+                .map(|&i| put_entry(i, &format!("k/{}", i % 100), "v"))
+                .collect::<Vec<_>>();
+            sm.apply(entries).await.unwrap();
+            assert!(w.queued() <= WATCH_QUEUE, "{} batches queued", w.queued());
+        }
+        assert_eq!(w.queued(), WATCH_QUEUE);
+        // Behind: it cannot vouch for the current revision.
+        assert!(!w.request_progress());
+        for expected in 1..=WRITES as i64 {
+            assert_eq!(revision_of(w.recv().await.unwrap()), expected);
+            assert!(w.queued() <= WATCH_QUEUE);
+        }
+        // Caught up: live again, progress is the current revision.
+        sm.apply(vec![put_entry(WRITES + 1, "k/x", "live")])
+            .await
+            .unwrap();
+        assert_eq!(revision_of(w.recv().await.unwrap()), WRITES as i64 + 1);
+        assert!(w.request_progress());
+        assert_eq!(
+            w.recv().await.unwrap(),
+            WatchBatch::Progress {
+                revision: WRITES as i64 + 1
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_lagging_watcher_whose_history_was_compacted_is_told_so() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut sm = StateMachine::open(dir.path()).unwrap();
+        let mut w = sm.watch(WatchRequest {
+            key: "k".into(),
+            ..WatchRequest::default()
+        });
+        let n = 2 * WATCH_QUEUE as u64;
+        sm.apply((1..=n).map(|i| put_entry(i, "k", "v")).collect::<Vec<_>>())
+            .await
+            .unwrap();
+        sm.apply(vec![Entry {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), n + 1),
+            payload: EntryPayload::Normal(Command::Compact {
+                revision: n as i64 - 1,
+            }),
+        }])
+        .await
+        .unwrap();
+        for expected in 1..=WATCH_QUEUE as i64 {
+            assert_eq!(revision_of(w.recv().await.unwrap()), expected);
+        }
+        assert_eq!(
+            w.recv().await.unwrap(),
+            WatchBatch::Compacted {
+                compact_revision: n as i64 - 1
+            }
+        );
+        assert_eq!(w.recv().await, None);
     }
 
     #[tokio::test]

@@ -346,6 +346,8 @@ pub enum WatchBatch {
     Events { revision: i64, events: Vec<Event> },
     /// The watch asked for history that compaction removed; the watch is over.
     Compacted { compact_revision: i64 },
+    /// Every matching event up to `revision` was delivered before this.
+    Progress { revision: i64 },
 }
 
 /// Is `k` in etcd's key range (`range_end` empty = exactly `key`; `"\0"` = from `key` on).
