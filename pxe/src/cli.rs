@@ -23,6 +23,28 @@ pub enum PxeCommand {
     Serve(Box<ServeArgs>),
     /// List the machines the server has seen.
     Machines(MachinesArgs),
+    /// Download one file over TFTP (windowsize-capable; checks what it gets).
+    TftpGet(TftpGetArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct TftpGetArgs {
+    /// Server address, `IP` or `IP:PORT` (port 69 by default).
+    pub server: String,
+    /// File to fetch, as the server names it.
+    pub file: String,
+    /// Where to write it.
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// RFC 2348 block size to ask for (512 without it).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(8..=65464))]
+    pub blksize: Option<u16>,
+    /// RFC 7440 window to ask for (lockstep without it, or if the server ignores it).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..))]
+    pub windowsize: Option<u16>,
+    /// Print the negotiated options and recoveries on stderr.
+    #[arg(long)]
+    pub verbose: bool,
 }
 
 #[derive(Debug, Args)]
@@ -83,6 +105,11 @@ pub struct ServeArgs {
     /// Ignore the TFTP blksize option (for firmware that mishandles it).
     #[arg(long)]
     pub tftp_no_blksize: bool,
+    /// How often the profile files (the --config YAML, cloud-config
+    /// templates) are checked for changes and reloaded; `0s` turns it off
+    /// (SIGHUP still reloads).
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub reload_poll: std::time::Duration,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -119,9 +146,11 @@ pub struct TftpBenchArgs {
     /// Size of each file in the concurrency round, in MiB.
     #[arg(long, default_value_t = 8)]
     pub concurrent_mib: u64,
-    /// RFC 7440 window for the windowsize round.
-    #[arg(long, default_value_t = 16)]
-    pub windowsize: u16,
+    /// RFC 7440 windows for the windowsize rounds (comma-separated); atftp
+    /// uses the first.
+    #[arg(long, value_delimiter = ',', default_value = "16,32,64",
+          value_parser = clap::value_parser!(u16).range(1..))]
+    pub windowsize: Vec<u16>,
     /// Print a Markdown table for BENCHMARKS.md.
     #[arg(long)]
     pub markdown: bool,
@@ -131,7 +160,42 @@ pub async fn run(args: PxeArgs) -> anyhow::Result<()> {
     match args.command {
         PxeCommand::Serve(a) => serve(*a).await,
         PxeCommand::Machines(a) => machines(a).await,
+        PxeCommand::TftpGet(a) => tftp_get(a).await,
     }
+}
+
+async fn tftp_get(a: TftpGetArgs) -> anyhow::Result<()> {
+    let server: std::net::SocketAddr = match a.server.parse() {
+        Ok(s) => s,
+        Err(_) => std::net::SocketAddr::new(
+            a.server
+                .parse()
+                .with_context(|| format!("{:?}: expected IP or IP:PORT", a.server))?,
+            69,
+        ),
+    };
+    let opts = crate::tftp::client::Options {
+        blksize: a.blksize,
+        windowsize: a.windowsize,
+        ..Default::default()
+    };
+    let summary = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
+        let file = std::fs::File::create(&a.output)
+            .with_context(|| format!("creating {}", a.output.display()))?;
+        let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+        let s = crate::tftp::client::get(server, &a.file, &opts, &mut out)
+            .with_context(|| format!("tftp://{server}/{}", a.file))?;
+        Ok(s)
+    })
+    .await
+    .context("TFTP client thread")??;
+    if a.verbose {
+        eprintln!(
+            "{} bytes, blksize {}, windowsize {}, {} recoveries",
+            summary.bytes, summary.blksize, summary.windowsize, summary.recoveries
+        );
+    }
+    Ok(())
 }
 
 pub async fn run_bench(command: BenchCommand) -> anyhow::Result<()> {
@@ -147,7 +211,7 @@ async fn bench_tftp(a: TftpBenchArgs) -> anyhow::Result<()> {
         size_mib: a.size_mib,
         concurrent: a.concurrent,
         concurrent_mib: a.concurrent_mib,
-        windowsize: a.windowsize,
+        windowsizes: a.windowsize.clone(),
     };
     let rows = tokio::task::spawn_blocking(move || crate::tftp::bench::run_bench(&opts))
         .await
@@ -156,7 +220,14 @@ async fn bench_tftp(a: TftpBenchArgs) -> anyhow::Result<()> {
     let date = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
     let command = format!(
         "herd bench tftp --size-mib {} --concurrent {} --concurrent-mib {} --windowsize {}",
-        a.size_mib, a.concurrent, a.concurrent_mib, a.windowsize
+        a.size_mib,
+        a.concurrent,
+        a.concurrent_mib,
+        a.windowsize
+            .iter()
+            .map(u16::to_string)
+            .collect::<Vec<_>>()
+            .join(",")
     );
     if a.markdown {
         print!("{}", crate::tftp::bench::markdown(&rows, &date, &command));
@@ -279,6 +350,7 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         tftp_max_transfers: a.tftp_max_transfers,
         tftp_refuse_blksize: a.tftp_no_blksize,
         profiles,
+        reload_poll: (!a.reload_poll.is_zero()).then_some(a.reload_poll),
     };
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();

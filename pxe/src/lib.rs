@@ -5,5 +5,6 @@ pub mod dhcp;
 pub mod http;
 pub mod inventory;
 pub mod profile;
+pub mod reload;
 pub mod server;
 pub mod tftp;

@@ -1,10 +1,12 @@
 //! `herd pxe serve`: DHCP, TFTP and HTTP boot bound once on one address,
-//! feeding one inventory; profiles are reloaded on SIGHUP by swapping an
-//! `Arc`, so leases and sockets are never touched.
+//! feeding one inventory; profiles are reloaded on SIGHUP and when their
+//! files change by swapping an `Arc`, so leases, sockets and transfers in
+//! flight are never touched.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
+use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
@@ -15,6 +17,7 @@ use crate::dhcp;
 use crate::http::{self, AppState};
 use crate::inventory::{BootStage, Inventory, Mac, Sighting};
 use crate::profile::{self, ConfigFile, Profiles};
+use crate::reload::{Fingerprint, Watch};
 use crate::tftp;
 
 /// Where the profiles come from; re-read on every reload.
@@ -98,6 +101,9 @@ pub struct ServeConfig {
     pub tftp_max_transfers: usize,
     pub tftp_refuse_blksize: bool,
     pub profiles: ProfileSource,
+    /// How often the profile files are checked for changes; `None`: only
+    /// SIGHUP reloads.
+    pub reload_poll: Option<Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +168,10 @@ fn hex(b: &[u8]) -> String {
 pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(), ServeError> {
     let profiles = load_profiles(&config.profiles).await?;
     info!(profiles = profiles.profiles().count(), "profiles loaded");
+    let mut watch = {
+        let paths = profiles.sources().to_vec();
+        Watch::new(paths.clone(), fingerprint(paths).await)
+    };
     let profiles = Arc::new(RwLock::new(Arc::new(profiles)));
     let inventory = Inventory::open(&config.state_dir).await?;
     let http_addr = SocketAddr::new(IpAddr::V4(config.address), config.http_port);
@@ -238,17 +248,20 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     }
     info!(%base_url, tftp_root = %config.tftp_root.display(), dhcp = config.dhcp.is_some(), "herd pxe serving");
 
+    // Without polling the interval still exists but its branch is disabled.
+    let mut poll = tokio::time::interval(config.reload_poll.unwrap_or(Duration::from_secs(3600)));
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut result = Ok(());
     loop {
         tokio::select! {
             () = shutdown.cancelled() => break,
             _ = hup.recv() => {
-                match load_profiles(&config.profiles).await {
-                    Ok(p) => {
-                        *profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
-                        info!("profiles reloaded (SIGHUP)");
-                    }
-                    Err(e) => warn!(error = %e, "reload failed; keeping the previous profiles"),
+                reload(&config.profiles, &profiles, &mut watch, None, "SIGHUP").await;
+            }
+            _ = poll.tick(), if config.reload_poll.is_some() => {
+                let now = fingerprint(watch.paths().to_vec()).await;
+                if let Some(changed) = watch.observe(now) {
+                    reload(&config.profiles, &profiles, &mut watch, Some(changed), "file changed").await;
                 }
             }
             Some(ev) = dhcp_rx.recv() => record_dhcp(&inventory, ev).await,
@@ -276,6 +289,47 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         }
     }
     result
+}
+
+/// Hashes `paths` on a blocking thread.
+async fn fingerprint(paths: Vec<PathBuf>) -> Fingerprint {
+    tokio::task::spawn_blocking(move || Fingerprint::of(&paths))
+        .await
+        .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+}
+
+/// Loads the profiles again and swaps them in; a config that fails to load
+/// is logged and the previous one keeps serving.
+async fn reload(
+    source: &ProfileSource,
+    profiles: &RwLock<Arc<Profiles>>,
+    watch: &mut Watch,
+    seen: Option<Fingerprint>,
+    reason: &'static str,
+) {
+    // Taken before loading, so a write during the load shows up as one
+    // more change on the next poll instead of being missed.
+    let before = match seen {
+        Some(f) => f,
+        None => fingerprint(watch.paths().to_vec()).await,
+    };
+    match load_profiles(source).await {
+        Ok(p) => {
+            let paths = p.sources().to_vec();
+            let current = if paths == watch.paths() {
+                before
+            } else {
+                fingerprint(paths.clone()).await
+            };
+            *profiles.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
+            watch.loaded(paths, current);
+            info!(reason, "profiles reloaded");
+        }
+        Err(e) => {
+            warn!(reason, error = %e, "reload failed; keeping the previous profiles");
+            watch.failed(before);
+        }
+    }
 }
 
 trait MapOk {

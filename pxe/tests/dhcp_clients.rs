@@ -324,6 +324,48 @@ fn udhcpc_lease_renew_release_and_restart() {
     );
 }
 
+/// udhcpc does not set the broadcast bit, so RFC 2131 §4.1 wants the OFFER
+/// and ACK unicast to the new address: herd adds the neighbour entry for
+/// the client's MAC on the interface first (as dnsmasq does), which is
+/// then in the server's neighbour table before the client has sent a
+/// single ARP packet.
+#[test]
+fn replies_to_clients_without_the_broadcast_bit_are_unicast_via_an_injected_neighbour() {
+    let udhcpc = require::tool("udhcpc", "udhcpc");
+    let mut lab = Lab::new();
+    let a = lab.client("52:54:00:aa:00:42");
+    let server = Running::start(&lab.ns, lab.config());
+    let (script, log) = udhcpc_script(&lab.dir, "unicast");
+    let _client = process::spawn(
+        "udhcpc unicast",
+        lab.clients[a]
+            .command(&udhcpc)
+            .args(["-f", "-i", "eth0", "-t", "10", "-T", "1", "-s"])
+            .arg(&script),
+    );
+    let (ip, line) = wait_event(&log, "bound", 1);
+    assert!(in_pool(ip), "{line}");
+    let neigh = lab
+        .ns
+        .command("ip")
+        .args(["neigh", "show", &ip.to_string(), "dev", BRIDGE])
+        .output()
+        .unwrap();
+    let neigh = String::from_utf8_lossy(&neigh.stdout).into_owned();
+    assert!(
+        neigh.contains("lladdr 52:54:00:aa:00:42"),
+        "no neighbour entry for {ip}: {neigh:?}"
+    );
+    assert!(
+        server
+            .events()
+            .iter()
+            .any(|e| e.kind == EventKind::Acked && e.ip == Some(ip)),
+        "{:?}",
+        server.events()
+    );
+}
+
 #[test]
 fn udhcpc_as_pxe_firmware_gets_boot_file_and_reserved_address() {
     let udhcpc = require::tool("udhcpc", "udhcpc");

@@ -1,6 +1,7 @@
 //! `herd pxe serve` over HTTP and TFTP with real clients (curl, tftp-hpa):
 //! per-machine scripts, Range on boot assets, cloud-config templates, the
-//! inventory API and `herd pxe machines`, profile groups and SIGHUP reload.
+//! inventory API and `herd pxe machines`, profile groups, reload on SIGHUP
+//! and on file change.
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -242,6 +243,76 @@ fn boot_files_are_served_over_tftp_by_herd_pxe_serve() {
 }
 
 #[test]
+fn changed_profile_files_are_reloaded_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    assets(dir.path());
+    let cc = write(dir.path(), "cc.yaml", b"#cloud-config\nversion: one\n");
+    let config = |v: &str| {
+        format!(
+            "profiles:\n  - id: p\n    kernel: vmlinuz\n    cmdline: \"v={v}\"\n    cloud_config: {{ file: cc.yaml }}\ngroups:\n  - id: all\n    profile: p\n"
+        )
+    };
+    let cfg = write(dir.path(), "herd.yaml", config("1").as_bytes());
+    let mut s = serve(
+        dir,
+        &[
+            "--config".into(),
+            cfg.display().to_string(),
+            "--reload-poll".into(),
+            "200ms".into(),
+        ],
+    );
+    let script = || s.get("/boot.ipxe?mac=52:54:00:00:00:07").1;
+    assert!(script().contains("v=1"), "{}", script());
+
+    // The YAML changes: the new cmdline is served, no signal, no restart.
+    std::fs::write(&cfg, config("2")).unwrap();
+    wait::until(
+        "the changed cmdline",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || script().contains("v=2").then_some(()),
+    );
+    assert!(s.log().contains("file changed"), "{}", s.log());
+
+    // A referenced cloud-config template is watched too.
+    std::fs::write(&cc, "#cloud-config\nversion: two\n").unwrap();
+    wait::until(
+        "the changed cloud-config",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || {
+            s.get("/cloud-config?mac=52:54:00:00:00:07")
+                .1
+                .contains("version: two")
+                .then_some(())
+        },
+    );
+
+    // Broken YAML: the error is logged with what was wrong; the old
+    // profiles keep serving.
+    std::fs::write(&cfg, "profiles: [ { id: x, kernel: vmlinuz, bogus: 1 } ]\n").unwrap();
+    wait::until(
+        "the reload error in the log",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || s.log().contains("reload failed").then_some(()),
+    );
+    assert!(s.log().contains("bogus"), "{}", s.log());
+    assert!(script().contains("v=2"), "{}", script());
+
+    // Fixed again: picked up.
+    std::fs::write(&cfg, config("3")).unwrap();
+    wait::until(
+        "the fixed config",
+        Duration::from_secs(20),
+        Duration::from_millis(100),
+        || script().contains("v=3").then_some(()),
+    );
+    assert!(s.server.is_running());
+}
+
+#[test]
 fn groups_pick_profiles_and_sighup_reloads_them() {
     let dir = tempfile::tempdir().unwrap();
     assets(dir.path());
@@ -251,7 +322,16 @@ fn groups_pick_profiles_and_sighup_reloads_them() {
         )
     };
     let cfg = write(dir.path(), "herd.yaml", config("worker").as_bytes());
-    let mut s = serve(dir, &["--config".into(), cfg.display().to_string()]);
+    // Polling off: this test is about SIGHUP alone.
+    let mut s = serve(
+        dir,
+        &[
+            "--config".into(),
+            cfg.display().to_string(),
+            "--reload-poll".into(),
+            "0s".into(),
+        ],
+    );
 
     let (_, script) = s.get("/boot.ipxe?mac=52:54:00:00:00:02&rack=7");
     assert!(

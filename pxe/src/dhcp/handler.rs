@@ -70,6 +70,10 @@ pub struct Settings {
 pub struct Reply {
     pub bytes: Vec<u8>,
     pub to: SocketAddrV4,
+    /// `to` is the client's new address, which it cannot answer ARP for
+    /// yet: the sender adds this neighbour entry (address → chaddr) first,
+    /// or broadcasts instead if it cannot (RFC 2131 §4.1).
+    pub neighbour: Option<(Ipv4Addr, [u8; 6])>,
 }
 
 /// The result of handling one packet. `record` must be durable before `reply` is sent.
@@ -374,6 +378,7 @@ fn proxy_ack(
     );
     // The client has its address by now and listens where it sent from.
     reply.to = source;
+    reply.neighbour = None;
     Ok(Outcome {
         reply: Some(reply),
         record: None,
@@ -480,29 +485,47 @@ fn build(
     {
         m.set_fname_str(&d.filename);
     }
-    let to = destination(req, kind, settings.mode);
+    let (to, neighbour) = destination(req, kind, yiaddr);
     let mut bytes = m.to_vec().unwrap_or_default();
     if bytes.len() < MIN_REPLY_LEN {
         bytes.resize(MIN_REPLY_LEN, 0);
     }
-    Reply { bytes, to }
+    Reply {
+        bytes,
+        to,
+        neighbour,
+    }
 }
 
 /// RFC 2131 §4.1: relay → giaddr:67; NAK → broadcast; ciaddr set → unicast
-/// to ciaddr; otherwise broadcast. (Unicast to yiaddr before the client has
-/// its address would need an ARP entry injected for chaddr; broadcasting is
-/// what §4.1 allows when that is not possible.)
-fn destination(req: &Message, kind: MessageType, _mode: Mode) -> SocketAddrV4 {
+/// to ciaddr; broadcast bit set → broadcast; otherwise unicast to yiaddr
+/// and chaddr, which needs a neighbour entry the client cannot create by
+/// answering ARP yet (the returned pair; the sender falls back to
+/// broadcast if it cannot add it, as dnsmasq does).
+fn destination(
+    req: &Message,
+    kind: MessageType,
+    yiaddr: Ipv4Addr,
+) -> (SocketAddrV4, Option<(Ipv4Addr, [u8; 6])>) {
+    let broadcast = (SocketAddrV4::new(BROADCAST, CLIENT_PORT), None);
     if !req.giaddr().is_unspecified() {
-        return SocketAddrV4::new(req.giaddr(), SERVER_PORT);
+        return (SocketAddrV4::new(req.giaddr(), SERVER_PORT), None);
     }
     if kind == MessageType::Nak {
-        return SocketAddrV4::new(BROADCAST, CLIENT_PORT);
+        return broadcast;
     }
-    if !req.ciaddr().is_unspecified() && !Flags::broadcast(&req.flags()) {
-        return SocketAddrV4::new(req.ciaddr(), CLIENT_PORT);
+    if Flags::broadcast(&req.flags()) {
+        return broadcast;
     }
-    SocketAddrV4::new(BROADCAST, CLIENT_PORT)
+    if !req.ciaddr().is_unspecified() {
+        return (SocketAddrV4::new(req.ciaddr(), CLIENT_PORT), None);
+    }
+    if yiaddr.is_unspecified() || req.htype() != HType::Eth || req.chaddr().len() < 6 {
+        return broadcast;
+    }
+    let mut mac = [0u8; 6];
+    mac.copy_from_slice(&req.chaddr()[..6]);
+    (SocketAddrV4::new(yiaddr, CLIENT_PORT), Some((yiaddr, mac)))
 }
 
 #[cfg(test)]
@@ -620,11 +643,19 @@ mod tests {
         assert_eq!(offer.opcode(), Opcode::BootReply);
         let ip = offer.yiaddr();
         assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 100));
-        assert_eq!(
-            offer_out.reply.as_ref().unwrap().to,
-            SocketAddrV4::new(BROADCAST, CLIENT_PORT)
-        );
+        // No broadcast bit: unicast to the new address, with the neighbour
+        // entry the server must add first (RFC 2131 §4.1).
+        let r = offer_out.reply.as_ref().unwrap();
+        assert_eq!(r.to, SocketAddrV4::new(ip, CLIENT_PORT));
+        assert_eq!(r.neighbour, Some((ip, [2, 0, 0, 0, 0, 1])));
         assert!(offer.fname().is_none(), "a plain client gets no boot file");
+        // With the broadcast bit: broadcast, no neighbour entry.
+        let mut bcast = request(MessageType::Discover, 1);
+        bcast.set_flags(Flags::default().set_broadcast());
+        let out = run(&s, &mut l, &bcast, Listener::Dhcp).unwrap();
+        let r = out.reply.unwrap();
+        assert_eq!(r.to, SocketAddrV4::new(BROADCAST, CLIENT_PORT));
+        assert_eq!(r.neighbour, None);
 
         let mut req = request(MessageType::Request, 1);
         req.opts_mut().insert(DhcpOption::RequestedIpAddress(ip));

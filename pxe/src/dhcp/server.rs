@@ -242,8 +242,22 @@ impl Server {
             (Listener::Proxy, Some(p)) => p,
             _ => &self.dhcp,
         };
-        if let Err(e) = socket.send_to(&reply.bytes, SocketAddr::V4(reply.to)).await {
-            tracing::warn!(to = %reply.to, error = %e, "sending DHCP reply failed");
+        let to = match reply.neighbour {
+            None => reply.to,
+            Some((ip, mac)) => {
+                use std::os::fd::AsRawFd;
+                match super::socket::add_neighbour(socket.as_raw_fd(), &self.interface, ip, mac) {
+                    Ok(()) => reply.to,
+                    Err(e) => {
+                        // RFC 2131 §4.1 allows the broadcast instead.
+                        tracing::debug!(%ip, error = %e, "adding a neighbour entry failed; broadcasting");
+                        std::net::SocketAddrV4::new(super::BROADCAST, super::CLIENT_PORT)
+                    }
+                }
+            }
+        };
+        if let Err(e) = socket.send_to(&reply.bytes, SocketAddr::V4(to)).await {
+            tracing::warn!(%to, error = %e, "sending DHCP reply failed");
         }
     }
 

@@ -121,6 +121,8 @@ pub struct Profile {
     pub initrd: Vec<PathBuf>,
     pub cmdline: String,
     pub cloud_config: Option<String>,
+    /// The file `cloud_config` was read from, if any (watched for reloads).
+    pub cloud_config_path: Option<PathBuf>,
     pub install_to_disk: bool,
     pub files: BTreeMap<String, PathBuf>,
     pub metadata: BTreeMap<String, String>,
@@ -184,6 +186,9 @@ pub struct Profiles {
     pub peers: Vec<String>,
     profiles: BTreeMap<String, Profile>,
     groups: Vec<Group>,
+    /// Files whose contents were read into this config: the YAML file and
+    /// cloud-config templates. Kernels and initrds are read per request.
+    sources: Vec<PathBuf>,
 }
 
 /// The profile a machine gets and the group that chose it.
@@ -207,7 +212,9 @@ impl Profiles {
             message,
         })?;
         let base = path.parent().unwrap_or(Path::new("."));
-        Profiles::from_file(file, base)
+        let mut profiles = Profiles::from_file(file, base)?;
+        profiles.sources.insert(0, path.to_owned());
+        Ok(profiles)
     }
 
     /// Validates a parsed config (paths relative to `base`).
@@ -239,12 +246,22 @@ impl Profiles {
                 default = Some(&g.id);
             }
         }
+        let sources = profiles
+            .values()
+            .filter_map(|p| p.cloud_config_path.clone())
+            .collect();
         Ok(Profiles {
             token: file.token,
             peers: file.peers,
             profiles,
             groups: file.groups,
+            sources,
         })
+    }
+
+    /// The files this config was read from, for change detection.
+    pub fn sources(&self) -> &[PathBuf] {
+        &self.sources
     }
 
     pub fn profile(&self, id: &str) -> Option<&Profile> {
@@ -339,18 +356,17 @@ fn load_profile(spec: ProfileSpec, base: &Path) -> Result<Profile, ConfigError> 
         }
         files.insert(name.clone(), p);
     }
-    let cloud_config = match spec.cloud_config {
-        None => None,
-        Some(CloudConfigSource::Inline(s)) => Some(s),
+    let (cloud_config, cloud_config_path) = match spec.cloud_config {
+        None => (None, None),
+        Some(CloudConfigSource::Inline(s)) => (Some(s), None),
         Some(CloudConfigSource::File(p)) => {
             let p = abs(&p);
-            Some(
-                std::fs::read_to_string(&p).map_err(|_| ConfigError::MissingFile {
-                    profile: spec.id.clone(),
-                    what: "cloud_config file",
-                    path: p,
-                })?,
-            )
+            let text = std::fs::read_to_string(&p).map_err(|_| ConfigError::MissingFile {
+                profile: spec.id.clone(),
+                what: "cloud_config file",
+                path: p.clone(),
+            })?;
+            (Some(text), Some(p))
         }
     };
     let check = |what, t: &str| {
@@ -372,6 +388,7 @@ fn load_profile(spec: ProfileSpec, base: &Path) -> Result<Profile, ConfigError> 
         initrd,
         cmdline: spec.cmdline,
         cloud_config,
+        cloud_config_path,
         install_to_disk: spec.install_to_disk,
         files,
         metadata: spec.metadata,

@@ -21,8 +21,9 @@ pub struct Options {
     pub concurrent: usize,
     /// Size of each file in the concurrency round, in MiB.
     pub concurrent_mib: u64,
-    /// Window for the windowsize round (RFC 7440).
-    pub windowsize: u16,
+    /// Windows for the windowsize rounds (RFC 7440); the first one is also
+    /// the atftp round's.
+    pub windowsizes: Vec<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -444,7 +445,8 @@ fn run_in(opts: &Options, tmp: &Path) -> Result<Vec<Row>, BenchError> {
             anchor_mib_s: Some(mib_s(size, d)),
         });
     }
-    let window = format!("windowsize {}", opts.windowsize);
+    let first_window = opts.windowsizes.first().copied().unwrap_or(16);
+    let window = format!("windowsize {first_window}");
     let atftp = |server: &str| -> Vec<String> {
         vec![
             "--option".into(),
@@ -477,6 +479,55 @@ fn run_in(opts: &Options, tmp: &Path) -> Result<Vec<Row>, BenchError> {
         herd_mib_s: mib_s(size, h),
         anchor_mib_s: Some(mib_s(size, d)),
     });
+    // The same client for both servers: herd's own RFC 7440 client, which
+    // asks for the window and runs lockstep when the server ignores it
+    // (dnsmasq), so the rows compare the servers and not two clients.
+    let herd_bin = opts.herd.to_string_lossy().into_owned();
+    let get = |server: &str, window: Option<u16>| -> Vec<String> {
+        let mut a: Vec<String> = ["pxe", "tftp-get", server, "big.bin", "--blksize", "1468"]
+            .map(String::from)
+            .to_vec();
+        if let Some(w) = window {
+            a.extend(["--windowsize".to_owned(), w.to_string()]);
+        }
+        a.extend(["-o".to_owned(), outs.clone()]);
+        a
+    };
+    let windows = std::iter::once(None).chain(opts.windowsizes.iter().map(|&w| Some(w)));
+    for w in windows {
+        let label = match w {
+            Some(w) => format!("windowsize {w}"),
+            None => "no windowsize".to_owned(),
+        };
+        let h = bench.fetch(
+            &format!("herd: tftp-get {label}"),
+            &herd_bin,
+            &get(SRV_IP, w),
+            &out,
+            &big,
+        )?;
+        let d = bench.fetch(
+            &format!("dnsmasq: tftp-get {label}"),
+            &herd_bin,
+            &get(DNSMASQ_IP, w),
+            &out,
+            &big,
+        )?;
+        let anchor_note = if w.is_some() {
+            " (dnsmasq ignores it: lockstep)"
+        } else {
+            ""
+        };
+        rows.push(Row {
+            case: format!("{} MiB, blksize 1468, {label}{anchor_note}", opts.size_mib),
+            client: match w {
+                Some(w) => format!("herd pxe tftp-get --windowsize {w}"),
+                None => "herd pxe tftp-get".to_owned(),
+            },
+            herd_mib_s: mib_s(size, h),
+            anchor_mib_s: Some(mib_s(size, d)),
+        });
+    }
     let total = (opts.concurrent as u64 * opts.concurrent_mib) as f64;
     let h = bench.fetch_parallel("herd: concurrent", opts.concurrent, SRV_IP, &small)?;
     let d = bench.fetch_parallel("dnsmasq: concurrent", opts.concurrent, DNSMASQ_IP, &small)?;

@@ -1,5 +1,5 @@
-//! The read-only TFTP server: one listening socket, one task and one
-//! ephemeral socket per transfer, a cap on concurrent transfers.
+//! The read-only TFTP server: one listening task, one blocking thread and
+//! one ephemeral socket per transfer (see `transfer`), a cap on transfers.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
@@ -7,7 +7,6 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
@@ -15,7 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use super::packet::{self, ErrorCode, Mode, Packet, Request, RequestOptions};
-use super::root::{PathError, Root};
+use super::root::Root;
+use super::transfer::{self, Granted, TransferError};
 
 /// An IPv4 network (`10.0.0.0/24`): requests from outside every configured
 /// subnet get no answer, so the server cannot be used as a reflector.
@@ -196,14 +196,20 @@ impl Server {
                             continue;
                         }
                     };
-                    self.handle(&buf[..len], peer, &mut transfers).await;
+                    self.handle(&buf[..len], peer, &mut transfers, &shutdown).await;
                 }
             }
         }
         transfers.shutdown().await;
     }
 
-    async fn handle(&self, datagram: &[u8], peer: SocketAddr, transfers: &mut JoinSet<()>) {
+    async fn handle(
+        &self,
+        datagram: &[u8],
+        peer: SocketAddr,
+        transfers: &mut JoinSet<()>,
+        shutdown: &CancellationToken,
+    ) {
         let shared = &self.shared;
         if !shared.config.allowed.iter().any(|s| s.contains(peer.ip())) {
             warn!(%peer, "TFTP request from outside the served subnets dropped");
@@ -245,10 +251,13 @@ impl Server {
             return;
         };
         let shared = shared.clone();
-        transfers.spawn(async move {
+        let cancel = shutdown.clone();
+        // A blocking thread per transfer: see `transfer` for why. It checks
+        // `cancel` while waiting, so shutdown does not wait on a client.
+        transfers.spawn_blocking(move || {
             let _permit = permit;
             let filename = request.filename.clone();
-            let result = transfer(&shared, peer, request).await;
+            let result = transfer(&shared, peer, request, &cancel);
             let (bytes, completed) = match &result {
                 Ok(bytes) => {
                     info!(%peer, file = %filename, bytes, "TFTP transfer complete");
@@ -282,29 +291,6 @@ impl Server {
     }
 }
 
-/// Why a transfer ended early.
-#[derive(Debug, thiserror::Error)]
-enum TransferError {
-    #[error("{0}")]
-    Path(#[from] PathError),
-    #[error("I/O: {0}")]
-    Io(#[from] std::io::Error),
-    #[error("client stopped answering after {0} retransmissions")]
-    TimedOut(u32),
-    #[error("client sent error {code:?}: {message}")]
-    ClientError { code: ErrorCode, message: String },
-    #[error("file shrank while being sent")]
-    FileChanged,
-}
-
-/// Options the server granted, after applying its own limits.
-#[derive(Debug, Clone, Copy)]
-struct Granted {
-    blksize: usize,
-    windowsize: u64,
-    timeout: Duration,
-}
-
 fn grant(config: &Config, asked: &RequestOptions, size: u64) -> (Granted, Vec<(String, String)>) {
     let mut oack = Vec::new();
     let mut g = Granted {
@@ -333,219 +319,34 @@ fn grant(config: &Config, asked: &RequestOptions, size: u64) -> (Granted, Vec<(S
     (g, oack)
 }
 
-/// Maps a 16-bit block number from an ACK to the full block index nearest
-/// to `reference` (block numbers wrap past 65535 on files over 32 MB).
-fn unwrap_block(reference: u64, wire: u16) -> u64 {
-    let base = reference & !0xffff;
-    let mut candidate = base | u64::from(wire);
-    if candidate > reference + 0x8000 && candidate >= 0x10000 {
-        candidate -= 0x10000;
-    } else if candidate + 0x8000 < reference {
-        candidate += 0x10000;
-    }
-    candidate
-}
-
-/// Sequential reader that keeps the bytes from the last acknowledged block
-/// onward, so a window can be resent without reading the file again.
-struct Window {
-    file: tokio::fs::File,
-    size: u64,
-    blksize: usize,
-    /// File offset of `buf[0]`.
-    start: u64,
-    buf: Vec<u8>,
-}
-
-impl Window {
-    /// Bytes of block `index` (1-based). Only blocks after the last
-    /// [`Window::release`] are available.
-    async fn block(&mut self, index: u64) -> Result<&[u8], TransferError> {
-        let from = (index - 1) * self.blksize as u64;
-        let to = (from + self.blksize as u64).min(self.size);
-        let end_in_buf = self.start + self.buf.len() as u64;
-        if to > end_in_buf {
-            // Read a large chunk per hop to the blocking pool.
-            let want = ((to - end_in_buf) as usize).max(256 * 1024);
-            let want = want.min((self.size - end_in_buf) as usize);
-            let old = self.buf.len();
-            self.buf.resize(old + want, 0);
-            let mut filled = old;
-            while filled < self.buf.len() {
-                let n = self.file.read(&mut self.buf[filled..]).await?;
-                if n == 0 {
-                    return Err(TransferError::FileChanged);
-                }
-                filled += n;
-            }
-        }
-        let a = (from - self.start) as usize;
-        let b = (to - self.start) as usize;
-        Ok(&self.buf[a..b])
-    }
-
-    /// Forgets blocks up to and including `acked`.
-    fn release(&mut self, acked: u64) {
-        let offset = (acked * self.blksize as u64).min(self.size);
-        if offset > self.start {
-            let n = ((offset - self.start) as usize).min(self.buf.len());
-            // Compact only once a good part is dead, to keep this O(n) overall.
-            if n >= self.buf.len() / 2 || n > 1 << 20 {
-                self.buf.drain(..n);
-                self.start += n as u64;
-            }
-        }
-    }
-}
-
-async fn transfer(
+/// Runs one transfer on the calling (blocking) thread. Returns the bytes sent.
+fn transfer(
     shared: &Shared,
     peer: SocketAddr,
     request: Request,
+    cancel: &CancellationToken,
 ) -> Result<u64, TransferError> {
-    let sock = UdpSocket::bind(SocketAddr::new(shared.local_ip, 0)).await?;
-    sock.connect(peer).await?;
-    let root = shared.root.clone();
-    let name = request.filename.clone();
-    let resolved = tokio::task::spawn_blocking(move || root.resolve(&name))
-        .await
-        .map_err(std::io::Error::other)?;
-    let path = match resolved {
+    let sock = transfer::bind(SocketAddr::new(shared.local_ip, 0), peer)?;
+    let path = match shared.root.resolve(&request.filename) {
         Ok(p) => p,
         Err(e) => {
-            let (code, msg) = match &e {
-                PathError::NotFound(_) => (ErrorCode::FileNotFound, "file not found"),
-                PathError::NotAFile(_) => (ErrorCode::FileNotFound, "not a file"),
-                _ => (ErrorCode::AccessViolation, "access violation"),
-            };
-            let _ = sock
-                .send(
-                    &Packet::Error {
-                        code,
-                        message: msg.to_owned(),
-                    }
-                    .encode(),
-                )
-                .await;
+            transfer::refuse(&sock, &e);
             return Err(e.into());
         }
     };
-    let file = tokio::fs::File::open(&path).await?;
-    let size = file.metadata().await?.len();
+    let file = std::fs::File::open(&path)?;
+    let size = file.metadata()?.len();
     let (granted, oack) = grant(&shared.config, &request.options, size);
-    debug!(%peer, file = %request.filename, ?granted, "TFTP transfer starting");
-
-    let mut out = Vec::with_capacity(granted.blksize + 4);
-    let mut inbuf = vec![0u8; packet::MAX_REQUEST_LEN];
-    let retries = shared.config.retries;
-
-    if !oack.is_empty() {
-        let pkt = Packet::Oack(oack).encode();
-        let mut tries = 0;
-        sock.send(&pkt).await?;
-        loop {
-            match recv(&sock, &mut inbuf, granted.timeout).await? {
-                Some(Packet::Ack { block: 0 }) => break,
-                Some(Packet::Error { code, message }) => {
-                    return Err(TransferError::ClientError { code, message });
-                }
-                // Anything else is ignored; only a timeout resends, so a
-                // chatty client cannot make us send more than it does.
-                Some(_) => {}
-                None => {
-                    tries += 1;
-                    if tries > retries {
-                        return Err(TransferError::TimedOut(retries));
-                    }
-                    sock.send(&pkt).await?;
-                }
-            }
-        }
-    }
-
-    // Always one final block shorter than blksize (possibly empty).
-    let nblocks = size / granted.blksize as u64 + 1;
-    let mut window = Window {
-        file,
+    debug!(%peer, path = %path.display(), ?granted, "TFTP transfer starting");
+    transfer::send_file(
+        &sock,
         size,
-        blksize: granted.blksize,
-        start: 0,
-        buf: Vec::new(),
-    };
-    let mut acked: u64 = 0;
-    let mut next: u64 = 1;
-    let mut tries = 0;
-    while acked < nblocks {
-        while next <= nblocks && next <= acked + granted.windowsize {
-            let data = window.block(next).await?;
-            packet::encode_data(&mut out, (next & 0xffff) as u16, data);
-            sock.send(&out).await?;
-            next += 1;
-        }
-        match recv(&sock, &mut inbuf, granted.timeout).await? {
-            Some(Packet::Ack { block }) => {
-                let n = unwrap_block(acked, block);
-                if n > acked && n < next {
-                    acked = n;
-                    tries = 0;
-                    window.release(acked);
-                    // RFC 7440: an ACK short of the window means blocks after
-                    // it were lost; resend from there.
-                    next = acked + 1;
-                }
-                // Duplicate or stale ACKs are ignored: answering each would
-                // start the Sorcerer's Apprentice syndrome.
-            }
-            Some(Packet::Error { code, message }) => {
-                return Err(TransferError::ClientError { code, message });
-            }
-            Some(_) => {}
-            None => {
-                tries += 1;
-                if tries > retries {
-                    return Err(TransferError::TimedOut(retries));
-                }
-                next = acked + 1;
-            }
-        }
-    }
-    Ok(size)
-}
-
-/// Waits up to `timeout` for a decodable packet from the connected peer.
-/// `Ok(None)` is a timeout; undecodable datagrams are logged and skipped.
-async fn recv(
-    sock: &UdpSocket,
-    buf: &mut [u8],
-    timeout: Duration,
-) -> Result<Option<Packet>, TransferError> {
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        // The ACK has often arrived already (windowed transfers): skip the
-        // timer registration then.
-        let ready = match sock.try_recv(buf) {
-            Ok(n) => Some(Ok(n)),
-            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => None,
-            Err(e) => Some(Err(e)),
-        };
-        let received = match ready {
-            Some(r) => Ok(r),
-            None => tokio::time::timeout_at(deadline, sock.recv(buf)).await,
-        };
-        let n = match received {
-            Err(_) => return Ok(None),
-            Ok(Ok(n)) => n,
-            // ECONNREFUSED: the client's port is gone; it will not come back.
-            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
-                return Err(TransferError::Io(e));
-            }
-            Ok(Err(e)) => return Err(e.into()),
-        };
-        match Packet::decode(&buf[..n]) {
-            Ok(p) => return Ok(Some(p)),
-            Err(e) => warn!(error = %e, "malformed TFTP packet during transfer dropped"),
-        }
-    }
+        file,
+        granted,
+        oack,
+        shared.config.retries,
+        cancel,
+    )
 }
 
 #[cfg(test)]
@@ -562,15 +363,6 @@ mod tests {
         assert!("10.0.0.0".parse::<Subnet>().is_err());
         let all: Subnet = "0.0.0.0/0".parse().unwrap();
         assert!(all.contains("192.0.2.1".parse().unwrap()));
-    }
-
-    #[test]
-    fn block_numbers_unwrap_across_rollover() {
-        assert_eq!(unwrap_block(0, 1), 1);
-        assert_eq!(unwrap_block(65535, 0), 65536);
-        assert_eq!(unwrap_block(65536, 65535), 65535);
-        assert_eq!(unwrap_block(65540, 3), 65539);
-        assert_eq!(unwrap_block(131070, 2), 131074);
     }
 
     #[test]
