@@ -212,7 +212,7 @@ pub fn build(opts: &BuildOptions) -> Result<Summary, BuildError> {
         return Err(BuildError::BadOut(opts.out.clone()));
     }
     // Everything that can be wrong with the inputs fails here, in seconds.
-    let resolved = rootfs::resolve(spec)?;
+    let resolved = rootfs::resolve(spec, &opts.cache)?;
     std::fs::create_dir_all(&opts.cache).map_err(io(&opts.cache))?;
     let mut generated_key = None;
     let signing = match &opts.signing_key {
@@ -412,6 +412,12 @@ pub fn build(opts: &BuildOptions) -> Result<Summary, BuildError> {
     let manifest = Manifest {
         version: spec.version.clone(),
         kernel: resolved.kernel.release.clone(),
+        kernel_package: resolved.kernel.package.clone(),
+        packages: resolved
+            .packages
+            .iter()
+            .map(|p| format!("{} {}", p.name, p.version))
+            .collect(),
         public_key: public_hex,
         artifacts,
     };

@@ -34,8 +34,8 @@ pub enum ImageCommand {
     Build {
         #[arg(long)]
         spec: Option<PathBuf>,
-        #[arg(long)]
-        out: PathBuf,
+        #[arg(long, required_unless_present = "print_default_spec")]
+        out: Option<PathBuf>,
         /// ed25519 seed, 64 hex characters. Without it a development key in the cache signs.
         #[arg(long)]
         signing_key: Option<PathBuf>,
@@ -104,6 +104,16 @@ pub enum ImageCommand {
         #[arg(long)]
         disk: Option<PathBuf>,
     },
+    /// Grow the disk's last partition (STATE) to the end of the disk; the
+    /// init then runs resize2fs on the mounted filesystem. Idempotent.
+    GrowState {
+        /// The whole disk (e.g. /dev/vda) or a disk image file.
+        #[arg(long)]
+        disk: PathBuf,
+        /// The name the last partition must have.
+        #[arg(long, default_value = "STATE")]
+        partition: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -155,6 +165,9 @@ fn run_blocking(command: ImageCommand) -> anyhow::Result<()> {
             if let Some(bin) = herd_bin {
                 spec.herd = HerdSpec::Path { path: bin };
             }
+            let Some(out) = out else {
+                bail!("--out is required");
+            };
             let opts = BuildOptions {
                 spec,
                 out,
@@ -253,6 +266,21 @@ fn run_blocking(command: ImageCommand) -> anyhow::Result<()> {
                 _ => bail!("--disk and --slot go together"),
             };
             println!("herd image mark-good: {} is good", marked.label());
+            Ok(())
+        }
+        ImageCommand::GrowState { disk, partition } => {
+            match crate::grow::grow_last(&disk, &partition)? {
+                crate::grow::Grown::Already { size } => println!(
+                    "herd image grow-state: {partition} already fills {} ({} MiB)",
+                    disk.display(),
+                    size >> 20
+                ),
+                crate::grow::Grown::Grown { index, from, to } => println!(
+                    "herd image grow-state: {partition} (partition {index}) grown from {} to {} MiB",
+                    from >> 20,
+                    to >> 20
+                ),
+            }
             Ok(())
         }
         ImageCommand::Slots { disk } => {

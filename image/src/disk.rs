@@ -2,6 +2,7 @@
 
 use crate::rootfs::{RootfsError, run};
 use crate::slot::{self, Esp, Slot};
+use crate::tool::ToolError;
 use sha2::{Digest, Sha256};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -162,9 +163,11 @@ pub fn build(inp: &DiskInputs, work: &Path, out: &Path) -> Result<(), DiskError>
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::null())
         .spawn()
-        .map_err(|e| RootfsError::Tool {
-            command: "sfdisk (apt-get install fdisk)".into(),
-            reason: e.to_string(),
+        .map_err(|e| {
+            RootfsError::Tool(ToolError {
+                command: "sfdisk (apt-get install fdisk)".into(),
+                reason: e.to_string(),
+            })
         })?;
     child
         .stdin
@@ -174,10 +177,10 @@ pub fn build(inp: &DiskInputs, work: &Path, out: &Path) -> Result<(), DiskError>
         .map_err(io(out))?;
     let status = child.wait().map_err(io(out))?;
     if !status.success() {
-        return Err(RootfsError::Tool {
+        return Err(RootfsError::Tool(ToolError {
             command: format!("sfdisk {}", out.display()),
             reason: status.to_string(),
-        }
+        })
         .into());
     }
     for (name, src) in [

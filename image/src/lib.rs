@@ -1,13 +1,19 @@
 //! The image pipeline: spec to read-only A/B OS image, update payloads, Omaha server/client and slot logic.
 
+pub mod apt;
 pub mod build;
 pub mod cli;
 pub mod cpio;
+pub mod debindex;
+pub mod debversion;
+pub mod depsolve;
 pub mod disk;
 pub mod gpt;
+pub mod grow;
 pub mod install;
 pub mod manifest;
 pub mod payload;
 pub mod rootfs;
 pub mod slot;
 pub mod spec;
+pub mod tool;

@@ -19,6 +19,13 @@ pub const ARTIFACTS: [&str; 6] = [
 pub struct Manifest {
     pub version: String,
     pub kernel: String,
+    /// The Debian package the kernel came from (`name version`), for an apt kernel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel_package: Option<String>,
+    /// Every Debian package unpacked into the image (`name version`), the
+    /// spec's and their dependency closure, sorted.
+    #[serde(default)]
+    pub packages: Vec<String>,
     /// Hex ed25519 key that signs `update.payload` (also baked into the image).
     pub public_key: String,
     pub artifacts: BTreeMap<String, ArtifactInfo>,

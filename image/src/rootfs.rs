@@ -1,7 +1,11 @@
 //! Stage 1: assembles the OS trees on the host — the boot tree (init, busybox,
 //! kernel modules, /etc) and the USR tree (herd, its libraries, packages, modules).
 
+use crate::apt::{self, AptError};
+use crate::debindex::Package;
+use crate::depsolve::{self, SolveError};
 use crate::spec::{HerdSpec, KernelSpec, Spec};
+use crate::tool::{self, ToolError};
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -20,18 +24,20 @@ pub enum RootfsError {
     NoKernel(String),
     #[error("kernel module {module:?} (spec field `modules`): {reason}")]
     Module { module: String, reason: String },
-    #[error("package {package:?} (spec field `packages`) is not available from apt: {reason}")]
-    MissingPackage { package: String, reason: String },
-    #[error("package {package:?}: {reason}")]
-    Package { package: String, reason: String },
     #[error("file {path} (spec field `files`) does not exist")]
     MissingFile { path: PathBuf },
     #[error("herd binary {path} (spec field `herd.path`): {reason}")]
     Herd { path: PathBuf, reason: String },
     #[error("the image needs busybox: add busybox-static to the spec's `packages`")]
     NoBusybox,
-    #[error("running {command}: {reason}")]
-    Tool { command: String, reason: String },
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    #[error(transparent)]
+    Apt(#[from] AptError),
+    #[error(transparent)]
+    Solve(#[from] SolveError),
+    #[error("kernel package {package:?} (spec field `kernel.package`): {reason}")]
+    KernelPackage { package: String, reason: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
@@ -46,8 +52,13 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RootfsError + '_ {
 pub struct Kernel {
     pub release: String,
     pub vmlinuz: PathBuf,
-    /// `/lib/modules/<release>` on the host.
+    /// `<root>/lib/modules/<release>`.
     pub modules: PathBuf,
+    /// The tree `modules` lives in: `/` for the host's kernel, the unpacked
+    /// package in the cache for an apt kernel.
+    pub root: PathBuf,
+    /// The package it came from (name and version), for an apt kernel.
+    pub package: Option<String>,
 }
 
 /// Inputs checked up front, before any long work.
@@ -57,37 +68,43 @@ pub struct Resolved {
     pub herd: PathBuf,
     /// Module files (relative to the modules dir), dependency order.
     pub module_files: Vec<PathBuf>,
+    /// The spec's packages and their dependency closure, sorted by name.
+    pub packages: Vec<Package>,
 }
 
 pub(crate) fn run(cmd: &mut Command) -> Result<Vec<u8>, RootfsError> {
-    let shown = format!("{cmd:?}");
-    let out = cmd.output().map_err(|e| RootfsError::Tool {
-        command: shown.clone(),
-        reason: e.to_string(),
-    })?;
-    if !out.status.success() {
-        return Err(RootfsError::Tool {
-            command: shown,
-            reason: format!(
-                "{}: {}",
-                out.status,
-                String::from_utf8_lossy(&out.stderr).trim()
-            ),
-        });
-    }
-    Ok(out.stdout)
+    Ok(tool::run(cmd)?)
 }
 
-/// Checks every input of `spec` exists (kernel, modules, packages, files,
-/// herd binary) so a bad spec fails in seconds, not after a long build.
-pub fn resolve(spec: &Spec) -> Result<Resolved, RootfsError> {
-    let kernel = match &spec.kernel {
-        KernelSpec::Host { version } => host_kernel(version.as_deref())?,
+/// Checks every input of `spec` exists (kernel, modules, packages and their
+/// dependencies, files, herd binary) so a bad spec fails in seconds, not
+/// after a long build. An apt kernel is downloaded and unpacked into
+/// `cache` here (once per package version): its modules are inputs too.
+pub fn resolve(spec: &Spec, cache: &Path) -> Result<Resolved, RootfsError> {
+    let needs_index = !spec.packages.is_empty() || matches!(spec.kernel, KernelSpec::Apt { .. });
+    let index = if needs_index {
+        Some(apt::host_index()?)
+    } else {
+        None
+    };
+    let packages: Vec<Package> = match &index {
+        Some(index) => depsolve::solve(index, &spec.packages, &spec.exclude)?
+            .into_iter()
+            .cloned()
+            .collect(),
+        None => Vec::new(),
+    };
+    let kernel = match (&spec.kernel, &index) {
+        (KernelSpec::Host { version }, _) => host_kernel(version.as_deref())?,
+        (KernelSpec::Apt { package }, Some(index)) => apt_kernel(index, package, cache)?,
+        (KernelSpec::Apt { .. }, None) => unreachable!("an apt kernel loads the index"),
     };
     let mut module_files = Vec::new();
     for m in &spec.modules {
         let out = Command::new("modprobe")
-            .args(["-S", &kernel.release, "-d", "/", "--show-depends", m])
+            .args(["-S", &kernel.release, "--show-depends", m])
+            .arg("-d")
+            .arg(&kernel.root)
             .output()
             .map_err(|e| RootfsError::Module {
                 module: m.clone(),
@@ -119,21 +136,6 @@ pub fn resolve(spec: &Spec) -> Result<Resolved, RootfsError> {
             }
         }
     }
-    for p in &spec.packages {
-        let out = Command::new("apt-cache")
-            .args(["show", "--no-all-versions", p])
-            .output()
-            .map_err(|e| RootfsError::MissingPackage {
-                package: p.clone(),
-                reason: format!("running apt-cache: {e}"),
-            })?;
-        if !out.status.success() || out.stdout.is_empty() {
-            return Err(RootfsError::MissingPackage {
-                package: p.clone(),
-                reason: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
-        }
-    }
     for f in &spec.files {
         if !f.src.is_file() {
             return Err(RootfsError::MissingFile {
@@ -158,23 +160,119 @@ pub fn resolve(spec: &Spec) -> Result<Resolved, RootfsError> {
         kernel,
         herd,
         module_files,
+        packages,
     })
+}
+
+/// Follows `package` (a metapackage such as `linux-image-amd64`, or a
+/// versioned `linux-image-<release>`) to the package that ships
+/// `/boot/vmlinuz-*`, downloads it and unpacks it into the cache under its
+/// name, version and hash, with `depmod` run (the package's postinst would).
+fn apt_kernel(index: &depsolve::Index, package: &str, cache: &Path) -> Result<Kernel, RootfsError> {
+    let bad = |reason: String| RootfsError::KernelPackage {
+        package: package.into(),
+        reason,
+    };
+    let meta = index
+        .get(package)
+        .ok_or_else(|| bad("not in the apt indices".into()))?;
+    // The versioned image package: the metapackage's `linux-image-*`
+    // dependency, or the package itself when it has none (already versioned).
+    let dep = meta
+        .depends
+        .iter()
+        .flat_map(|g| &g.0)
+        .find(|r| r.name.starts_with("linux-image-"));
+    let real = match dep {
+        None => meta,
+        Some(dep) => {
+            let p = index
+                .get(&dep.name)
+                .ok_or_else(|| bad(format!("depends on {dep}, which is not in the apt indices")))?;
+            if !dep.accepts(&p.version) {
+                return Err(bad(format!(
+                    "depends on {dep}, but the index has {}",
+                    p.version
+                )));
+            }
+            p
+        }
+    };
+    let dir = cache.join("kernels").join(
+        apt::cache_path(Path::new(""), real)
+            .with_extension("")
+            .file_name()
+            .expect("a file name"),
+    );
+    if !dir.join(".complete").is_file() {
+        let mut wanted = vec![meta];
+        if real.name != meta.name {
+            wanted.push(real);
+        }
+        let debs = apt::fetch(&cache.join("debs"), &wanted)?;
+        let tmp = apt::unique_partial(&cache.join("kernels"));
+        std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
+        run(Command::new("dpkg-deb")
+            .arg("-x")
+            .arg(&debs[debs.len() - 1])
+            .arg(&tmp))?;
+        let release = kernel_release(&tmp).map_err(bad)?;
+        run(Command::new("depmod").arg("-b").arg(&tmp).arg(&release))?;
+        write(&tmp.join(".complete"), &format!("{release}\n"), 0o644)?;
+        // The rename publishes the tree with its marker in one step; if a
+        // concurrent build published it first, its copy is as good as ours.
+        if let Err(e) = std::fs::rename(&tmp, &dir) {
+            let _ = std::fs::remove_dir_all(&tmp);
+            if !dir.join(".complete").is_file() {
+                return Err(io(&dir)(e));
+            }
+        }
+    }
+    let release = std::fs::read_to_string(dir.join(".complete"))
+        .map_err(io(&dir))?
+        .trim()
+        .to_string();
+    Ok(Kernel {
+        vmlinuz: dir.join("boot").join(format!("vmlinuz-{release}")),
+        modules: dir.join("lib/modules").join(&release),
+        root: dir,
+        package: Some(format!("{} {}", real.name, real.version)),
+        release,
+    })
+}
+
+/// The release of the one `boot/vmlinuz-<release>` in an unpacked kernel package.
+fn kernel_release(root: &Path) -> Result<String, String> {
+    let boot = root.join("boot");
+    let mut found = vmlinuz_releases(&boot)
+        .map_err(|e| format!("{}: {e} (not a kernel image package?)", boot.display()))?;
+    match (found.pop(), found.is_empty()) {
+        (Some(r), true) if root.join("lib/modules").join(&r).is_dir() => Ok(r),
+        (Some(r), true) => Err(format!("ships vmlinuz-{r} but no lib/modules/{r}")),
+        (Some(_), false) => Err("ships more than one vmlinuz".into()),
+        (None, _) => Err("ships no boot/vmlinuz-*".into()),
+    }
+}
+
+/// The kernel releases of the `vmlinuz-<release>` files in `boot`.
+fn vmlinuz_releases(boot: &Path) -> std::io::Result<Vec<String>> {
+    Ok(std::fs::read_dir(boot)?
+        .filter_map(|e| {
+            e.ok()?
+                .file_name()
+                .to_str()?
+                .strip_prefix("vmlinuz-")
+                .map(str::to_string)
+        })
+        .collect())
 }
 
 fn host_kernel(version: Option<&str>) -> Result<Kernel, RootfsError> {
     let release = match version {
         Some(v) => v.to_string(),
         None => {
-            let mut found: Vec<String> = std::fs::read_dir("/boot")
-                .map_err(|e| RootfsError::NoKernel(format!("/boot: {e}")))?
-                .filter_map(|e| {
-                    e.ok()?
-                        .file_name()
-                        .to_str()?
-                        .strip_prefix("vmlinuz-")
-                        .map(str::to_string)
-                })
-                .collect();
+            let mut found = vmlinuz_releases(Path::new("/boot"))
+                .map_err(|e| RootfsError::NoKernel(format!("/boot: {e}")))?;
             found.sort_by(|a, b| version_cmp(a, b));
             found.pop().ok_or_else(|| {
                 RootfsError::NoKernel(
@@ -196,6 +294,8 @@ fn host_kernel(version: Option<&str>) -> Result<Kernel, RootfsError> {
         release,
         vmlinuz,
         modules,
+        root: "/".into(),
+        package: None,
     })
 }
 
@@ -233,22 +333,11 @@ pub fn stage(
         }
         std::fs::create_dir_all(d).map_err(io(d))?;
     }
-    // Packages: apt-get download (cached by file name, which carries the version), dpkg-deb -x.
-    std::fs::create_dir_all(debs).map_err(io(debs))?;
-    for p in &spec.packages {
-        let deb = cached_deb(debs, p)?;
-        let deb = match deb {
-            Some(d) => d,
-            None => {
-                run(Command::new("apt-get")
-                    .args(["download", "-q", p])
-                    .current_dir(debs))?;
-                cached_deb(debs, p)?.ok_or_else(|| RootfsError::Package {
-                    package: p.clone(),
-                    reason: "apt-get download wrote no .deb".into(),
-                })?
-            }
-        };
+    // Packages: the resolved closure, downloaded once (verified against the
+    // index) and unpacked in name order, so overlapping files always end
+    // up the same.
+    let wanted: Vec<&Package> = resolved.packages.iter().collect();
+    for deb in apt::fetch(debs, &wanted)? {
         run(Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&pkgs))?;
     }
     // Boot tree: everything needed before /usr is mounted.
@@ -345,22 +434,6 @@ pub fn stage(
         boot,
         usr: usr_root,
     })
-}
-
-fn cached_deb(debs: &Path, package: &str) -> Result<Option<PathBuf>, RootfsError> {
-    let prefix = format!("{package}_");
-    let mut found: Vec<PathBuf> = std::fs::read_dir(debs)
-        .map_err(io(debs))?
-        .filter_map(|e| e.ok())
-        .filter(|e| {
-            e.file_name()
-                .to_str()
-                .is_some_and(|n| n.starts_with(&prefix) && n.ends_with(".deb"))
-        })
-        .map(|e| e.path())
-        .collect();
-    found.sort();
-    Ok(found.pop())
 }
 
 fn stage_modules(kernel: &Kernel, files: &[PathBuf], tree: &Path) -> Result<(), RootfsError> {
@@ -497,13 +570,23 @@ mod tests {
 
     #[test]
     fn missing_module_and_package_fail_fast_with_names() {
+        let cache = std::env::temp_dir().join(format!("herd-rootfs-unit-{}", std::process::id()));
         let mut spec = Spec::default_spec();
+        spec.kernel = KernelSpec::Host { version: None };
         spec.modules.push("no_such_module_xyz".into());
-        let err = resolve(&spec).unwrap_err().to_string();
+        let err = resolve(&spec, &cache).unwrap_err().to_string();
         assert!(err.contains("no_such_module_xyz"), "{err}");
-        let mut spec = Spec::default_spec();
+        spec.modules.pop();
         spec.packages.push("no-such-package-herd".into());
-        let err = resolve(&spec).unwrap_err().to_string();
+        let err = resolve(&spec, &cache).unwrap_err().to_string();
         assert!(err.contains("no-such-package-herd"), "{err}");
+        spec.packages.pop();
+        spec.exclude.push("busybox-static".into());
+        let err = resolve(&spec, &cache).unwrap_err().to_string();
+        assert!(
+            err.contains("busybox-static") && err.contains("exclude"),
+            "{err}"
+        );
+        assert!(!cache.exists(), "resolving a host kernel writes nothing");
     }
 }

@@ -39,9 +39,16 @@ pub struct Spec {
     /// are loaded at boot in this order.
     #[serde(default)]
     pub modules: Vec<String>,
-    /// Debian packages fetched with `apt-get download` and unpacked into the rootfs.
+    /// Debian packages unpacked into the rootfs, with their dependency
+    /// closure (Pre-Depends + Depends) resolved from the host's apt indices.
     #[serde(default)]
     pub packages: Vec<String>,
+    /// Packages never pulled in as dependencies: whatever depends on them
+    /// counts as satisfied. For what the image deliberately lacks (systemd:
+    /// herd's init is PID 1) and for tools only maintainer scripts use
+    /// (adduser, debconf): packages are unpacked, their scripts never run.
+    #[serde(default)]
+    pub exclude: Vec<String>,
     pub herd: HerdSpec,
     #[serde(default)]
     pub files: Vec<FileSpec>,
@@ -54,6 +61,9 @@ pub struct Spec {
     pub partitions: Partitions,
 }
 
+fn default_kernel_package() -> String {
+    "linux-image-amd64".into()
+}
 fn default_cmdline() -> String {
     "console=ttyS0".into()
 }
@@ -64,6 +74,14 @@ fn default_tries() -> u8 {
 #[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
 #[serde(deny_unknown_fields, tag = "source", rename_all = "lowercase")]
 pub enum KernelSpec {
+    /// A kernel package from the host's apt indices (`apt-get download`),
+    /// e.g. the `linux-image-amd64` metapackage, followed to the versioned
+    /// `linux-image-<release>` it depends on; vmlinuz and modules come from
+    /// that package, whatever the build host runs.
+    Apt {
+        #[serde(default = "default_kernel_package")]
+        package: String,
+    },
     /// The kernel installed on the build host (`/boot/vmlinuz-<kver>` and
     /// `/lib/modules/<kver>`); the newest one unless `version` names one.
     Host {
@@ -216,9 +234,15 @@ mod tests {
     #[test]
     fn default_spec_parses() {
         let spec = Spec::default_spec();
-        assert_eq!(spec.kernel, KernelSpec::Host { version: None });
+        assert_eq!(
+            spec.kernel,
+            KernelSpec::Apt {
+                package: "linux-image-amd64".into()
+            }
+        );
         assert_eq!(spec.herd, HerdSpec::Current);
         assert!(spec.packages.contains(&"busybox-static".to_string()));
+        assert!(spec.exclude.contains(&"systemd".to_string()));
     }
 
     #[test]

@@ -20,6 +20,20 @@ fn two_cold_builds_are_byte_identical_and_verify() {
         assert!(x == y, "{name} differs between two builds of the same spec");
     }
     manifest::verify(&a, None).unwrap();
+    // The manifest names the kernel package and every unpacked package.
+    let m = manifest::Manifest::read(&a).unwrap();
+    let kernel_package = m.kernel_package.as_deref().unwrap_or_default();
+    assert!(
+        kernel_package.starts_with(&format!("linux-image-{} ", m.kernel)),
+        "{m:?}"
+    );
+    for p in ["busybox-static ", "e2fsprogs ", "libext2fs2 ", "libc6 "] {
+        assert!(m.packages.iter().any(|q| q.starts_with(p)), "{p}: {m:?}");
+    }
+    assert!(
+        !m.packages.iter().any(|q| q.starts_with("systemd ")),
+        "{m:?}"
+    );
 
     // A second build with a warm cache rebuilds nothing.
     let again = common::build_into(common::test_spec(&dir), &a, &dir.join("cache-a"), &key);
@@ -66,7 +80,12 @@ fn changing_only_herd_rebuilds_only_what_depends_on_it() {
     common::build_into(common::test_spec(&dir), &dir.join("out"), &cache, &key);
     let bin = dir.join("herd");
     let mut bytes = std::fs::read(dir.join("herd-under-test")).unwrap();
-    bytes.extend_from_slice(b"changed");
+    // Unique per run: a rerun with the same herd must not find this variant cached.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    bytes.extend_from_slice(format!("changed {nonce} {}", std::process::id()).as_bytes());
     std::fs::write(&bin, bytes).unwrap();
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut spec = common::test_spec(&dir);

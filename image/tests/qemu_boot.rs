@@ -157,3 +157,98 @@ fn qemu_netboot_firstboot_install_then_disk_boots_slot_a() {
     assert!(log.contains("herd-init: /usr is USR-A"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `herd-init: STATE partition <P> MiB, filesystem <F> MiB` from a serial log.
+fn state_sizes(log: &str) -> (u64, u64) {
+    let line = log
+        .lines()
+        .find(|l| l.contains("herd-init: STATE partition"))
+        .unwrap_or_else(|| panic!("no STATE size line in {log}"));
+    let nums: Vec<u64> = line
+        .split_whitespace()
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    assert_eq!(nums.len(), 2, "{line}");
+    (nums[0], nums[1])
+}
+
+#[test]
+fn qemu_disk_bigger_than_the_image_grows_state_to_fill_it() {
+    let dir = common::scratch("qemu-grow-state");
+    let key = common::key_file(&dir);
+    let out = dir.join("out");
+    let spec = common::test_spec(&dir);
+    let state_mib = spec.partitions.state_mib;
+    common::build_into(spec, &out, &common::shared_cache(), &key);
+    let disk = dir.join("disk.img");
+    std::fs::copy(out.join("disk.img"), &disk).unwrap();
+    // 256 MiB more disk than the image: all of it must end up in STATE.
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.set_len(f.metadata().unwrap().len() + (256 << 20))
+        .unwrap();
+    drop(f);
+    let vars = dir.join("vars.fd");
+
+    let vm = common::boot_disk(&disk, &vars, &dir.join("boot1.log"));
+    let log = common::wait_for(&vm, "herd-init: starting herd ");
+    drop(vm);
+    assert!(log.contains("grown from"), "{log}");
+    let (part, fs) = state_sizes(&log);
+    assert!(part >= state_mib + 255, "partition {part} MiB: {log}");
+    // ext4 keeps some blocks for itself: the filesystem is within 10% of it.
+    assert!(fs * 10 >= part * 9, "filesystem {fs} MiB of {part}: {log}");
+    // The host sees the grown, valid table too.
+    let p = herd_image::gpt::find(&disk, "STATE").unwrap();
+    assert_eq!(p.size >> 20, part);
+    let verify = std::process::Command::new("sfdisk")
+        .arg("--verify")
+        .arg(&disk)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&verify.stdout);
+    assert!(text.contains("No errors detected"), "{text}");
+
+    // Second boot: nothing left to do, same sizes, the data survived.
+    let vm = common::boot_disk(&disk, &vars, &dir.join("boot2.log"));
+    let log = common::wait_for(&vm, "herd-init: starting herd ");
+    assert!(log.contains("already fills"), "{log}");
+    assert_eq!(state_sizes(&log), (part, fs), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn qemu_disk_with_docker_io_runs_dockerd_and_docker_info_works() {
+    let dir = common::scratch("qemu-docker");
+    let key = common::key_file(&dir);
+    let out = dir.join("out");
+    let mut spec = common::test_spec(&dir);
+    spec.packages.push("docker.io".into());
+    spec.partitions.usr_mib = 400;
+    // The Debian kernel enables AppArmor, and dockerd then wants apparmor_parser.
+    spec.cmdline = "console=ttyS0 apparmor=0".into();
+    common::build_into(spec, &out, &common::shared_cache(), &key);
+    let disk = dir.join("disk.img");
+    std::fs::copy(out.join("disk.img"), &disk).unwrap();
+    // Room for /var/lib/docker: STATE grows into it at boot.
+    let f = std::fs::OpenOptions::new().write(true).open(&disk).unwrap();
+    f.set_len(f.metadata().unwrap().len() + (512 << 20))
+        .unwrap();
+    drop(f);
+    let vm = common::boot_disk(&disk, &dir.join("vars.fd"), &dir.join("boot.log"));
+    let log = common::wait_for_within(
+        &vm,
+        "herd-init: docker ready: ",
+        std::time::Duration::from_secs(400),
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("herd-init: docker ready: "))
+        .unwrap();
+    eprintln!("{line}");
+    assert!(
+        line.contains("20.10") && line.contains("overlay2"),
+        "{line}"
+    );
+    drop(vm);
+    let _ = std::fs::remove_dir_all(&dir);
+}

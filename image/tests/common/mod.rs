@@ -33,7 +33,7 @@ pub fn shared_cache() -> PathBuf {
                 .and_then(|t| t.elapsed().ok())
                 .is_some_and(|age| age > Duration::from_secs(3600));
             let name = e.file_name();
-            if stale && name != "debs" && name != "dev-signing.key" {
+            if stale && name != "debs" && name != "kernels" && name != "dev-signing.key" {
                 let _ = std::fs::remove_file(e.path());
                 let _ = std::fs::remove_dir_all(e.path());
             }
@@ -189,4 +189,9 @@ pub fn boot_disk(disk: &Path, vars: &Path, log: &Path) -> Vm {
 
 pub fn wait_for(vm: &Vm, marker: &str) -> String {
     herd_tests::wait::for_marker(&vm.log, marker, Duration::from_secs(150))
+}
+
+/// Like [`wait_for`], for markers that come late under TCG (dockerd).
+pub fn wait_for_within(vm: &Vm, marker: &str, deadline: Duration) -> String {
+    herd_tests::wait::for_marker(&vm.log, marker, deadline)
 }
