@@ -10,6 +10,37 @@ use std::time::Duration;
 use herd_tests::{bin, netns::Netns, process, require, wait};
 
 const MARKER: &str = "HERD-PXE-BOOT-OK";
+const DISK_MARKER: &str = "HERD-LOCAL-DISK-BOOT-OK";
+
+/// A disk whose MBR boot code writes `text` to COM1 and halts:
+/// the smallest "installed OS" that proves the firmware booted the disk.
+fn marker_boot_sector(text: &str) -> Vec<u8> {
+    #[rustfmt::skip]
+    let code: [u8; 24] = [
+        0xfa,                   // cli
+        0x31, 0xc0,             // xor ax, ax
+        0x8e, 0xd8,             // mov ds, ax
+        0xfc,                   // cld
+        0xba, 0xf8, 0x03,       // mov dx, 0x3f8 (COM1)
+        0xbe, 0x18, 0x7c,       // mov si, 0x7c18 (the text, right after the code)
+        0xac,                   // next: lodsb
+        0x84, 0xc0,             // test al, al
+        0x74, 0x03,             // jz halt
+        0xee,                   // out dx, al
+        0xeb, 0xf8,             // jmp next
+        0xf4,                   // halt: hlt
+        0xeb, 0xfd,             // jmp halt
+        0x90,                   // nop (pads the code to 24 bytes)
+    ];
+    // 1 MiB rather than one sector: firmware sizes disks in larger units.
+    let mut sector = vec![0u8; 1 << 20];
+    sector[..code.len()].copy_from_slice(&code);
+    let line = format!("\r\n{text}\r\n");
+    sector[code.len()..code.len() + line.len()].copy_from_slice(line.as_bytes());
+    sector[510] = 0x55;
+    sector[511] = 0xaa;
+    sector
+}
 
 /// Debian's kernel (`linux-image-amd64`).
 fn debian_kernel() -> PathBuf {
@@ -129,7 +160,21 @@ impl Lab {
         String::from_utf8(out.stdout).unwrap()
     }
 
+    /// Netboots `mac` until the initramfs prints [`MARKER`] with the
+    /// command line herd rendered for it.
     fn boot(&self, mac: &str, firmware: &[String]) -> String {
+        let text = self.boot_until(mac, firmware, MARKER);
+        // The command line the kernel got was rendered for this machine.
+        assert!(
+            text.contains(&format!("herd.mac={mac}")),
+            "kernel command line not rendered for {mac}:\n{text}"
+        );
+        text
+    }
+
+    /// Powers on a VM that tries the network first, with `extra` QEMU
+    /// arguments (firmware, disks), and waits for `marker` on its serial line.
+    fn boot_until(&self, mac: &str, extra: &[String], marker: &str) -> String {
         let qemu = require::tool("qemu-system-x86_64", "qemu-system-x86");
         let log = self
             .dir
@@ -160,18 +205,12 @@ impl Lab {
         ))
         .arg("-device")
         .arg(format!("virtio-net-pci,netdev=n0,mac={mac},bootindex=0"))
-        .args(firmware)
+        .args(extra)
         .stdin(std::process::Stdio::null())
         .stdout(std::fs::File::create(self.dir.path().join("qemu.out")).unwrap())
         .stderr(std::fs::File::create(self.dir.path().join("qemu.err")).unwrap());
         let _vm = process::spawn("qemu", &mut cmd);
-        let text = wait::for_marker(&log, MARKER, Duration::from_secs(240));
-        // The command line the kernel got was rendered for this machine.
-        assert!(
-            text.contains(&format!("herd.mac={mac}")),
-            "kernel command line not rendered for {mac}:\n{text}"
-        );
-        text
+        wait::for_marker(&log, marker, Duration::from_secs(240))
     }
 }
 
@@ -230,6 +269,21 @@ fn qemu_bios_ipxe_rom_netboots_from_herd() {
         script().contains("sanboot --no-describe --drive 0x80"),
         "{}",
         script()
+    );
+    // And real iPXE follows that script: the same machine, netbooting first,
+    // ends up running its disk's boot sector.
+    let disk = lab.dir.path().join("disk.img");
+    std::fs::write(&disk, marker_boot_sector(DISK_MARKER)).unwrap();
+    let disk_args = [
+        "-drive".to_owned(),
+        format!("if=none,id=d0,format=raw,file={}", disk.display()),
+        "-device".to_owned(),
+        "virtio-blk-pci,drive=d0,bootindex=1".to_owned(),
+    ];
+    let text = lab.boot_until(mac, &disk_args, DISK_MARKER);
+    assert!(
+        text.contains("is installed, booting from local disk"),
+        "{text}"
     );
     post("reinstall");
     assert!(script().contains("kernel http://"), "{}", script());
