@@ -179,6 +179,19 @@ pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
     etcdctl_for(Duration::from_secs(30), endpoints, args, stdin)
 }
 
+/// [`etcdctl`] that must succeed; returns its stdout, or panics with both
+/// of its outputs.
+pub fn etcdctl_ok(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = etcdctl(endpoints, args, stdin);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "etcdctl {args:?} failed: {}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// [`etcdctl`] with a custom time limit.
 pub fn etcdctl_for(limit: Duration, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
     etcdctl_in(None, limit, endpoints, args, stdin)

@@ -4,22 +4,11 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use herd_tests::store::{Cluster, Server, etcdctl, etcdctl_for, etcdctl_path};
+use herd_tests::store::{Cluster, Server, etcdctl, etcdctl_for, etcdctl_ok, etcdctl_path};
 use herd_tests::wait;
 
 fn ok(endpoints: &str, args: &[&str]) -> String {
-    ok_in(endpoints, args, None)
-}
-
-fn ok_in(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let out = etcdctl(endpoints, args, stdin);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "etcdctl {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    etcdctl_ok(endpoints, args, None)
 }
 
 fn fails(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
@@ -93,10 +82,10 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
     let txn =
         "value(\"greeting\") = \"hi\"\n\nput greeting hey\nget dir/a\n\nput greeting lost\n\n";
     assert_eq!(
-        ok_in(&all, &["txn"], Some(txn)),
+        etcdctl_ok(&all, &["txn"], Some(txn)),
         "SUCCESS\n\nOK\n\ndir/a\n1\n"
     );
-    assert_eq!(ok_in(&all, &["txn"], Some(txn)), "FAILURE\n\nOK\n");
+    assert_eq!(etcdctl_ok(&all, &["txn"], Some(txn)), "FAILURE\n\nOK\n");
     assert_eq!(ok(&all, &["get", "greeting"]), "greeting\nlost\n");
 
     // watch replays history from a revision, on a key and on a prefix.

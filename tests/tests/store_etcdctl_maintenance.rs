@@ -8,19 +8,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use herd_tests::bin;
-use herd_tests::store::{Cluster, Server, etcdctl};
+use herd_tests::store::{Cluster, Server, etcdctl, etcdctl_ok};
 use herd_tests::wait;
 use serde_json::Value;
 
 fn ok(endpoints: &str, args: &[&str]) -> String {
-    let out = etcdctl(endpoints, args, None);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "etcdctl {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
+    etcdctl_ok(endpoints, args, None)
 }
 
 fn herd_kv(endpoints: &str, args: &[&str]) -> String {
