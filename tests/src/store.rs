@@ -335,6 +335,59 @@ impl Cluster {
         cluster
     }
 
+    /// `n` herd members named `{prefix}0`, `{prefix}1`, … with fresh loopback
+    /// addresses and data dirs, none started yet: for data dirs prepared
+    /// before the first start (`herd kv snapshot restore`). Start them with
+    /// [`Cluster::start_all`].
+    pub fn unstarted(n: usize, prefix: &str) -> Cluster {
+        let dir = tempfile::Builder::new()
+            .prefix("herd-store-test")
+            .tempdir()
+            .expect("creating a scratch directory");
+        let members = (0..n)
+            .map(|i| {
+                let name = format!("{prefix}{i}");
+                Member {
+                    data_dir: dir.path().join(&name),
+                    log: dir.path().join(format!("{name}.log")),
+                    name,
+                    client: free_addr(),
+                    peer: free_addr(),
+                    process: None,
+                }
+            })
+            .collect();
+        Cluster {
+            server: Server::Herd,
+            members,
+            token: "test-token".to_owned(),
+            dir,
+            net: None,
+        }
+    }
+
+    /// Starts every member that is not running and waits until each serves.
+    pub fn start_all(&mut self) {
+        for i in 0..self.members.len() {
+            if !self.members[i].is_running() {
+                self.launch(i, None);
+            }
+        }
+        for i in 0..self.members.len() {
+            self.wait_serving(i);
+        }
+    }
+
+    /// Every member as `NAME=HOST:PORT`, comma separated (herd's
+    /// `--initial-cluster` form, also for a single member).
+    pub fn peer_list(&self) -> String {
+        self.members
+            .iter()
+            .map(|m| format!("{}={}", m.name, m.peer))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
     /// Starts `n` herd members bootstrapped together, each in its own network
     /// namespace (see [`Topology`]), and waits until each serves a write.
     pub fn start_in_namespaces(n: usize) -> Cluster {

@@ -213,20 +213,34 @@ fn file_acknowledged_writes_survive_sigkill() {
 }
 
 #[test]
-fn a_data_dir_refuses_the_other_engine() {
+fn fjall_acknowledged_writes_survive_sigkill() {
+    acknowledged_writes_survive_sigkill("fjall");
+}
+
+#[test]
+fn a_redb_data_dir_refuses_the_file_engine() {
+    a_data_dir_refuses_another_engine("redb", "file");
+}
+
+#[test]
+fn a_fjall_data_dir_refuses_the_redb_engine() {
+    a_data_dir_refuses_another_engine("fjall", "redb");
+}
+
+fn a_data_dir_refuses_another_engine(made: &str, asked: &str) {
     let dir = tempfile::Builder::new()
         .prefix("herd-store-storage")
         .tempdir()
         .expect("scratch dir");
     let agent = Agent::new(dir.path());
     let rt = runtime();
-    let mut process = agent.start("redb");
+    let mut process = agent.start(made);
     wait_serving(&rt, &agent);
     assert!(
         process.terminate(Duration::from_secs(30)).is_some(),
         "the agent did not stop on SIGTERM"
     );
-    let mut refused = agent.start("file");
+    let mut refused = agent.start(asked);
     wait::until(
         "the agent started with the wrong engine to exit",
         Duration::from_secs(60),
@@ -236,12 +250,26 @@ fn a_data_dir_refuses_the_other_engine() {
     // The whole log: with RUST_BACKTRACE set, a backtrace follows the error.
     let log = std::fs::read_to_string(&agent.log).unwrap_or_default();
     assert!(
-        log.contains("created with --storage redb") && log.contains("--storage file"),
+        log.contains(&format!("created with --storage {made}"))
+            && log.contains(&format!("--storage {asked}")),
         "{log}"
     );
     // Without --storage the engine recorded in member.json is used.
     let _process = process::spawn("herd agent", &mut agent.command(None));
     let client = wait_serving(&rt, &agent);
     drop(client);
-    assert!(agent.data_dir.join("raft/log.redb").exists());
+    let raft = agent.data_dir.join("raft");
+    let kept: Vec<String> = std::fs::read_dir(&raft)
+        .expect("the raft dir")
+        .map(|e| {
+            e.expect("a dir entry")
+                .file_name()
+                .to_string_lossy()
+                .into_owned()
+        })
+        .filter(|name| name.starts_with("log.") || name == "raft.log")
+        .collect();
+    // Only the recorded engine's log, nothing of the refused one.
+    let expected = format!("log.{made}");
+    assert_eq!(kept, vec![expected], "{}", raft.display());
 }

@@ -62,7 +62,7 @@ pub struct AgentArgs {
     /// Largest accepted key.
     #[arg(long, default_value_t = 1536)]
     pub max_key_bytes: usize,
-    /// Engine keeping the Raft log of a new data dir [default: redb]. An
+    /// Engine keeping the Raft log of a new data dir [default: fjall]. An
     /// existing data dir keeps the engine recorded in its member.json;
     /// naming a different one is refused.
     #[arg(long, value_enum)]

@@ -136,6 +136,38 @@ pub enum SnapshotCommand {
     Save { file: std::path::PathBuf },
     /// Check a snapshot file and print its revision, hash, keys and size (offline).
     Status { file: std::path::PathBuf },
+    /// Build a new member's data dir from a snapshot file (offline): run it
+    /// for every member of the new cluster with the same FILE and
+    /// --initial-cluster, then start each with `herd agent`.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// A file written by `herd kv snapshot save` or `etcdctl snapshot save` from herd.
+    pub file: std::path::PathBuf,
+    /// This member's name in the new cluster.
+    #[arg(long)]
+    pub name: String,
+    /// The data dir to create; it must not exist or be empty.
+    #[arg(long)]
+    pub data_dir: std::path::PathBuf,
+    /// Every member of the new cluster: NAME=HOST:PORT,… (peer addresses,
+    /// this member included). Without it: a single-member cluster of NAME
+    /// at --listen-peer.
+    #[arg(long, value_delimiter = ',')]
+    pub initial_cluster: Option<Vec<String>>,
+    /// This member's peer address when there is no --initial-cluster (the
+    /// same default as `herd agent --listen-peer`).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:2380",
+        conflicts_with = "initial_cluster"
+    )]
+    pub listen_peer: std::net::SocketAddr,
+    /// Engine keeping the new data dir's Raft log [default: fjall].
+    #[arg(long, value_enum)]
+    pub storage: Option<crate::store::StorageKind>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -246,6 +278,9 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
     match &args.command {
         KvCommand::Snapshot(SnapshotCommand::Status { file }) => {
             return snapshot_status(file, json).await;
+        }
+        KvCommand::Snapshot(SnapshotCommand::Restore(restore)) => {
+            return snapshot_restore(restore, json).await;
         }
         KvCommand::Endpoint(EndpointCommand::Hashkv { rev }) => {
             return hashkv(&args.endpoints, *rev, json).await;
@@ -463,7 +498,7 @@ pub async fn run(args: KvArgs) -> anyhow::Result<()> {
                 println!("leadership moved to {id:x}");
             }
         }
-        KvCommand::Snapshot(SnapshotCommand::Status { .. })
+        KvCommand::Snapshot(SnapshotCommand::Status { .. } | SnapshotCommand::Restore(_))
         | KvCommand::Endpoint(EndpointCommand::Hashkv { .. }) => {
             unreachable!("handled before connecting")
         }
@@ -537,6 +572,78 @@ async fn snapshot_status(file: &std::path::Path, json: bool) -> anyhow::Result<(
             h.revision,
             kv.live_keys(),
             bytes.len()
+        );
+    }
+    Ok(())
+}
+
+/// `NAME=HOST:PORT` (an `http://` in front is accepted, as etcd writes it).
+fn parse_peer(entry: &str) -> anyhow::Result<(String, String)> {
+    let (name, addr) = entry
+        .split_once('=')
+        .with_context(|| format!("--initial-cluster entry {entry:?} is not NAME=HOST:PORT"))?;
+    let addr: std::net::SocketAddr = addr
+        .trim_start_matches("http://")
+        .parse()
+        .with_context(|| format!("--initial-cluster entry {entry:?}: bad address"))?;
+    if name.is_empty() {
+        bail!("--initial-cluster entry {entry:?} has an empty name");
+    }
+    Ok((name.to_owned(), addr.to_string()))
+}
+
+async fn snapshot_restore(args: &RestoreArgs, json: bool) -> anyhow::Result<()> {
+    use crate::store::restore::{RestoreOptions, restore};
+    let initial_cluster = match &args.initial_cluster {
+        Some(entries) => entries
+            .iter()
+            .map(|e| parse_peer(e))
+            .collect::<anyhow::Result<Vec<_>>>()?,
+        None => vec![(args.name.clone(), args.listen_peer.to_string())],
+    };
+    let opts = RestoreOptions {
+        name: args.name.clone(),
+        data_dir: args.data_dir.clone(),
+        initial_cluster,
+        storage: args.storage.unwrap_or(crate::store::StorageKind::DEFAULT),
+    };
+    let file = args.file.clone();
+    let storage = opts.storage;
+    let r = tokio::task::spawn_blocking(move || restore(&file, &opts))
+        .await
+        .context("the restore task failed")??;
+    if json {
+        print_json(&json!({
+            "path": args.file.display().to_string(),
+            "data_dir": args.data_dir.display().to_string(),
+            "name": args.name,
+            "member_id": format!("{:x}", r.member_id),
+            "cluster_id": format!("{:x}", r.cluster_id),
+            "revision": r.revision,
+            "total_keys": r.keys,
+            "storage": storage.to_string(),
+            "members": r.members.iter().map(|(name, id, peer)| json!({
+                "name": name,
+                "id": format!("{id:x}"),
+                "peer_url": peer,
+            })).collect::<Vec<_>>(),
+        }));
+    } else {
+        let members: Vec<String> = r
+            .members
+            .iter()
+            .map(|(name, _, peer)| format!("{name}={peer}"))
+            .collect();
+        println!(
+            "restored snapshot {} (revision {}, {} keys) into {} as member {} ({:x}) of new cluster {:x}: {}",
+            args.file.display(),
+            r.revision,
+            r.keys,
+            args.data_dir.display(),
+            args.name,
+            r.member_id,
+            r.cluster_id,
+            members.join(",")
         );
     }
     Ok(())

@@ -7,7 +7,8 @@
 //! (pages of 512-byte multiples) followed by its sha256, and etcdctl checks
 //! exactly that shape (`size % 512 == 32`) before it keeps the file; the
 //! contents are herd's own, so `etcdctl snapshot status/restore` (which
-//! open bbolt) do not read it: `herd kv snapshot status` does.
+//! open bbolt) do not read it: `herd kv snapshot status` and `herd kv
+//! snapshot restore` ([`super::restore`]) do.
 
 use sha2::{Digest, Sha256};
 

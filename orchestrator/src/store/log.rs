@@ -8,19 +8,37 @@
 //! Entries are also kept in memory for reads; the log is bounded by
 //! snapshots + purge. The engines own the on-disk formats
 //! (`store::engine::{file, redb}`).
+//!
+//! **The leader's own flush overlaps replication.** openraft 0.9 awaits the
+//! flush callback of every append inside its core before it sends the entries
+//! to followers, so a write would pay the leader's fsync and then a
+//! follower's, in series. With [`LogStore::overlap_leader_flush`], appends
+//! this member makes *as leader* are reported flushed as soon as they are
+//! queued, and the fsync runs while they are out for replication — what
+//! etcd's raft and the Raft thesis (§10.2.1) do. That is safe only if nothing
+//! the leader lets out depends on its unflushed entries, so the real flush
+//! position is published as [`Durable`] and two gates wait on it: the state
+//! machine applies an entry (and so answers the client, serves reads and
+//! feeds watches) only once it is durable here, and an AppendEntries tells
+//! followers a commit index only up to what is durable here
+//! (`store::peer`). A commit thus becomes visible only after the leader's
+//! fsync *and* a follower's: a quorum of durable copies. Followers always
+//! report flushed only after the fsync, since their answer is a promise to
+//! the leader.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use openraft::storage::{LogFlushed, RaftLogStorage};
 use openraft::{
     Entry, LogId, LogState, RaftLogId, RaftLogReader, StorageError, StorageIOError, Vote,
 };
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use super::StoreError;
 use super::engine::{self, LogEngine, LogOp, StorageKind};
@@ -47,18 +65,53 @@ struct Job {
 /// Bounds one batch, so a flood of appends still gets acknowledged in steps.
 const MAX_BATCH_ENTRIES: usize = 16 * 1024;
 
+/// Where the log's durable end is: the index of the last entry on disk, or
+/// why the writer stopped (then nothing further will ever be durable).
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Flushed {
+    Upto(u64),
+    Failed(String),
+}
+
+/// A view of how far the log is durable on this member; see the module doc.
+#[derive(Clone)]
+pub struct Durable(watch::Receiver<Flushed>);
+
+impl Durable {
+    /// Waits until the entry at `index` is on disk. Errors once the log
+    /// writer has failed: the entry will never be.
+    pub async fn wait_for(&mut self, index: u64) -> io::Result<()> {
+        let reached = self
+            .0
+            .wait_for(|f| !matches!(f, Flushed::Upto(i) if *i < index))
+            .await
+            .map_err(|_| io::Error::other("the raft log writer has stopped"))?;
+        match &*reached {
+            Flushed::Upto(_) => Ok(()),
+            Flushed::Failed(why) => Err(io::Error::other(why.clone())),
+        }
+    }
+}
+
 /// The Raft log storage. Cheap to clone; clones share state (the reader is a clone).
 #[derive(Clone)]
 pub struct LogStore {
     data: Arc<Mutex<LogData>>,
     writer: Arc<Writer>,
     path: PathBuf,
+    durable: watch::Receiver<Flushed>,
+    /// This member's id once [`LogStore::overlap_leader_flush`] enabled the overlap.
+    overlap_as: Option<u64>,
 }
 
 /// The writer thread's queue and handle, shared by every clone.
 struct Writer {
     jobs: Option<mpsc::Sender<Job>>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Fault injection: while set, the writer holds its next batch back, as
+    /// a disk that stopped answering would (set only by tests).
+    #[cfg_attr(not(test), allow(dead_code))]
+    stall: Arc<AtomicBool>,
 }
 
 impl Drop for Writer {
@@ -74,7 +127,14 @@ impl Drop for Writer {
     }
 }
 
-fn writer_loop(mut engine: Box<dyn LogEngine>, path: PathBuf, jobs: mpsc::Receiver<Job>) {
+fn writer_loop(
+    mut engine: Box<dyn LogEngine>,
+    path: PathBuf,
+    jobs: mpsc::Receiver<Job>,
+    mut last: u64,
+    durable: watch::Sender<Flushed>,
+    stall: Arc<AtomicBool>,
+) {
     let mut ops: Vec<LogOp> = Vec::new();
     let mut batch: Vec<Done> = Vec::new();
     while let Ok(first) = jobs.recv() {
@@ -82,8 +142,15 @@ fn writer_loop(mut engine: Box<dyn LogEngine>, path: PathBuf, jobs: mpsc::Receiv
         let mut entries = 0usize;
         // Drain everything queued: one durable commit for the whole group.
         while let Some(job) = next.take() {
-            if let LogOp::Append(e) = &job.op {
-                entries += e.len();
+            match &job.op {
+                LogOp::Append(e) => {
+                    entries += e.len();
+                    last = e.last().map_or(last, |e| e.log_id.index);
+                }
+                LogOp::Truncate(since) => last = last.min(since.saturating_sub(1)),
+                // Purged entries are covered by a snapshot already on disk.
+                LogOp::Purge(upto) => last = last.max(upto.index),
+                LogOp::Vote(_) => {}
             }
             ops.push(job.op);
             batch.push(job.done);
@@ -91,8 +158,15 @@ fn writer_loop(mut engine: Box<dyn LogEngine>, path: PathBuf, jobs: mpsc::Receiv
                 next = jobs.try_recv().ok();
             }
         }
+        while stall.load(Ordering::Relaxed) {
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
         let result = engine.persist(&ops);
         ops.clear();
+        durable.send_replace(match &result {
+            Ok(()) => Flushed::Upto(last),
+            Err(e) => Flushed::Failed(format!("raft log write failed: {e}")),
+        });
         for done in batch.drain(..) {
             let r = match &result {
                 Ok(()) => Ok(()),
@@ -130,9 +204,18 @@ impl LogStore {
         let path = engine::path(kind, dir);
         let (tx, rx) = mpsc::channel();
         let thread_path = path.clone();
+        let last = recovered
+            .entries
+            .last_key_value()
+            .map(|(i, _)| *i)
+            .or(recovered.purged.map(|p| p.index))
+            .unwrap_or(0);
+        let (durable_tx, durable) = watch::channel(Flushed::Upto(last));
+        let stall = Arc::new(AtomicBool::new(false));
+        let thread_stall = stall.clone();
         let thread = std::thread::Builder::new()
             .name("raft-log-writer".into())
-            .spawn(move || writer_loop(engine, thread_path, rx))
+            .spawn(move || writer_loop(engine, thread_path, rx, last, durable_tx, thread_stall))
             .map_err(|e| StoreError::io(&path, e))?;
         Ok(LogStore {
             data: Arc::new(Mutex::new(LogData {
@@ -143,9 +226,32 @@ impl LogStore {
             writer: Arc::new(Writer {
                 jobs: Some(tx),
                 thread: Some(thread),
+                stall,
             }),
             path,
+            durable,
+            overlap_as: None,
         })
+    }
+
+    /// Lets the appends member `id` makes as leader be reported flushed
+    /// before their fsync, which then overlaps replication. Only sound when
+    /// the state machine and the peer transport wait on [`LogStore::durable`]
+    /// (see the module doc); `store::member` wires all three together.
+    pub fn overlap_leader_flush(mut self, id: u64) -> Self {
+        self.overlap_as = Some(id);
+        self
+    }
+
+    /// Fault injection for tests: hold every write back until called with `false`.
+    #[cfg(test)]
+    pub(crate) fn stall_writes(&self, on: bool) {
+        self.writer.stall.store(on, Ordering::Relaxed);
+    }
+
+    /// How far this log is durable.
+    pub fn durable(&self) -> Durable {
+        Durable(self.durable.clone())
     }
 
     /// Appends and waits until durable (what openraft's callback path does;
@@ -165,7 +271,7 @@ impl LogStore {
 
     /// Size of the engine's file in bytes.
     pub fn file_size(&self) -> u64 {
-        std::fs::metadata(&self.path).map_or(0, |m| m.len())
+        engine::disk_size(&self.path)
     }
 
     fn data(&self) -> std::sync::MutexGuard<'_, LogData> {
@@ -249,8 +355,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         for entry in &entries {
             data.entries.insert(entry.log_id.index, entry.clone());
         }
+        // Our own entries while we lead this term: the vote is committed and
+        // ours, and every entry carries it (a follower never appends under
+        // its own vote; save_vote updates `data.vote` before it returns).
+        let as_leader = self.overlap_as.is_some_and(|me| {
+            data.vote.is_some_and(|v| {
+                v.committed
+                    && v.leader_id.node_id == me
+                    && entries.iter().all(|e| e.log_id.leader_id == v.leader_id)
+            })
+        });
         // Enqueued under the lock: the queue order is the memory order.
-        self.send(LogOp::Append(entries), Done::Flushed(callback))
+        if as_leader {
+            self.send(LogOp::Append(entries), Done::None)?;
+            callback.log_io_completed(Ok(()));
+            Ok(())
+        } else {
+            self.send(LogOp::Append(entries), Done::Flushed(callback))
+        }
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {

@@ -144,6 +144,26 @@ fn legacy_storage() -> StorageKind {
 
 const META_FILE: &str = "member.json";
 
+/// Records `name` in a data dir built offline (`store::restore`) as a member
+/// of `cluster_id` already: [`Member::start`] then resumes it and never
+/// initializes or joins.
+pub(crate) fn write_member_file(
+    dir: &Path,
+    name: &str,
+    cluster_id: u64,
+    storage: StorageKind,
+) -> Result<(), StoreError> {
+    write_meta(
+        dir,
+        &MemberMeta {
+            id: member_id(name),
+            name: name.to_owned(),
+            cluster_id,
+            storage,
+        },
+    )
+}
+
 /// Whether `dir` holds a member that started before (it resumes from its
 /// own state and ignores `initial_cluster`/`join`).
 pub fn has_state(dir: &Path) -> bool {
@@ -181,7 +201,8 @@ fn write_meta(dir: &Path, meta: &MemberMeta) -> Result<(), StoreError> {
 struct Inner {
     id: u64,
     name: String,
-    cluster_id: AtomicU64,
+    /// Shared with the peer transport, which checks it in every handshake.
+    cluster_id: Arc<AtomicU64>,
     raft: Raft<TypeConfig>,
     sm: StateMachine,
     log: LogStore,
@@ -327,8 +348,10 @@ impl Member {
             .as_ref()
             .map_or_else(|| member_id(&config.name), |m| m.id);
         let raft_dir = config.data_dir.join("raft");
-        let log = LogStore::open_with(storage, &raft_dir)?;
-        let sm = StateMachine::open(&raft_dir)?;
+        // The leader's fsync overlaps replication; the state machine and the
+        // peer transport wait on the log's durable end (`store::log`).
+        let log = LogStore::open_with(storage, &raft_dir)?.overlap_leader_flush(id);
+        let sm = StateMachine::open_gated(&raft_dir, Some(log.durable()))?;
 
         let raft_config = openraft::Config {
             cluster_name: "herd".into(),
@@ -348,11 +371,20 @@ impl Member {
         })?;
         let partition = Partition::default();
         let token = Token::new(&config.token);
-        let client = Arc::new(PeerClient::new(id, token.clone(), partition.clone()));
+        let cluster_id = Arc::new(AtomicU64::new(meta.as_ref().map_or(0, |m| m.cluster_id)));
+        let client = Arc::new(PeerClient::new(
+            id,
+            token.clone(),
+            cluster_id.clone(),
+            partition.clone(),
+        ));
         let raft = Raft::new(
             id,
             Arc::new(raft_config),
-            Network(client.clone()),
+            Network {
+                client: client.clone(),
+                durable: log.durable(),
+            },
             log.clone(),
             sm.clone(),
         )
@@ -362,7 +394,7 @@ impl Member {
         let inner = Arc::new(Inner {
             id,
             name: config.name.clone(),
-            cluster_id: AtomicU64::new(meta.as_ref().map_or(0, |m| m.cluster_id)),
+            cluster_id: cluster_id.clone(),
             raft: raft.clone(),
             sm,
             log,
@@ -391,6 +423,7 @@ impl Member {
             listener,
             raft.clone(),
             token,
+            cluster_id,
             partition,
             handler,
         )));
@@ -469,6 +502,12 @@ impl Member {
     /// The underlying openraft handle (metrics, waiting in tests).
     pub fn raft(&self) -> &Raft<TypeConfig> {
         &self.inner.raft
+    }
+
+    /// Fault injection for tests: this member's disk stops (or resumes) writing.
+    #[cfg(test)]
+    pub(crate) fn stall_log_writes(&self, on: bool) {
+        self.inner.log.stall_writes(on);
     }
 
     /// The current leader's id, if known.

@@ -12,6 +12,7 @@ pub mod member;
 pub mod mvcc;
 pub mod peer;
 mod propose;
+pub mod restore;
 pub mod sm;
 pub mod types;
 

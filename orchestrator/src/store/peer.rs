@@ -1,7 +1,12 @@
 //! Member-to-member transport on `--listen-peer`: token-authenticated, length-prefixed postcard frames over TCP.
 //!
-//! A connection opens with `b"HERDPEER" | sender id: u64 LE | sha256(token)`;
-//! the server answers one byte `1` or logs the cause and closes. Then each
+//! A connection opens with `b"HERDPEER" | sender id: u64 LE | sha256(token) |
+//! sender's cluster id: u64 LE`; the server answers one byte `1` or logs the
+//! cause and closes. A cluster id of 0 means "not in a cluster yet" (a
+//! joining or bootstrapping member); two members that both know theirs must
+//! agree, so a member of a cluster restored from a snapshot, or of any other
+//! cluster that happens to share the token, is turned away by the old one
+//! (etcd checks its cluster id on peer traffic the same way). Then each
 //! request frame (`len: u32 LE | postcard`) gets one response frame. Clients
 //! keep a small pool of connections per peer so forwarded client requests run
 //! concurrently. A shared [`Partition`] switch drops traffic to and from
@@ -9,6 +14,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::io::{self, Cursor};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -29,11 +35,14 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::StoreError;
+use super::log::Durable;
 use super::types::{
     ApplyError, Command, CommandResponse, PeerNode, RangeRequest, RangeResponse, TypeConfig,
 };
 
 const MAGIC: &[u8; 8] = b"HERDPEER";
+/// Magic, sender id, token hash, cluster id.
+const HELLO: usize = 8 + 8 + 32 + 8;
 const MAX_FRAME: usize = 512 << 20;
 const POOL_PER_PEER: usize = 64;
 const MIN_RPC_TIMEOUT: Duration = Duration::from_secs(1);
@@ -244,15 +253,19 @@ pub enum CallError {
 pub struct PeerClient {
     my_id: u64,
     token: Token,
+    cluster: Arc<AtomicU64>,
     partition: Partition,
     pool: Mutex<HashMap<String, Vec<TcpStream>>>,
 }
 
 impl PeerClient {
-    pub fn new(my_id: u64, token: Token, partition: Partition) -> Self {
+    /// `cluster` is this member's cluster id (0 until it has one), read at
+    /// every new connection.
+    pub fn new(my_id: u64, token: Token, cluster: Arc<AtomicU64>, partition: Partition) -> Self {
         PeerClient {
             my_id,
             token,
+            cluster,
             partition,
             pool: Mutex::new(HashMap::new()),
         }
@@ -261,16 +274,17 @@ impl PeerClient {
     async fn connect(&self, addr: &str) -> io::Result<TcpStream> {
         let mut s = TcpStream::connect(addr).await?;
         s.set_nodelay(true)?;
-        let mut hello = Vec::with_capacity(48);
+        let mut hello = Vec::with_capacity(HELLO);
         hello.extend_from_slice(MAGIC);
         hello.extend_from_slice(&self.my_id.to_le_bytes());
         hello.extend_from_slice(&self.token.0);
+        hello.extend_from_slice(&self.cluster.load(Ordering::SeqCst).to_le_bytes());
         s.write_all(&hello).await?;
         match s.read_u8().await {
             Ok(1) => Ok(s),
             Ok(_) | Err(_) => Err(io::Error::new(
                 io::ErrorKind::PermissionDenied,
-                "peer rejected the handshake (wrong cluster token?)",
+                "peer rejected the handshake (wrong cluster token, or another cluster?)",
             )),
         }
     }
@@ -337,10 +351,17 @@ impl PeerClient {
 
 /// openraft's network factory over [`PeerClient`].
 #[derive(Clone)]
-pub struct Network(pub Arc<PeerClient>);
+/// openraft's connection factory. `durable` holds back commit indexes the
+/// local log has not yet made durable (see `store::log`, the leader's flush
+/// overlapping replication).
+pub struct Network {
+    pub client: Arc<PeerClient>,
+    pub durable: Durable,
+}
 
 pub struct PeerConn {
     client: Arc<PeerClient>,
+    durable: Durable,
     target: u64,
     addr: String,
 }
@@ -350,7 +371,8 @@ impl RaftNetworkFactory<TypeConfig> for Network {
 
     async fn new_client(&mut self, target: u64, node: &PeerNode) -> PeerConn {
         PeerConn {
-            client: self.0.clone(),
+            client: self.client.clone(),
+            durable: self.durable.clone(),
             target,
             addr: node.peer_addr.clone(),
         }
@@ -383,6 +405,16 @@ impl RaftNetwork<TypeConfig> for PeerConn {
         rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, PeerNode, RaftError<u64>>> {
+        // openraft may count this leader's entry committed before its own
+        // fsync finished; followers must not learn (and apply) that commit
+        // until it has. The wait is the rest of an fsync that began when the
+        // entry was appended, before the follower's round trip that committed it.
+        if let Some(commit) = rpc.leader_commit {
+            self.durable
+                .wait_for(commit.index)
+                .await
+                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        }
         let resp = self
             .client
             .call(
@@ -466,6 +498,7 @@ pub async fn serve(
     listener: TcpListener,
     raft: Raft<TypeConfig>,
     token: Token,
+    cluster: Arc<AtomicU64>,
     partition: Partition,
     forward: ForwardHandler,
 ) {
@@ -476,10 +509,12 @@ pub async fn serve(
                 Ok((stream, remote)) => {
                     let raft = raft.clone();
                     let token = token.clone();
+                    let cluster = cluster.clone();
                     let partition = partition.clone();
                     let forward = forward.clone();
                     conns.spawn(async move {
-                        if let Err(e) = serve_conn(stream, raft, token, partition, forward).await {
+                        let served = serve_conn(stream, raft, token, cluster, partition, forward);
+                        if let Err(e) = served.await {
                             tracing::warn!(%remote, error = %e, "peer connection rejected or failed");
                         }
                     });
@@ -498,11 +533,12 @@ async fn serve_conn(
     mut stream: TcpStream,
     raft: Raft<TypeConfig>,
     token: Token,
+    cluster: Arc<AtomicU64>,
     partition: Partition,
     forward: ForwardHandler,
 ) -> io::Result<()> {
     stream.set_nodelay(true)?;
-    let mut hello = [0u8; 48];
+    let mut hello = [0u8; HELLO];
     tokio::time::timeout(Duration::from_secs(5), stream.read_exact(&mut hello))
         .await
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "no handshake within 5 s"))??;
@@ -517,6 +553,17 @@ async fn serve_conn(
         return Err(io::Error::new(
             io::ErrorKind::PermissionDenied,
             format!("member {sender:x} presented a wrong cluster token"),
+        ));
+    }
+    let theirs = u64::from_le_bytes(hello[48..56].try_into().expect("8 bytes"));
+    let ours = cluster.load(Ordering::SeqCst);
+    if theirs != 0 && ours != 0 && theirs != ours {
+        return Err(io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "member {sender:x} belongs to cluster {theirs:x}, this member to cluster {ours:x} \
+                 (a stale member of an old or restored cluster?)"
+            ),
         ));
     }
     stream.write_u8(1).await?;

@@ -1,10 +1,11 @@
 //! Group proposal: concurrent client commands on the leader become one Raft entry.
 //!
-//! openraft 0.9's core awaits the local log flush inside every append
-//! (`RaftCore::append_to_log`), so each `client_write` costs one leader fsync
-//! in series and the log writer's group commit never sees two entries at
-//! once (measured: exactly 1.00 entries per fsync on the leader under 64
-//! clients). The proposer keeps at most [`MAX_IN_FLIGHT`] proposals inside
+//! openraft 0.9's core handles one append at a time (`RaftCore::append_to_log`),
+//! so each `client_write` was one log entry, one fsync and one replication
+//! round of its own (measured before batching: exactly 1.00 entries per
+//! fsync on the leader under 64 clients; `store::log` now overlaps the
+//! leader's fsync with replication, but the per-entry cost of a round
+//! stays). The proposer keeps at most [`MAX_IN_FLIGHT`] proposals inside
 //! openraft; commands arriving meanwhile queue here and go in as one
 //! [`Command::Batch`] entry: one fsync and one replication round for the
 //! whole group. A lone command is proposed as itself, so a single client

@@ -13,13 +13,14 @@ use std::time::{Duration, Instant};
 
 use openraft::storage::RaftStateMachine;
 use openraft::{
-    Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta, StorageError,
-    StorageIOError, StoredMembership,
+    AnyError, Entry, EntryPayload, LogId, RaftSnapshotBuilder, Snapshot, SnapshotMeta,
+    StorageError, StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::StoreError;
+use super::log::Durable;
 use super::mvcc::KeySpace;
 use super::types::{
     Command, CommandResponse, Event, EventKind, PeerNode, TypeConfig, WatchBatch, WatchRequest,
@@ -205,6 +206,9 @@ pub struct SmShared {
     /// Serialises snapshot file writes (a build and an install can overlap).
     persist: tokio::sync::Mutex<()>,
     pub leases: LeaseClock,
+    /// When set, an entry is applied only once the local log has it on disk
+    /// (the leader's flush overlaps replication: `store::log`).
+    durable: Option<Durable>,
 }
 
 /// The state machine handed to openraft; clones share state.
@@ -312,9 +316,39 @@ fn write_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> std::io::Result<(
     std::fs::File::open(dir)?.sync_all()
 }
 
+/// The bytes of `snapshot.bin`: the snapshot's meta and encoded key space, crc32-sealed.
+fn snapshot_file(meta: &SnapshotMeta<u64, PeerNode>, data: Vec<u8>) -> Vec<u8> {
+    with_crc(
+        postcard::to_allocvec(&SnapshotFile {
+            meta: meta.clone(),
+            data,
+        })
+        .expect("snapshot file always serializes"),
+    )
+}
+
+/// Writes `dir/snapshot.bin` holding `kv` as the state at `meta`, for a data
+/// dir built offline (`store::restore`); durable (fsync + rename) on return.
+pub fn write_snapshot_file(
+    dir: &Path,
+    meta: &SnapshotMeta<u64, PeerNode>,
+    kv: &KeySpace,
+) -> Result<(), StoreError> {
+    std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
+    let file = snapshot_file(meta, encode_kv(kv));
+    write_file_durably(dir, SNAPSHOT_FILE, &file)
+        .map_err(|e| StoreError::io(&dir.join(SNAPSHOT_FILE), e))
+}
+
 impl StateMachine {
     /// Opens the state machine in `dir`, loading the latest snapshot if there is one.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Self::open_gated(dir, None)
+    }
+
+    /// [`StateMachine::open`], applying entries only once `durable` says the
+    /// local log holds them (required with `LogStore::overlap_leader_flush`).
+    pub fn open_gated(dir: &Path, durable: Option<Durable>) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
         let path = dir.join(SNAPSHOT_FILE);
         let mut data = SmData {
@@ -344,6 +378,7 @@ impl StateMachine {
             dir: dir.to_path_buf(),
             persist: tokio::sync::Mutex::new(()),
             leases: LeaseClock::default(),
+            durable,
         })))
     }
 
@@ -415,13 +450,7 @@ impl StateMachine {
         if stored.is_some() && stored > meta.last_log_id {
             return Ok(());
         }
-        let file = with_crc(
-            postcard::to_allocvec(&SnapshotFile {
-                meta: meta.clone(),
-                data: bytes.to_vec(),
-            })
-            .map_err(sm_err)?,
-        );
+        let file = snapshot_file(meta, bytes.to_vec());
         let dir = self.0.dir.clone();
         tokio::task::spawn_blocking(move || write_file_durably(&dir, SNAPSHOT_FILE, &file))
             .await
@@ -522,6 +551,14 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I: IntoIterator<Item = Entry<TypeConfig>> + Send,
         I::IntoIter: Send,
     {
+        let entries: Vec<Entry<TypeConfig>> = entries.into_iter().collect();
+        if let (Some(durable), Some(last)) = (&self.0.durable, entries.last()) {
+            durable
+                .clone()
+                .wait_for(last.log_id.index)
+                .await
+                .map_err(|e| StorageIOError::apply(last.log_id, AnyError::new(&e)))?;
+        }
         let mut out = Vec::new();
         let mut data = self.0.write();
         let data = &mut *data;

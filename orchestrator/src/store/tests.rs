@@ -544,7 +544,12 @@ async fn add_learner_timeout_is_an_error_not_silence() {
     let a = Member::start(c).await.unwrap();
     until("leader", || a.leader() == Some(a.id())).await;
     // A joiner whose peer address answers nothing can never catch up.
-    let client = PeerClient::new(99, Token::new("s3cret"), super::Partition::default());
+    let client = PeerClient::new(
+        99,
+        Token::new("s3cret"),
+        std::sync::Arc::default(),
+        super::Partition::default(),
+    );
     let dead = free_addr().to_string();
     let answer = client
         .forward(
@@ -574,6 +579,44 @@ async fn add_learner_timeout_is_an_error_not_silence() {
             .iter()
             .all(|m| m.name != "ghost" || m.is_learner)
     );
+    a.shutdown().await;
+}
+
+/// The token alone does not make two clusters one: a peer that knows its
+/// cluster id and names another one is turned away; one without a cluster
+/// id yet (a joiner) is let in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_of_another_cluster_with_the_same_token_is_refused() {
+    use super::peer::{CallError, Forward, PeerClient, Token};
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicU64;
+    let dir = tempfile::tempdir().unwrap();
+    let addr = free_addr();
+    let a = Member::start(config("a", dir.path(), addr)).await.unwrap();
+    until("leader", || a.leader() == Some(a.id())).await;
+    let ask = |cluster: u64| {
+        let client = PeerClient::new(
+            99,
+            Token::new("s3cret"),
+            Arc::new(AtomicU64::new(cluster)),
+            super::Partition::default(),
+        );
+        let addr = addr.to_string();
+        let target = a.id();
+        async move {
+            client
+                .forward(target, &addr, Forward::ReadIndex, Duration::from_secs(10))
+                .await
+        }
+    };
+    match ask(a.cluster_id() ^ 1).await {
+        Err(CallError::Io(e)) => {
+            assert_eq!(e.kind(), std::io::ErrorKind::PermissionDenied, "{e}")
+        }
+        other => panic!("a foreign cluster's member was served: {other:?}"),
+    }
+    assert!(matches!(ask(a.cluster_id()).await, Ok(Ok(_))));
+    assert!(matches!(ask(0).await, Ok(Ok(_))));
     a.shutdown().await;
 }
 
@@ -704,4 +747,73 @@ async fn concurrent_writes_share_log_entries_but_keep_their_own_revisions() {
     assert_eq!(m.revision(), 64);
     assert_eq!(get(&m, "k/5", false).await.unwrap(), b"v53");
     m.shutdown().await;
+}
+
+/// The leader reports its own appends flushed before their fsync, so that
+/// the fsync overlaps replication (`store::log`). Nothing may become visible
+/// until that fsync is done: with the leader's disk stalled, a write that a
+/// follower already holds durably is neither acknowledged to the client nor
+/// applied anywhere — it takes the leader's copy to make a quorum of durable
+/// copies. When the disk resumes, the write completes everywhere.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_fsync() {
+    let dir = tempfile::tempdir().unwrap();
+    let (members, _) = three(dir.path()).await;
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    let li = members.iter().position(|m| m.id() == leader).unwrap();
+    put(&members[li], "warm", "up").await.unwrap();
+    for m in &members {
+        until("the warm-up write applied everywhere", || m.revision() == 1).await;
+    }
+    let last_index = |m: &Member| m.raft().metrics().borrow().last_log_index.unwrap_or(0);
+    let before = last_index(&members[li]);
+
+    // Resumes the disk however this test ends: a stalled writer would hang
+    // the members' shutdown.
+    struct Resume<'a>(&'a Member);
+    impl Drop for Resume<'_> {
+        fn drop(&mut self) {
+            self.0.stall_log_writes(false);
+        }
+    }
+    members[li].stall_log_writes(true);
+    let resume = Resume(&members[li]);
+    let write = put(&members[li], "k", "v");
+    let mut write = Box::pin(write);
+    let held_back = async {
+        // Both followers hold the entry (durably: a follower answers only
+        // after its fsync), so openraft counts it committed on the strength
+        // of the leader's early report.
+        for (i, m) in members.iter().enumerate() {
+            if i != li {
+                until("a follower holds the new entry", || last_index(m) > before).await;
+            }
+        }
+        // Twenty heartbeats, each of which would carry the commit index.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    tokio::select! {
+        r = &mut write => panic!("acknowledged before the leader's fsync: {r:?}"),
+        () = held_back => {}
+    }
+    for m in &members {
+        assert_eq!(m.revision(), 1, "applied before the leader's fsync");
+        assert_eq!(get(m, "k", true).await, None);
+    }
+
+    drop(resume);
+    let resp = tokio::time::timeout(Duration::from_secs(20), &mut write)
+        .await
+        .expect("the write completes once the disk resumes")
+        .unwrap();
+    assert_eq!(resp.header.revision, 2);
+    drop(write);
+    for m in &members {
+        until("the write applied everywhere", || m.revision() == 2).await;
+        assert_eq!(get(m, "k", true).await.unwrap(), b"v");
+    }
+    for m in members {
+        m.shutdown().await;
+    }
 }

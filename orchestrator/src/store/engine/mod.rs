@@ -1,4 +1,4 @@
-//! The storage boundary of the Raft log: one [`LogEngine`] trait, two engines (a file log and redb).
+//! The storage boundary of the Raft log: one [`LogEngine`] trait, three engines (a file log, redb and fjall).
 //!
 //! An engine only persists; the openraft adapter (`store::log::LogStore`)
 //! keeps the live entries in memory for reads and owns the group-commit
@@ -8,6 +8,7 @@
 //! after `persist` returned.
 
 pub mod file;
+pub mod fjall;
 pub mod redb;
 
 #[cfg(test)]
@@ -31,20 +32,26 @@ pub enum StorageKind {
     File,
     /// The redb embedded database (`raft/log.redb`).
     Redb,
+    /// The fjall LSM-tree database (the directory `raft/log.fjall/`).
+    Fjall,
 }
 
 impl StorageKind {
     /// The engine of new data dirs (see ARCHITECTURE.md, Store: storage engine).
-    pub const DEFAULT: StorageKind = StorageKind::Redb;
+    pub const DEFAULT: StorageKind = StorageKind::Fjall;
 
     /// The engine of data dirs written before the engine was recorded.
     pub const LEGACY: StorageKind = StorageKind::File;
 
-    /// The file this engine keeps in the `raft/` directory.
+    /// Every engine (a `raft/` dir holding another one's log is refused).
+    pub const ALL: [StorageKind; 3] = [StorageKind::File, StorageKind::Redb, StorageKind::Fjall];
+
+    /// The file (for fjall: the directory) this engine keeps in `raft/`.
     pub fn file_name(self) -> &'static str {
         match self {
             StorageKind::File => file::LOG_FILE,
             StorageKind::Redb => redb::DB_FILE,
+            StorageKind::Fjall => fjall::DB_DIR,
         }
     }
 
@@ -52,6 +59,7 @@ impl StorageKind {
         match self {
             StorageKind::File => "file",
             StorageKind::Redb => "redb",
+            StorageKind::Fjall => "fjall",
         }
     }
 }
@@ -69,8 +77,9 @@ impl std::str::FromStr for StorageKind {
         match s {
             "file" => Ok(StorageKind::File),
             "redb" => Ok(StorageKind::Redb),
+            "fjall" => Ok(StorageKind::Fjall),
             other => Err(StoreError::Config(format!(
-                "unknown storage engine {other:?} (expected \"file\" or \"redb\")"
+                "unknown storage engine {other:?} (expected \"file\", \"redb\" or \"fjall\")"
             ))),
         }
     }
@@ -103,10 +112,10 @@ pub trait LogEngine: Send + 'static {
 }
 
 /// Opens `kind` in `dir`, recovering what it holds. Refuses a directory that
-/// holds the *other* engine's log: opening it would start from an empty log.
+/// holds *another* engine's log: opening it would start from an empty log.
 pub fn open(kind: StorageKind, dir: &Path) -> Result<(Box<dyn LogEngine>, Recovered), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-    for other in [StorageKind::File, StorageKind::Redb] {
+    for other in StorageKind::ALL {
         if other != kind && dir.join(other.file_name()).exists() {
             return Err(StoreError::Config(format!(
                 "{} holds a Raft log of the {other} storage engine, but this member was \
@@ -122,6 +131,10 @@ pub fn open(kind: StorageKind, dir: &Path) -> Result<(Box<dyn LogEngine>, Recove
         }
         StorageKind::Redb => {
             let (engine, recovered) = redb::RedbLog::open(dir)?;
+            (Box::new(engine), recovered)
+        }
+        StorageKind::Fjall => {
+            let (engine, recovered) = fjall::FjallLog::open(dir)?;
             (Box::new(engine), recovered)
         }
     })
@@ -151,4 +164,21 @@ pub(crate) fn unseal<T: for<'de> Deserialize<'de>>(bytes: &[u8]) -> Result<T, St
         return Err("fails its crc32 check".into());
     }
     postcard::from_bytes(payload).map_err(|e| format!("does not decode: {e}"))
+}
+
+/// Bytes allocated on disk under `path` (a file, or everything in a
+/// directory: the fjall engine keeps one). Allocated, not apparent, size:
+/// fjall pre-sizes each journal to 64 MiB as a sparse file.
+pub fn disk_size(path: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => std::fs::read_dir(path).map_or(0, |entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| disk_size(&e.path()))
+                .sum()
+        }),
+        Ok(m) => m.blocks() * 512,
+        Err(_) => 0,
+    }
 }
