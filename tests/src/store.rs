@@ -302,30 +302,7 @@ impl Member {
 impl Cluster {
     /// Starts `n` members bootstrapped together and waits until each serves a write.
     pub fn start(server: Server, n: usize) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("herd-store-test")
-            .tempdir()
-            .expect("creating a scratch directory");
-        let members: Vec<Member> = (0..n)
-            .map(|i| {
-                let name = format!("m{i}");
-                Member {
-                    data_dir: dir.path().join(&name),
-                    log: dir.path().join(format!("{name}.log")),
-                    name,
-                    client: free_addr(),
-                    peer: free_addr(),
-                    process: None,
-                }
-            })
-            .collect();
-        let mut cluster = Cluster {
-            server,
-            members,
-            token: "test-token".to_owned(),
-            dir,
-            net: None,
-        };
+        let mut cluster = Cluster::unlaunched(server, n, "m");
         for i in 0..n {
             cluster.launch(i, None);
         }
@@ -335,11 +312,9 @@ impl Cluster {
         cluster
     }
 
-    /// `n` herd members named `{prefix}0`, `{prefix}1`, … with fresh loopback
-    /// addresses and data dirs, none started yet: for data dirs prepared
-    /// before the first start (`herd kv snapshot restore`). Start them with
-    /// [`Cluster::start_all`].
-    pub fn unstarted(n: usize, prefix: &str) -> Cluster {
+    /// `n` members named `{prefix}0`, `{prefix}1`, … with fresh loopback
+    /// addresses and data dirs in one scratch directory, none started.
+    fn unlaunched(server: Server, n: usize, prefix: &str) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("herd-store-test")
             .tempdir()
@@ -358,12 +333,20 @@ impl Cluster {
             })
             .collect();
         Cluster {
-            server: Server::Herd,
+            server,
             members,
             token: "test-token".to_owned(),
             dir,
             net: None,
         }
+    }
+
+    /// `n` herd members named `{prefix}0`, `{prefix}1`, … with fresh loopback
+    /// addresses and data dirs, none started yet: for data dirs prepared
+    /// before the first start (`herd kv snapshot restore`). Start them with
+    /// [`Cluster::start_all`].
+    pub fn unstarted(n: usize, prefix: &str) -> Cluster {
+        Cluster::unlaunched(Server::Herd, n, prefix)
     }
 
     /// Starts every member that is not running and waits until each serves.

@@ -25,7 +25,7 @@ use std::path::{Path, PathBuf};
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
 use openraft::{Entry, LogId, Vote};
 
-use super::{LogEngine, LogOp, Recovered, seal, unseal};
+use super::{LogEngine, LogOp, Recovered, in_use, seal, unseal};
 use crate::store::StoreError;
 use crate::store::types::TypeConfig;
 
@@ -111,15 +111,7 @@ impl FjallLog {
         let path: PathBuf = dir.join(DB_DIR);
         let db = match Database::builder(&path).cache_size(CACHE_BYTES).open() {
             Ok(db) => db,
-            // The data dir lock keeps other processes out, so this is a
-            // member of this process that is still shutting down.
-            Err(::fjall::Error::Locked) => {
-                return Err(StoreError::Config(format!(
-                    "data dir {} is in use by another running member (its Raft log {} is still open)",
-                    dir.parent().unwrap_or(dir).display(),
-                    path.display()
-                )));
-            }
+            Err(::fjall::Error::Locked) => return Err(in_use(dir, &path)),
             Err(e) => return Err(open_err(&path, e)),
         };
         let log = db

@@ -145,6 +145,17 @@ pub fn path(kind: StorageKind, dir: &Path) -> PathBuf {
     dir.join(kind.file_name())
 }
 
+/// An engine's database in `dir` is already open. The data dir lock keeps
+/// other processes out, so this is a member of this process that is still
+/// shutting down.
+pub(crate) fn in_use(dir: &Path, db: &Path) -> StoreError {
+    StoreError::Config(format!(
+        "data dir {} is in use by another running member (its Raft log {} is still open)",
+        dir.parent().unwrap_or(dir).display(),
+        db.display()
+    ))
+}
+
 /// `crc32 LE | postcard(value)`: how engines checksum what they store.
 pub(crate) fn seal<T: Serialize>(value: &T) -> Vec<u8> {
     let payload = postcard::to_allocvec(value).expect("log values always serialize");

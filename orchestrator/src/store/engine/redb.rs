@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use openraft::{Entry, LogId, Vote};
 
-use super::{LogEngine, LogOp, Recovered, seal, unseal};
+use super::{LogEngine, LogOp, Recovered, in_use, seal, unseal};
 use crate::store::StoreError;
 use crate::store::types::TypeConfig;
 
@@ -70,15 +70,7 @@ impl RedbLog {
             .create(&path)
         {
             Ok(db) => db,
-            // The data dir lock keeps other processes out, so this is a
-            // member of this process that is still shutting down.
-            Err(::redb::DatabaseError::DatabaseAlreadyOpen) => {
-                return Err(StoreError::Config(format!(
-                    "data dir {} is in use by another running member (its Raft log {} is still open)",
-                    dir.parent().unwrap_or(dir).display(),
-                    path.display()
-                )));
-            }
+            Err(::redb::DatabaseError::DatabaseAlreadyOpen) => return Err(in_use(dir, &path)),
             Err(e) => return Err(open_err(&path, e)),
         };
         // Creates the tables on first open, so the read below finds them.
