@@ -302,7 +302,7 @@ impl Member {
 impl Cluster {
     /// Starts `n` members bootstrapped together and waits until each serves a write.
     pub fn start(server: Server, n: usize) -> Cluster {
-        let mut cluster = Cluster::unlaunched(server, n, "m");
+        let mut cluster = Cluster::unlaunched(server, n, "m", |_| (free_addr(), free_addr()));
         for i in 0..n {
             cluster.launch(i, None);
         }
@@ -312,9 +312,14 @@ impl Cluster {
         cluster
     }
 
-    /// `n` members named `{prefix}0`, `{prefix}1`, … with fresh loopback
-    /// addresses and data dirs in one scratch directory, none started.
-    fn unlaunched(server: Server, n: usize, prefix: &str) -> Cluster {
+    /// `n` members named `{prefix}0`, `{prefix}1`, … with data dirs in one
+    /// scratch directory and `(client, peer)` addresses from `addrs`, none started.
+    fn unlaunched(
+        server: Server,
+        n: usize,
+        prefix: &str,
+        addrs: impl Fn(usize) -> (SocketAddr, SocketAddr),
+    ) -> Cluster {
         let dir = tempfile::Builder::new()
             .prefix("herd-store-test")
             .tempdir()
@@ -322,12 +327,13 @@ impl Cluster {
         let members = (0..n)
             .map(|i| {
                 let name = format!("{prefix}{i}");
+                let (client, peer) = addrs(i);
                 Member {
                     data_dir: dir.path().join(&name),
                     log: dir.path().join(format!("{name}.log")),
                     name,
-                    client: free_addr(),
-                    peer: free_addr(),
+                    client,
+                    peer,
                     process: None,
                 }
             })
@@ -346,7 +352,7 @@ impl Cluster {
     /// before the first start (`herd kv snapshot restore`). Start them with
     /// [`Cluster::start_all`].
     pub fn unstarted(n: usize, prefix: &str) -> Cluster {
-        Cluster::unlaunched(Server::Herd, n, prefix)
+        Cluster::unlaunched(Server::Herd, n, prefix, |_| (free_addr(), free_addr()))
     }
 
     /// Starts every member that is not running and waits until each serves.
@@ -374,30 +380,10 @@ impl Cluster {
     /// Starts `n` herd members bootstrapped together, each in its own network
     /// namespace (see [`Topology`]), and waits until each serves a write.
     pub fn start_in_namespaces(n: usize) -> Cluster {
-        let dir = tempfile::Builder::new()
-            .prefix("herd-store-test")
-            .tempdir()
-            .expect("creating a scratch directory");
-        let members = (0..n)
-            .map(|i| {
-                let name = format!("m{i}");
-                Member {
-                    data_dir: dir.path().join(&name),
-                    log: dir.path().join(format!("{name}.log")),
-                    name,
-                    client: Topology::client_addr(i),
-                    peer: Topology::peer_addr(i),
-                    process: None,
-                }
-            })
-            .collect();
-        let mut cluster = Cluster {
-            server: Server::Herd,
-            members,
-            token: "test-token".to_owned(),
-            dir,
-            net: Some(Topology::new(n)),
-        };
+        let mut cluster = Cluster::unlaunched(Server::Herd, n, "m", |i| {
+            (Topology::client_addr(i), Topology::peer_addr(i))
+        });
+        cluster.net = Some(Topology::new(n));
         for i in 0..n {
             cluster.launch(i, None);
         }

@@ -23,11 +23,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use ::fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use openraft::{Entry, LogId, Vote};
+use openraft::{LogId, Vote};
 
-use super::{LogEngine, LogOp, Recovered, in_use, seal, unseal};
+use super::{LogEngine, LogOp, Recovered, corrupt, in_use, seal, unseal_entry, unseal_meta};
 use crate::store::StoreError;
-use crate::store::types::TypeConfig;
 
 /// The database directory inside `raft/`.
 pub const DB_DIR: &str = "log.fjall";
@@ -65,13 +64,6 @@ pub struct FjallLog {
     log: Keyspace,
     low: u64,
     high: u64,
-}
-
-fn corrupt(path: &Path, detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
 }
 
 /// A fjall error while opening, with fjall's own corruption findings kept as such.
@@ -122,16 +114,10 @@ impl FjallLog {
 
         let mut recovered = Recovered::default();
         if let Some(v) = log.get(VOTE).map_err(|e| open_err(&path, e))? {
-            recovered.vote = Some(
-                unseal::<Vote<u64>>(&v)
-                    .map_err(|e| corrupt(&path, format!("the stored vote {e}")))?,
-            );
+            recovered.vote = Some(unseal_meta::<Vote<u64>>(&path, "vote", &v)?);
         }
         if let Some(v) = log.get(PURGED).map_err(|e| open_err(&path, e))? {
-            recovered.purged = Some(
-                unseal::<LogId<u64>>(&v)
-                    .map_err(|e| corrupt(&path, format!("the stored purge marker {e}")))?,
-            );
+            recovered.purged = Some(unseal_meta::<LogId<u64>>(&path, "purge marker", &v)?);
         }
         for row in log.prefix([ENTRY]) {
             let (key, value) = row.into_inner().map_err(|e| open_err(&path, e))?;
@@ -140,17 +126,7 @@ impl FjallLog {
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
                 .map(u64::from_be_bytes)
                 .ok_or_else(|| corrupt(&path, format!("a raft log key of {} bytes", key.len())))?;
-            let entry: Entry<TypeConfig> = unseal(&value)
-                .map_err(|e| corrupt(&path, format!("raft log entry {index} {e}")))?;
-            if entry.log_id.index != index {
-                return Err(corrupt(
-                    &path,
-                    format!(
-                        "raft log entry stored under index {index} says it is entry {}",
-                        entry.log_id.index
-                    ),
-                ));
-            }
+            let entry = unseal_entry(&path, index, &value)?;
             // The log is contiguous; a hole means batches were lost (fjall
             // cuts a journal at its first undecodable record, see above).
             if let Some((&last, _)) = recovered.entries.last_key_value()

@@ -156,6 +156,44 @@ pub(crate) fn in_use(dir: &Path, db: &Path) -> StoreError {
     ))
 }
 
+pub(crate) fn corrupt(path: &Path, detail: impl Into<String>) -> StoreError {
+    StoreError::Corrupt {
+        path: path.to_path_buf(),
+        detail: detail.into(),
+    }
+}
+
+/// Decodes a [`seal`]ed vote or purge marker of the database at `path`;
+/// `what` names it in the error.
+pub(crate) fn unseal_meta<T: for<'de> Deserialize<'de>>(
+    path: &Path,
+    what: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    unseal(bytes).map_err(|e| corrupt(path, format!("the stored {what} {e}")))
+}
+
+/// Decodes the [`seal`]ed entry stored under `index` in the database at
+/// `path`, and checks that it is that entry.
+pub(crate) fn unseal_entry(
+    path: &Path,
+    index: u64,
+    bytes: &[u8],
+) -> Result<Entry<TypeConfig>, StoreError> {
+    let entry: Entry<TypeConfig> =
+        unseal(bytes).map_err(|e| corrupt(path, format!("raft log entry {index} {e}")))?;
+    if entry.log_id.index != index {
+        return Err(corrupt(
+            path,
+            format!(
+                "raft log entry stored under index {index} says it is entry {}",
+                entry.log_id.index
+            ),
+        ));
+    }
+    Ok(entry)
+}
+
 /// `crc32 LE | postcard(value)`: how engines checksum what they store.
 pub(crate) fn seal<T: Serialize>(value: &T) -> Vec<u8> {
     let payload = postcard::to_allocvec(value).expect("log values always serialize");

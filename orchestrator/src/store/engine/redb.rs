@@ -10,11 +10,10 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use ::redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
-use openraft::{Entry, LogId, Vote};
+use openraft::{LogId, Vote};
 
-use super::{LogEngine, LogOp, Recovered, in_use, seal, unseal};
+use super::{LogEngine, LogOp, Recovered, corrupt, in_use, seal, unseal_entry, unseal_meta};
 use crate::store::StoreError;
-use crate::store::types::TypeConfig;
 
 pub const DB_FILE: &str = "log.redb";
 
@@ -32,13 +31,6 @@ const CACHE_BYTES: usize = 16 << 20;
 /// The open database.
 pub struct RedbLog {
     db: Database,
-}
-
-fn corrupt(path: &Path, detail: impl Into<String>) -> StoreError {
-    StoreError::Corrupt {
-        path: path.to_path_buf(),
-        detail: detail.into(),
-    }
 }
 
 /// A redb error while opening, with redb's own corruption findings kept as such.
@@ -83,32 +75,16 @@ impl RedbLog {
         let tx = db.begin_read().map_err(|e| open_err(&path, e))?;
         let meta = tx.open_table(META).map_err(|e| open_err(&path, e))?;
         if let Some(v) = meta.get(VOTE).map_err(|e| open_err(&path, e))? {
-            recovered.vote = Some(
-                unseal::<Vote<u64>>(v.value())
-                    .map_err(|e| corrupt(&path, format!("the stored vote {e}")))?,
-            );
+            recovered.vote = Some(unseal_meta::<Vote<u64>>(&path, "vote", v.value())?);
         }
         if let Some(v) = meta.get(PURGED).map_err(|e| open_err(&path, e))? {
-            recovered.purged = Some(
-                unseal::<LogId<u64>>(v.value())
-                    .map_err(|e| corrupt(&path, format!("the stored purge marker {e}")))?,
-            );
+            recovered.purged = Some(unseal_meta::<LogId<u64>>(&path, "purge marker", v.value())?);
         }
         let entries = tx.open_table(ENTRIES).map_err(|e| open_err(&path, e))?;
         for row in entries.iter().map_err(|e| open_err(&path, e))? {
             let (index, value) = row.map_err(|e| open_err(&path, e))?;
             let index = index.value();
-            let entry: Entry<TypeConfig> = unseal(value.value())
-                .map_err(|e| corrupt(&path, format!("raft log entry {index} {e}")))?;
-            if entry.log_id.index != index {
-                return Err(corrupt(
-                    &path,
-                    format!(
-                        "raft log entry stored under index {index} says it is entry {}",
-                        entry.log_id.index
-                    ),
-                ));
-            }
+            let entry = unseal_entry(&path, index, value.value())?;
             recovered.entries.insert(index, entry);
         }
         drop(entries);
