@@ -43,6 +43,21 @@ pub struct Operation {
     pub call: u64,
     pub ret: u64,
     pub output: Option<Output>,
+    /// Revisions the response carried (none for an unknown outcome).
+    pub revisions: Option<Revisions>,
+}
+
+/// The revisions in a response, for the checks beyond values
+/// (`robustness::check_revisions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Revisions {
+    /// The response header's revision: the store's revision the request saw
+    /// (for a write, the revision it created).
+    pub header: i64,
+    /// A get that found the key: that value's mod revision. A write that
+    /// changed the key (put, successful compare-and-set, delete of an
+    /// existing key): the revision it wrote.
+    pub key: Option<i64>,
 }
 
 /// The checker's verdict.
@@ -195,6 +210,7 @@ mod tests {
             call,
             ret,
             output,
+            revisions: None,
         }
     }
 

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 use herd_orchestrator::api::client::{Client, prefix_end};
 use herd_orchestrator::proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest,
+    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
     WatchCreateRequest, WatchRequest, compare, request_op, watch_request,
 };
 use herd_orchestrator::proto::mvccpb::event::EventType;
 use rand::Rng;
 use tokio_stream::StreamExt;
 
-use crate::linearizability::{Input, Operation, Output};
+use crate::linearizability::{Input, Operation, Output, Revisions};
 
 /// Key prefix of the workload.
 pub const PREFIX: &str = "lin/";
@@ -40,60 +40,82 @@ fn now(t0: Instant) -> u64 {
     t0.elapsed().as_nanos() as u64
 }
 
-/// Drives `clients` clients (client `i` talks to `endpoints[i % n]`) over
-/// `keys` keys until `stop` is set. Every put writes a unique value.
+/// The shape of the load: how many clients and keys, and the request mix.
+#[derive(Debug, Clone, Copy)]
+pub struct Workload {
+    pub clients: usize,
+    pub keys: usize,
+    /// Out of 100 requests: puts, gets and deletes; the rest are
+    /// compare-and-set transactions.
+    pub puts: u32,
+    pub gets: u32,
+    pub deletes: u32,
+    /// Compare-and-set expects the value this client last read of the key
+    /// (`version == 0` when it last saw none), as a read-modify-write
+    /// client does; otherwise a random recent value of any client.
+    pub cas_last_read: bool,
+}
+
+impl Workload {
+    /// A few hot keys, every kind of request.
+    pub const CONTENDED: Workload = Workload {
+        clients: 8,
+        keys: 5,
+        puts: 40,
+        gets: 30,
+        deletes: 10,
+        cas_last_read: false,
+    };
+
+    /// The shape that found stale reads after a leader kill (issue 18):
+    /// twelve clients, twenty keys, puts, linearizable gets, and
+    /// compare-and-set on the value each client last read.
+    pub const READ_MODIFY_WRITE: Workload = Workload {
+        clients: 12,
+        keys: 20,
+        puts: 35,
+        gets: 40,
+        deletes: 0,
+        cas_last_read: true,
+    };
+}
+
+/// Drives `workload.clients` clients (client `i` talks only to
+/// `endpoints[i % n]`, as a client pinned to one member) until `stop` is
+/// set. Every put writes a unique value.
 pub async fn run_clients(
     endpoints: Vec<String>,
-    clients: usize,
-    keys: usize,
+    workload: Workload,
     stop: Arc<AtomicBool>,
 ) -> Vec<Operation> {
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
-    for c in 0..clients {
+    for c in 0..workload.clients {
         let client = Client::lazy(&endpoints[c % endpoints.len()]).expect("endpoint");
         let stop = Arc::clone(&stop);
         tasks.spawn(async move {
             let mut ops = Vec::new();
             let mut seq = 0u64;
+            // What this client last read of each key (`None`: absent).
+            let mut last_read: HashMap<Vec<u8>, Option<Vec<u8>>> = HashMap::new();
             while !stop.load(Ordering::Relaxed) {
                 seq += 1;
-                let (key, input) = {
-                    let mut rng = rand::rng();
-                    let key = format!("{PREFIX}{}", rng.random_range(0..keys)).into_bytes();
-                    let value = format!("c{c}-{seq}").into_bytes();
-                    let input = match rng.random_range(0..10) {
-                        0..=3 => Input::Put { value },
-                        4..=6 => Input::Get,
-                        7 => Input::Delete,
-                        _ => Input::Cas {
-                            expected: if rng.random_bool(0.3) {
-                                None
-                            } else {
-                                Some(format!(
-                                    "c{}-{}",
-                                    rng.random_range(0..clients),
-                                    seq.saturating_sub(rng.random_range(0..3))
-                                ))
-                                .map(String::into_bytes)
-                            },
-                            new: value,
-                        },
-                    };
-                    (key, input)
-                };
+                let (key, input) = next_request(&workload, c, seq, &last_read);
                 let call = now(t0);
                 let result =
                     tokio::time::timeout(Duration::from_secs(3), execute(&client, &key, &input))
                         .await;
                 let ret = now(t0);
-                let output = match result {
-                    Ok(Ok(out)) => Some(out),
+                let (output, revisions) = match result {
+                    Ok(Ok((out, revisions))) => (Some(out), Some(revisions)),
                     // A failed read changed nothing: leave it out.
                     _ if input == Input::Get => continue,
                     // A failed write may or may not have happened.
-                    _ => None,
+                    _ => (None, None),
                 };
+                if let Some(Output::Get(value)) = &output {
+                    last_read.insert(key.clone(), value.clone());
+                }
                 let failed = output.is_none();
                 ops.push(Operation {
                     client: c,
@@ -102,6 +124,7 @@ pub async fn run_clients(
                     call,
                     ret,
                     output,
+                    revisions,
                 });
                 if failed {
                     // Back off, so an unreachable member does not flood the
@@ -119,17 +142,74 @@ pub async fn run_clients(
     history
 }
 
-async fn execute(client: &Client, key: &[u8], input: &Input) -> Result<Output, tonic::Status> {
+/// Client `c`'s next request (its `seq`-th) under `workload`.
+fn next_request(
+    workload: &Workload,
+    c: usize,
+    seq: u64,
+    last_read: &HashMap<Vec<u8>, Option<Vec<u8>>>,
+) -> (Vec<u8>, Input) {
+    let mut rng = rand::rng();
+    let key = format!("{PREFIX}{}", rng.random_range(0..workload.keys)).into_bytes();
+    let value = format!("c{c}-{seq}").into_bytes();
+    let roll = rng.random_range(0..100);
+    let input = if roll < workload.puts {
+        Input::Put { value }
+    } else if roll < workload.puts + workload.gets {
+        Input::Get
+    } else if roll < workload.puts + workload.gets + workload.deletes {
+        Input::Delete
+    } else {
+        let expected = if workload.cas_last_read {
+            last_read.get(&key).cloned().flatten()
+        } else if rng.random_bool(0.3) {
+            None
+        } else {
+            Some(
+                format!(
+                    "c{}-{}",
+                    rng.random_range(0..workload.clients),
+                    seq.saturating_sub(rng.random_range(0..3))
+                )
+                .into_bytes(),
+            )
+        };
+        Input::Cas {
+            expected,
+            new: value,
+        }
+    };
+    (key, input)
+}
+
+fn header_revision(h: Option<ResponseHeader>) -> i64 {
+    h.map_or(0, |h| h.revision)
+}
+
+async fn execute(
+    client: &Client,
+    key: &[u8],
+    input: &Input,
+) -> Result<(Output, Revisions), tonic::Status> {
     let mut kv = client.kv();
     Ok(match input {
         Input::Put { value } => {
-            kv.put(PutRequest {
-                key: key.to_vec(),
-                value: value.clone(),
-                ..Default::default()
-            })
-            .await?;
-            Output::Put
+            let r = kv
+                .put(PutRequest {
+                    key: key.to_vec(),
+                    value: value.clone(),
+                    ..Default::default()
+                })
+                .await?
+                .into_inner();
+            let header = header_revision(r.header);
+            (
+                Output::Put,
+                Revisions {
+                    header,
+                    key: Some(header),
+                },
+            )
         }
         Input::Get => {
             let r = kv
@@ -139,7 +219,12 @@ async fn execute(client: &Client, key: &[u8], input: &Input) -> Result<Output, t
                 })
                 .await?
                 .into_inner();
-            Output::Get(r.kvs.into_iter().next().map(|kv| kv.value))
+            let found = r.kvs.into_iter().next();
+            let revisions = Revisions {
+                header: header_revision(r.header),
+                key: found.as_ref().map(|kv| kv.mod_revision),
+            };
+            (Output::Get(found.map(|kv| kv.value)), revisions)
         }
         Input::Delete => {
             let r = kv
@@ -149,7 +234,14 @@ async fn execute(client: &Client, key: &[u8], input: &Input) -> Result<Output, t
                 })
                 .await?
                 .into_inner();
-            Output::Delete(r.deleted)
+            let header = header_revision(r.header);
+            (
+                Output::Delete(r.deleted),
+                Revisions {
+                    header,
+                    key: (r.deleted > 0).then_some(header),
+                },
+            )
         }
         Input::Cas { expected, new } => {
             let cmp = match expected {
@@ -162,9 +254,9 @@ async fn execute(client: &Client, key: &[u8], input: &Input) -> Result<Output, t
                 },
                 None => Compare {
                     result: compare::CompareResult::Equal as i32,
-                    target: compare::CompareTarget::Create as i32,
+                    target: compare::CompareTarget::Version as i32,
                     key: key.to_vec(),
-                    target_union: Some(compare::TargetUnion::CreateRevision(0)),
+                    target_union: Some(compare::TargetUnion::Version(0)),
                     range_end: Vec::new(),
                 },
             };
@@ -182,9 +274,16 @@ async fn execute(client: &Client, key: &[u8], input: &Input) -> Result<Output, t
                 })
                 .await?
                 .into_inner();
-            Output::Cas {
-                succeeded: r.succeeded,
-            }
+            let header = header_revision(r.header);
+            (
+                Output::Cas {
+                    succeeded: r.succeeded,
+                },
+                Revisions {
+                    header,
+                    key: r.succeeded.then_some(header),
+                },
+            )
         }
     })
 }
@@ -339,4 +438,150 @@ pub fn check_no_lost_writes(history: &[Operation], reference: &[Event]) -> Resul
         }
     }
     Ok(())
+}
+
+/// The checks beyond values, on the revisions responses carried:
+/// - a client's header revisions never go backwards (each client issues
+///   one request at a time, so its requests are ordered in real time);
+/// - a request sees at least the revision of every write acknowledged
+///   before it was invoked (header revision), and a get that finds a key
+///   returns a version no older than the last write of that key
+///   acknowledged before the get was invoked (mod revision).
+pub fn check_revisions(history: &[Operation]) -> Result<(), String> {
+    let known: Vec<(&Operation, Revisions)> = history
+        .iter()
+        .filter_map(|o| o.revisions.map(|r| (o, r)))
+        .collect();
+    let mut by_client: HashMap<usize, Vec<&(&Operation, Revisions)>> = HashMap::new();
+    for entry in &known {
+        by_client.entry(entry.0.client).or_default().push(entry);
+    }
+    for (client, mut ops) in by_client {
+        ops.sort_by_key(|(o, _)| o.call);
+        for pair in ops.windows(2) {
+            let ((a, ra), (b, rb)) = (pair[0], pair[1]);
+            if rb.header < ra.header {
+                return Err(format!(
+                    "client {client}'s header revision went backwards: {} then {}\n  {a:?}\n  {b:?}",
+                    ra.header, rb.header
+                ));
+            }
+        }
+    }
+    // Writes by completion time; for each request, the writes acknowledged
+    // before its invocation are a prefix of this list.
+    let mut writes: Vec<(&Operation, i64)> = known
+        .iter()
+        .filter_map(|(o, r)| (o.input != Input::Get).then_some((*o, r.key?)))
+        .collect();
+    writes.sort_by_key(|(o, _)| o.ret);
+    let mut reads: Vec<&(&Operation, Revisions)> = known.iter().collect();
+    reads.sort_by_key(|(o, _)| o.call);
+    let mut acked = 0;
+    // Highest acknowledged write revision overall, and per key.
+    let mut newest: Option<(&Operation, i64)> = None;
+    let mut newest_of_key: HashMap<&[u8], (&Operation, i64)> = HashMap::new();
+    for (op, r) in reads {
+        while acked < writes.len() && writes[acked].0.ret < op.call {
+            let (w, rev) = writes[acked];
+            if newest.is_none_or(|(_, n)| rev > n) {
+                newest = Some((w, rev));
+            }
+            let entry = newest_of_key.entry(&w.key).or_insert((w, rev));
+            if rev > entry.1 {
+                *entry = (w, rev);
+            }
+            acked += 1;
+        }
+        if let Some((w, rev)) = newest
+            && r.header < rev
+        {
+            return Err(format!(
+                "a request saw revision {} after a write at revision {rev} was acknowledged\n  write: {w:?}\n  later: {op:?}",
+                r.header
+            ));
+        }
+        if op.input == Input::Get
+            && let (Some(found), Some((w, rev))) = (r.key, newest_of_key.get(op.key.as_slice()))
+            && found < *rev
+        {
+            return Err(format!(
+                "stale read: {} returned mod revision {found} after a write at revision {rev} was acknowledged\n  write: {w:?}\n  read:  {op:?}",
+                String::from_utf8_lossy(&op.key)
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn op(client: usize, call: u64, ret: u64, input: Input, header: i64, key: Option<i64>) -> Operation {
+        let output = match &input {
+            Input::Get => Output::Get(Some(b"v".to_vec())),
+            Input::Put { .. } => Output::Put,
+            Input::Delete => Output::Delete(1),
+            Input::Cas { .. } => Output::Cas { succeeded: true },
+        };
+        Operation {
+            client,
+            key: b"k".to_vec(),
+            input,
+            call,
+            ret,
+            output: Some(output),
+            revisions: Some(Revisions { header, key }),
+        }
+    }
+
+    fn put() -> Input {
+        Input::Put { value: b"v".to_vec() }
+    }
+
+    #[test]
+    fn revisions_in_order_pass() {
+        let h = vec![
+            op(0, 0, 10, put(), 5, Some(5)),
+            op(1, 11, 20, Input::Get, 5, Some(5)),
+            op(0, 12, 30, put(), 6, Some(6)),
+            op(1, 21, 40, Input::Get, 6, Some(6)),
+        ];
+        check_revisions(&h).unwrap();
+    }
+
+    #[test]
+    fn a_clients_header_revision_going_back_is_caught() {
+        let h = vec![
+            op(0, 0, 10, Input::Get, 7, Some(3)),
+            op(0, 11, 20, Input::Get, 6, Some(3)),
+        ];
+        assert!(check_revisions(&h).unwrap_err().contains("went backwards"));
+    }
+
+    #[test]
+    fn a_read_older_than_an_acknowledged_write_is_caught() {
+        // The shape of issue 18: a put acknowledged at revision 9, then a
+        // get on another client that returns the version of revision 4.
+        let h = vec![
+            op(0, 0, 10, put(), 9, Some(9)),
+            op(1, 20, 30, Input::Get, 9, Some(4)),
+        ];
+        assert!(check_revisions(&h).unwrap_err().contains("stale read"));
+        let h = vec![
+            op(0, 0, 10, put(), 9, Some(9)),
+            op(1, 20, 30, Input::Get, 8, None),
+        ];
+        assert!(check_revisions(&h).unwrap_err().contains("saw revision 8"));
+    }
+
+    #[test]
+    fn a_read_concurrent_with_a_write_may_miss_it() {
+        let h = vec![
+            op(0, 0, 30, put(), 9, Some(9)),
+            op(1, 20, 40, Input::Get, 8, Some(4)),
+        ];
+        check_revisions(&h).unwrap();
+    }
 }

@@ -304,7 +304,7 @@ impl Cluster {
     pub fn start(server: Server, n: usize) -> Cluster {
         let mut cluster = Cluster::unlaunched(server, n, "m", |_| (free_addr(), free_addr()));
         for i in 0..n {
-            cluster.launch(i, None);
+            cluster.launch(i);
         }
         for i in 0..n {
             cluster.wait_serving(i);
@@ -359,7 +359,7 @@ impl Cluster {
     pub fn start_all(&mut self) {
         for i in 0..self.members.len() {
             if !self.members[i].is_running() {
-                self.launch(i, None);
+                self.launch(i);
             }
         }
         for i in 0..self.members.len() {
@@ -385,7 +385,7 @@ impl Cluster {
         });
         cluster.net = Some(Topology::new(n));
         for i in 0..n {
-            cluster.launch(i, None);
+            cluster.launch(i);
         }
         for i in 0..n {
             cluster.wait_serving(i);
@@ -476,7 +476,13 @@ impl Cluster {
             .join(",")
     }
 
-    fn launch(&mut self, i: usize, join: Option<SocketAddr>) {
+    /// Starts stopped member `i` from its data dir without waiting for it
+    /// (a fault schedule restarting members on the clock).
+    pub fn launch(&mut self, i: usize) {
+        self.launch_joining(i, None);
+    }
+
+    fn launch_joining(&mut self, i: usize, join: Option<SocketAddr>) {
         let initial = self.initial_cluster();
         let m = &self.members[i];
         let log = std::fs::OpenOptions::new()
@@ -553,7 +559,7 @@ impl Cluster {
 
     /// Restarts a stopped member from its data dir and waits until it serves.
     pub fn restart(&mut self, i: usize) {
-        self.launch(i, None);
+        self.launch(i);
         self.wait_serving(i);
     }
 
@@ -574,7 +580,7 @@ impl Cluster {
             process: None,
         });
         let via = self.members[via].peer;
-        self.launch(i, Some(via));
+        self.launch_joining(i, Some(via));
         self.wait_serving(i);
         i
     }

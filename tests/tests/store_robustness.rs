@@ -16,15 +16,13 @@ use herd_orchestrator::proto::etcdserverpb::RangeRequest;
 use herd_orchestrator::store::{Config, Member};
 use herd_tests::linearizability::{self, Operation, Verdict};
 use herd_tests::robustness::{
-    PREFIX, WatchLog, check_no_lost_writes, check_watch, run_clients, watch_all,
+    PREFIX, WatchLog, Workload, check_no_lost_writes, check_revisions, check_watch, run_clients,
+    watch_all,
 };
 use herd_tests::store::{Cluster, Server, Status, etcdctl};
 use herd_tests::wait;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
-
-const CLIENTS: usize = 8;
-const KEYS: usize = 5;
 
 /// Load and watch running against a cluster, recorded.
 struct Recording {
@@ -34,18 +32,14 @@ struct Recording {
     watcher: JoinHandle<(WatchLog, usize)>,
 }
 
-/// Starts `CLIENTS` clients on `endpoints` (client `i` on endpoint `i % n`)
-/// and a watcher that starts on the last endpoint, so a fault on the leader
-/// (often the first member) forces it to resume elsewhere at least sometimes.
-fn start_recording(rt: &Runtime, endpoints: &[String]) -> Recording {
+/// Starts the workload's clients on `endpoints` (client `i` on endpoint
+/// `i % n`) and a watcher that starts on the last endpoint, so a fault on
+/// the leader (often the first member) forces it to resume elsewhere at
+/// least sometimes.
+fn start_recording(rt: &Runtime, endpoints: &[String], workload: Workload) -> Recording {
     let stop = Arc::new(AtomicBool::new(false));
     let until = Arc::new(AtomicI64::new(i64::MAX));
-    let load = rt.spawn(run_clients(
-        endpoints.to_vec(),
-        CLIENTS,
-        KEYS,
-        Arc::clone(&stop),
-    ));
+    let load = rt.spawn(run_clients(endpoints.to_vec(), workload, Arc::clone(&stop)));
     let mut watch_endpoints = endpoints.to_vec();
     watch_endpoints.rotate_left(endpoints.len() - 1);
     let watcher = rt.spawn(watch_all(
@@ -112,6 +106,8 @@ fn finish_and_check(rt: &Runtime, rec: Recording, live: Vec<String>) -> Vec<Oper
         acknowledged >= 100,
         "too little load got through to check anything ({acknowledged} operations)"
     );
+    // First: its messages name the two requests that disagree.
+    check_revisions(&history).unwrap();
     match linearizability::check(&history, 5_000_000) {
         Verdict::Linearizable => {}
         Verdict::Violation { key, operations } => panic!(
@@ -150,7 +146,7 @@ fn scenario(
         .iter()
         .map(|&i| cluster.members[i].client.to_string())
         .collect();
-    let recording = start_recording(&rt, &endpoints);
+    let recording = start_recording(&rt, &endpoints, Workload::CONTENDED);
     std::thread::sleep(Duration::from_secs(2));
     fault(cluster);
     std::thread::sleep(Duration::from_secs(3));
@@ -301,6 +297,56 @@ fn store_robustness_harness_accepts_real_etcd_with_its_leader_killed() {
         std::thread::sleep(Duration::from_secs(2));
         c.restart(leader);
     });
+}
+
+/// Issue 18's fault schedule: every 5 s a member is SIGKILLed and restarted
+/// 2.5 s later, for 30 s — the leader every other time, otherwise a random
+/// member — under the read-modify-write load with clients pinned to
+/// members. A killed leader restarted within its followers' lease is where
+/// stale reads were found; a restarted follower is read right away too.
+fn random_member_kills(server: Server) {
+    use rand::Rng;
+    let mut cluster = Cluster::start(server, 3);
+    let rt = cluster.client_runtime();
+    let endpoints: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| m.client.to_string())
+        .collect();
+    let recording = start_recording(&rt, &endpoints, Workload::READ_MODIFY_WRITE);
+    for round in 0..6 {
+        std::thread::sleep(Duration::from_millis(2500));
+        if round == 5 {
+            break;
+        }
+        let victim = if round % 2 == 0 {
+            cluster.leader()
+        } else {
+            rand::rng().random_range(0..3)
+        };
+        eprintln!(
+            "round {round}: killing {} (leader: {})",
+            cluster.members[victim].name,
+            round % 2 == 0
+        );
+        cluster.kill(victim);
+        std::thread::sleep(Duration::from_millis(2500));
+        cluster.launch(victim);
+    }
+    for i in 0..3 {
+        cluster.wait_serving(i);
+    }
+    finish_and_check(&rt, recording, endpoints);
+}
+
+#[test]
+fn store_robustness_random_member_kills_with_pinned_clients() {
+    random_member_kills(Server::Herd);
+}
+
+#[test]
+fn store_robustness_harness_accepts_real_etcd_under_random_member_kills() {
+    random_member_kills(Server::Etcd);
 }
 
 #[test]
@@ -502,7 +548,7 @@ fn store_robustness_leader_partitioned_by_peer_hook() {
         Duration::from_millis(100),
         || agreed_leader(&all),
     );
-    let recording = start_recording(&rt, &cluster.endpoints);
+    let recording = start_recording(&rt, &cluster.endpoints, Workload::CONTENDED);
     std::thread::sleep(Duration::from_secs(2));
 
     let old = all
@@ -586,7 +632,7 @@ fn store_robustness_follower_partitioned_caught_up_by_snapshot() {
     let mut endpoints = cluster.endpoints.clone();
     let follower_endpoint = endpoints.remove(lag);
     endpoints.push(follower_endpoint);
-    let recording = start_recording(&rt, &endpoints);
+    let recording = start_recording(&rt, &endpoints, Workload::CONTENDED);
     std::thread::sleep(Duration::from_secs(2));
 
     let follower = &cluster.members[lag];

@@ -60,17 +60,34 @@ enum Done {
 struct Job {
     op: LogOp,
     done: Done,
+    /// The last entry of the in-memory log right after this op (taken
+    /// under the log's lock, so in queue order): once the op is on disk,
+    /// the log on disk ends there.
+    tip: Option<LogId<u64>>,
 }
 
 /// Bounds one batch, so a flood of appends still gets acknowledged in steps.
 const MAX_BATCH_ENTRIES: usize = 16 * 1024;
 
-/// Where the log's durable end is: the index of the last entry on disk, or
-/// why the writer stopped (then nothing further will ever be durable).
+/// Where the log's durable end is: the id of the last entry on disk, or why
+/// the writer stopped (then nothing further will ever be durable).
+///
+/// An id, not an index: after a follower truncates a conflicting suffix,
+/// the old entries at those indexes stay on disk until the truncation is
+/// written, and an index alone would vouch for the new entries that
+/// replace them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Flushed {
-    Upto(u64),
+    Upto(Option<LogId<u64>>),
     Failed(String),
+}
+
+/// Whether the log on disk, ending at `tip`, holds the entry `entry`. A
+/// log's terms never decrease, so ending at or past `entry`'s index with a
+/// term at least `entry`'s means holding it, for the committed entries the
+/// gates ask about (every later leader's log contains them).
+fn covers(tip: Option<LogId<u64>>, entry: LogId<u64>) -> bool {
+    tip.is_some_and(|t| t.index >= entry.index && t >= entry)
 }
 
 /// A view of how far the log is durable on this member; see the module doc.
@@ -78,18 +95,31 @@ enum Flushed {
 pub struct Durable(watch::Receiver<Flushed>);
 
 impl Durable {
-    /// Waits until the entry at `index` is on disk. Errors once the log
-    /// writer has failed: the entry will never be.
-    pub async fn wait_for(&mut self, index: u64) -> io::Result<()> {
+    /// Waits until `entry` is on disk. Errors once the log writer has
+    /// failed: the entry will never be.
+    pub async fn wait_for(&mut self, entry: LogId<u64>) -> io::Result<()> {
         let reached = self
             .0
-            .wait_for(|f| !matches!(f, Flushed::Upto(i) if *i < index))
+            .wait_for(|f| !matches!(f, Flushed::Upto(tip) if !covers(*tip, entry)))
             .await
             .map_err(|_| io::Error::other("the raft log writer has stopped"))?;
         match &*reached {
             Flushed::Upto(_) => Ok(()),
             Flushed::Failed(why) => Err(io::Error::other(why.clone())),
         }
+    }
+
+    /// The id of the last entry on disk now; errors once the writer failed.
+    pub fn tip(&self) -> io::Result<Option<LogId<u64>>> {
+        match &*self.0.borrow() {
+            Flushed::Upto(tip) => Ok(*tip),
+            Flushed::Failed(why) => Err(io::Error::other(why.clone())),
+        }
+    }
+
+    /// Whether `entry` is on disk now.
+    pub fn covers(&self, entry: LogId<u64>) -> bool {
+        matches!(&*self.0.borrow(), Flushed::Upto(tip) if covers(*tip, entry))
     }
 }
 
@@ -131,7 +161,7 @@ fn writer_loop(
     mut engine: Box<dyn LogEngine>,
     path: PathBuf,
     jobs: mpsc::Receiver<Job>,
-    mut last: u64,
+    mut last: Option<LogId<u64>>,
     durable: watch::Sender<Flushed>,
     stall: Arc<AtomicBool>,
 ) {
@@ -142,16 +172,10 @@ fn writer_loop(
         let mut entries = 0usize;
         // Drain everything queued: one durable commit for the whole group.
         while let Some(job) = next.take() {
-            match &job.op {
-                LogOp::Append(e) => {
-                    entries += e.len();
-                    last = e.last().map_or(last, |e| e.log_id.index);
-                }
-                LogOp::Truncate(since) => last = last.min(since.saturating_sub(1)),
-                // Purged entries are covered by a snapshot already on disk.
-                LogOp::Purge(upto) => last = last.max(upto.index),
-                LogOp::Vote(_) => {}
+            if let LogOp::Append(e) = &job.op {
+                entries += e.len();
             }
+            last = job.tip;
             ops.push(job.op);
             batch.push(job.done);
             if entries < MAX_BATCH_ENTRIES {
@@ -207,9 +231,8 @@ impl LogStore {
         let last = recovered
             .entries
             .last_key_value()
-            .map(|(i, _)| *i)
-            .or(recovered.purged.map(|p| p.index))
-            .unwrap_or(0);
+            .map(|(_, e)| e.log_id)
+            .or(recovered.purged);
         let (durable_tx, durable) = watch::channel(Flushed::Upto(last));
         let stall = Arc::new(AtomicBool::new(false));
         let thread_stall = stall.clone();
@@ -232,6 +255,31 @@ impl LogStore {
             durable,
             overlap_as: None,
         })
+    }
+
+    /// Makes a member that led when it stopped start again as a follower.
+    ///
+    /// openraft 0.9 restores a node whose saved vote is committed and its
+    /// own as leader at once (`Engine::startup`), in its old term, and takes
+    /// that term's first entry as the read index — long applied — while the
+    /// state machine holds only the snapshot until the commit index is
+    /// learnt again. Followers that have not yet given up on it (their
+    /// lease plus election timeout outlasts a quick restart) confirm its
+    /// leadership, so it served linearizable reads from the snapshot (issue
+    /// 18). Handed over as not committed, the same vote keeps its promise
+    /// (this member voted for itself in that term) but makes it a follower
+    /// that campaigns for a new term, whose first entry makes reads current.
+    pub fn step_down_on_restart(self, id: u64) -> Self {
+        {
+            let mut data = self.data();
+            if let Some(v) = &mut data.vote
+                && v.committed
+                && v.leader_id.node_id == id
+            {
+                v.committed = false;
+            }
+        }
+        self
     }
 
     /// Lets the appends member `id` makes as leader be reported flushed
@@ -257,16 +305,18 @@ impl LogStore {
     /// Appends and waits until durable (what openraft's callback path does;
     /// its callback cannot be built outside openraft).
     #[cfg(test)]
-    pub(crate) async fn append_synced(&self, entries: Vec<Entry<TypeConfig>>) {
-        {
+    pub(crate) async fn append_synced(
+        &self,
+        entries: Vec<Entry<TypeConfig>>,
+    ) -> Result<(), StorageError<u64>> {
+        let rx = {
             let mut data = self.data();
             for e in &entries {
                 data.entries.insert(e.log_id.index, e.clone());
             }
-        }
-        self.send_and_wait(LogOp::Append(entries))
-            .await
-            .expect("append");
+            self.send_notify(&data, LogOp::Append(entries))
+        };
+        wait_notified(rx).await
     }
 
     /// Size of the engine's file in bytes.
@@ -278,24 +328,43 @@ impl LogStore {
         self.data.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Queues `op`, already applied to `data` (whose lock the caller holds,
+    /// so the queue order is the memory order).
     // openraft's trait methods return StorageError; keep the same type here.
     #[allow(clippy::result_large_err)]
-    fn send(&self, op: LogOp, done: Done) -> Result<(), StorageError<u64>> {
+    fn send(&self, data: &LogData, op: LogOp, done: Done) -> Result<(), StorageError<u64>> {
+        let tip = data
+            .entries
+            .last_key_value()
+            .map(|(_, e)| e.log_id)
+            .or(data.purged);
         self.writer
             .jobs
             .as_ref()
             .expect("the queue is open while a clone exists")
-            .send(Job { op, done })
+            .send(Job { op, done, tip })
             .map_err(|_| io_err("the raft log writer has stopped after an I/O error"))
     }
 
-    async fn send_and_wait(&self, op: LogOp) -> Result<(), StorageError<u64>> {
+    /// [`LogStore::send`], with a receiver told once `op` is durable.
+    #[allow(clippy::result_large_err)]
+    fn send_notify(
+        &self,
+        data: &LogData,
+        op: LogOp,
+    ) -> Result<oneshot::Receiver<io::Result<()>>, StorageError<u64>> {
         let (tx, rx) = oneshot::channel();
-        self.send(op, Done::Notify(tx))?;
-        rx.await
-            .map_err(|_| io_err("the raft log writer has stopped"))?
-            .map_err(io_err)
+        self.send(data, op, Done::Notify(tx))?;
+        Ok(rx)
     }
+}
+
+async fn wait_notified(
+    rx: Result<oneshot::Receiver<io::Result<()>>, StorageError<u64>>,
+) -> Result<(), StorageError<u64>> {
+    rx?.await
+        .map_err(|_| io_err("the raft log writer has stopped"))?
+        .map_err(io_err)
 }
 
 impl RaftLogReader<TypeConfig> for LogStore {
@@ -333,8 +402,12 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
-        self.data().vote = Some(*vote);
-        self.send_and_wait(LogOp::Vote(*vote)).await
+        let rx = {
+            let mut data = self.data();
+            data.vote = Some(*vote);
+            self.send_notify(&data, LogOp::Vote(*vote))
+        };
+        wait_notified(rx).await
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
@@ -367,24 +440,92 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         });
         // Enqueued under the lock: the queue order is the memory order.
         if as_leader {
-            self.send(LogOp::Append(entries), Done::None)?;
+            self.send(&data, LogOp::Append(entries), Done::None)?;
             callback.log_io_completed(Ok(()));
             Ok(())
         } else {
-            self.send(LogOp::Append(entries), Done::Flushed(callback))
+            self.send(&data, LogOp::Append(entries), Done::Flushed(callback))
         }
     }
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let mut data = self.data();
         data.entries.split_off(&log_id.index);
-        self.send(LogOp::Truncate(log_id.index), Done::None)
+        self.send(&data, LogOp::Truncate(log_id.index), Done::None)
     }
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         let mut data = self.data();
         data.entries = data.entries.split_off(&(log_id.index + 1));
         data.purged = Some(log_id);
-        self.send(LogOp::Purge(log_id), Done::None)
+        self.send(&data, LogOp::Purge(log_id), Done::None)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    use super::*;
+
+    fn entry(term: u64, index: u64) -> Entry<TypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_truncated_suffix_never_vouches_for_the_entries_replacing_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = LogStore::open(dir.path()).unwrap();
+        log.append_synced((1..=10).map(|i| entry(1, i)).collect())
+            .await
+            .unwrap();
+        let durable = log.durable();
+        assert!(durable.covers(entry(1, 10).log_id));
+
+        // A new leader's entries replace 8..=10 while the disk is stalled:
+        // the old 8..=10 are still what is on disk.
+        log.stall_writes(true);
+        log.truncate(entry(1, 8).log_id).await.unwrap();
+        let replacing = log.clone();
+        let append = tokio::spawn(async move {
+            replacing
+                .append_synced(vec![entry(2, 8), entry(2, 9)])
+                .await
+                .unwrap()
+        });
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(
+            !durable.covers(entry(2, 8).log_id),
+            "the old entry at index 8 vouched for its replacement"
+        );
+        assert!(durable.covers(entry(1, 7).log_id));
+
+        log.stall_writes(false);
+        append.await.unwrap();
+        assert!(durable.covers(entry(2, 9).log_id));
+        durable.clone().wait_for(entry(2, 8).log_id).await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_leaders_own_committed_vote_comes_back_uncommitted() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut log = LogStore::open(dir.path()).unwrap();
+            log.save_vote(&Vote::new_committed(3, 1)).await.unwrap();
+        }
+        let mut own = LogStore::open(dir.path()).unwrap().step_down_on_restart(1);
+        assert_eq!(own.read_vote().await.unwrap(), Some(Vote::new(3, 1)));
+        drop(own);
+        let mut other = LogStore::open(dir.path()).unwrap().step_down_on_restart(2);
+        assert_eq!(
+            other.read_vote().await.unwrap(),
+            Some(Vote::new_committed(3, 1)),
+            "a follower's vote for its leader is kept as it was"
+        );
     }
 }

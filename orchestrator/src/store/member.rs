@@ -350,7 +350,9 @@ impl Member {
         let raft_dir = config.data_dir.join("raft");
         // The leader's fsync overlaps replication; the state machine and the
         // peer transport wait on the log's durable end (`store::log`).
-        let log = LogStore::open_with(storage, &raft_dir)?.overlap_leader_flush(id);
+        let log = LogStore::open_with(storage, &raft_dir)?
+            .step_down_on_restart(id)
+            .overlap_leader_flush(id);
         let sm = StateMachine::open_gated(&raft_dir, Some(log.durable()))?;
 
         let raft_config = openraft::Config {

@@ -402,18 +402,34 @@ fn rpc_timeout(option: &RPCOption) -> Duration {
 impl RaftNetwork<TypeConfig> for PeerConn {
     async fn append_entries(
         &mut self,
-        rpc: AppendEntriesRequest<TypeConfig>,
+        mut rpc: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<u64>, RPCError<u64, PeerNode, RaftError<u64>>> {
         // openraft may count this leader's entry committed before its own
         // fsync finished; followers must not learn (and apply) that commit
-        // until it has. The wait is the rest of an fsync that began when the
-        // entry was appended, before the follower's round trip that committed it.
-        if let Some(commit) = rpc.leader_commit {
-            self.durable
-                .wait_for(commit.index)
-                .await
-                .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+        // until it has. The wait is usually the rest of an fsync that began
+        // when the entry was appended, before the follower's round trip that
+        // committed it. It is bounded: a leader whose disk is slow still
+        // heartbeats, telling followers the commit only as far as its disk
+        // holds it — holding heartbeats back would make them elect another
+        // leader for nothing (issue 18).
+        if let Some(commit) = rpc.leader_commit
+            && !self.durable.covers(commit)
+        {
+            let mut durable = self.durable.clone();
+            let bound = option.hard_ttl() / 2;
+            match tokio::time::timeout(bound, durable.wait_for(commit)).await {
+                Ok(r) => r.map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?,
+                // Not yet durable: the leader's durable tip is an entry of its
+                // own log below `commit`, hence committed too.
+                Err(_) if !self.durable.covers(commit) => {
+                    rpc.leader_commit = self
+                        .durable
+                        .tip()
+                        .map_err(|e| RPCError::Unreachable(Unreachable::new(&e)))?;
+                }
+                Err(_) => {}
+            }
         }
         let resp = self
             .client

@@ -555,7 +555,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         if let (Some(durable), Some(last)) = (&self.0.durable, entries.last()) {
             durable
                 .clone()
-                .wait_for(last.log_id.index)
+                .wait_for(last.log_id)
                 .await
                 .map_err(|e| StorageIOError::apply(last.log_id, AnyError::new(&e)))?;
         }

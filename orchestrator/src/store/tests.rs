@@ -69,15 +69,30 @@ async fn leader_of(members: &[&Member]) -> u64 {
 }
 
 async fn three(dir: &Path) -> (Vec<Member>, Vec<SocketAddr>) {
+    three_with(dir, |_| {}).await
+}
+
+/// Member `i`'s config in a three-member cluster on `addrs`.
+fn member_config(dir: &Path, addrs: &[SocketAddr], i: usize) -> Config {
+    let mut c = config(&format!("m{i}"), dir, addrs[i]);
+    c.initial_cluster = Some(
+        addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| (format!("m{i}"), a.to_string()))
+            .collect(),
+    );
+    c.advertise_client = Some(format!("127.0.0.1:{}", 40000 + i));
+    c
+}
+
+/// Three members with `tune` applied to each one's config.
+async fn three_with(dir: &Path, tune: impl Fn(&mut Config)) -> (Vec<Member>, Vec<SocketAddr>) {
     let addrs: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
-    let ic: Vec<(String, String)> = (0..3)
-        .map(|i| (format!("m{i}"), addrs[i].to_string()))
-        .collect();
     let mut members = Vec::new();
-    for (i, addr) in addrs.iter().enumerate() {
-        let mut c = config(&format!("m{i}"), dir, *addr);
-        c.initial_cluster = Some(ic.clone());
-        c.advertise_client = Some(format!("127.0.0.1:{}", 40000 + i));
+    for i in 0..3 {
+        let mut c = member_config(dir, &addrs, i);
+        tune(&mut c);
         members.push(Member::start(c).await.unwrap());
     }
     (members, addrs)
@@ -309,13 +324,9 @@ async fn three_members_replicate_forward_and_survive_leader_loss() {
     }
     assert_eq!(revs, (1..=30).collect::<Vec<i64>>());
     // the old leader restarts from its data dir and catches up
-    let mut c = config(&format!("m{li}"), dir.path(), addrs[li]);
-    c.initial_cluster = Some(
-        (0..3)
-            .map(|i| (format!("m{i}"), addrs[i].to_string()))
-            .collect(),
-    );
-    let back = Member::start(c).await.unwrap();
+    let back = Member::start(member_config(dir.path(), &addrs, li))
+        .await
+        .unwrap();
     until("restarted member catches up", || back.revision() == 30).await;
     assert_eq!(get(&back, "k/29", true).await.unwrap(), b"29");
     // a read-only txn on a follower (read index, no log entry) right after a
@@ -777,6 +788,12 @@ async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_fsync() {
             self.0.stall_log_writes(false);
         }
     }
+    let terms = |ms: &[Member]| -> Vec<u64> {
+        ms.iter()
+            .map(|m| m.raft().metrics().borrow().current_term)
+            .collect()
+    };
+    let terms_before = terms(&members);
     members[li].stall_log_writes(true);
     let resume = Resume(&members[li]);
     let write = put(&members[li], "k", "v");
@@ -797,6 +814,14 @@ async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_fsync() {
         r = &mut write => panic!("acknowledged before the leader's fsync: {r:?}"),
         () = held_back => {}
     }
+    // A follower elected meanwhile could legitimately commit the entry in
+    // its own term. It must not happen: the stalled leader keeps
+    // heartbeating (the commit index it sends stops at what its disk holds).
+    assert_eq!(
+        terms(&members),
+        terms_before,
+        "an election happened while the leader's disk was stalled"
+    );
     for m in &members {
         assert_eq!(m.revision(), 1, "applied before the leader's fsync");
         assert_eq!(get(m, "k", true).await, None);
@@ -813,6 +838,59 @@ async fn nothing_is_acknowledged_or_applied_before_the_leaders_own_fsync() {
         until("the write applied everywhere", || m.revision() == 2).await;
         assert_eq!(get(m, "k", true).await.unwrap(), b"v");
     }
+    for m in members {
+        m.shutdown().await;
+    }
+}
+
+/// Issue 18: openraft 0.9 restores a member that led when it stopped as the
+/// leader of its old term, with the term's first entry as its read index
+/// and only its snapshot applied; followers that had not given up on it yet
+/// confirmed it, and linearizable reads returned the snapshot's values. A
+/// restarted leader comes back as a follower, and reads through it see
+/// every acknowledged write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_leader_comes_back_as_a_follower_and_reads_stay_current() {
+    let dir = tempfile::tempdir().unwrap();
+    let tune = |c: &mut Config| c.snapshot_threshold = 20;
+    let (mut members, addrs) = three_with(dir.path(), tune).await;
+    let refs: Vec<&Member> = members.iter().collect();
+    let leader = leader_of(&refs).await;
+    let li = members.iter().position(|m| m.id() == leader).unwrap();
+    for i in 0..40 {
+        put(&members[li], "k", &i.to_string()).await.unwrap();
+    }
+    until("a snapshot on the leader", || {
+        members[li].raft().metrics().borrow().snapshot.is_some()
+    })
+    .await;
+    // Writes the snapshot does not hold (fewer than the threshold).
+    for i in 40..50 {
+        put(&members[li], "k", &i.to_string()).await.unwrap();
+    }
+    let term = members[li].raft().metrics().borrow().current_term;
+    // Restarted well within the followers' lease plus election timeout.
+    members.remove(li).shutdown().await;
+    let mut c = member_config(dir.path(), &addrs, li);
+    tune(&mut c);
+    let back = Member::start(c).await.unwrap();
+    // The metrics show the restored state once openraft's core started.
+    until("the restarted member's state loaded", || {
+        back.raft().metrics().borrow().current_term > 0
+    })
+    .await;
+    {
+        let m = back.raft().metrics().borrow().clone();
+        assert!(
+            m.state != openraft::ServerState::Leader || m.current_term > term,
+            "the restarted member leads its old term {term} again"
+        );
+    }
+    assert_eq!(get(&back, "k", false).await.unwrap(), b"49");
+    for m in &members {
+        assert_eq!(get(m, "k", false).await.unwrap(), b"49");
+    }
+    back.shutdown().await;
     for m in members {
         m.shutdown().await;
     }

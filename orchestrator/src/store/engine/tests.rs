@@ -52,10 +52,10 @@ async fn vote_entries_truncate_and_purge_survive_reopen() {
         {
             let mut s = LogStore::open_with(kind, dir.path()).unwrap();
             s.save_vote(&Vote::new(3, 2)).await.unwrap();
-            s.append_synced((1..=10).map(entry).collect()).await;
+            s.append_synced((1..=10).map(entry).collect()).await.unwrap();
             s.truncate(id(8)).await.unwrap();
             s.purge(id(3)).await.unwrap();
-            s.append_synced(vec![entry(8)]).await;
+            s.append_synced(vec![entry(8)]).await.unwrap();
         }
         let mut s = LogStore::open_with(kind, dir.path()).unwrap();
         assert_eq!(
@@ -79,14 +79,13 @@ async fn repeated_purges_and_a_later_vote_survive_reopen() {
             s.save_vote(&Vote::new(1, 1)).await.unwrap();
             for round in 0..5u64 {
                 let base = round * 100;
-                s.append_synced((base + 1..=base + 100).map(entry).collect())
-                    .await;
+                s.append_synced((base + 1..=base + 100).map(entry).collect()).await.unwrap();
                 // Purge what a snapshot covers, keeping a tail behind it.
                 s.purge(id(base + 90)).await.unwrap();
             }
             s.save_vote(&Vote::new(7, 2)).await.unwrap();
             s.purge(id(495)).await.unwrap();
-            s.append_synced(vec![entry(501)]).await;
+            s.append_synced(vec![entry(501)]).await.unwrap();
         }
         let mut s = LogStore::open_with(kind, dir.path()).unwrap();
         assert_eq!(
@@ -117,7 +116,7 @@ async fn file_engine_cuts_a_torn_tail_but_refuses_corruption() {
     let dir = tempfile::tempdir().unwrap();
     {
         let s = LogStore::open_with(StorageKind::File, dir.path()).unwrap();
-        s.append_synced((1..=3).map(entry).collect()).await;
+        s.append_synced((1..=3).map(entry).collect()).await.unwrap();
     }
     let path = dir.path().join(super::file::LOG_FILE);
     let mut bytes = std::fs::read(&path).unwrap();
@@ -144,8 +143,7 @@ async fn redb_engine_refuses_a_damaged_entry_naming_its_index() {
     let marker = "damage-me-0123456789";
     {
         let s = LogStore::open_with(StorageKind::Redb, dir.path()).unwrap();
-        s.append_synced(vec![entry(1), put_entry(2, marker), entry(3)])
-            .await;
+        s.append_synced(vec![entry(1), put_entry(2, marker), entry(3)]).await.unwrap();
     }
     // Damage the stored value on disk, as a bad sector would.
     let path = dir.path().join(super::redb::DB_FILE);
@@ -171,9 +169,8 @@ async fn fjall_engine_refuses_a_damaged_journal() {
     let marker = "damage-me-0123456789";
     {
         let s = LogStore::open_with(StorageKind::Fjall, dir.path()).unwrap();
-        s.append_synced(vec![entry(1), put_entry(2, marker), entry(3)])
-            .await;
-        s.append_synced(vec![entry(4)]).await;
+        s.append_synced(vec![entry(1), put_entry(2, marker), entry(3)]).await.unwrap();
+        s.append_synced(vec![entry(4)]).await.unwrap();
     }
     let damaged = damage_first(&dir.path().join(super::fjall::DB_DIR), marker.as_bytes())
         .expect("the entry's key is stored verbatim in a journal");
@@ -270,7 +267,7 @@ async fn a_raft_dir_of_another_engine_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = LogStore::open_with(made, dir.path()).unwrap();
-            s.append_synced(vec![entry(1)]).await;
+            s.append_synced(vec![entry(1)]).await.unwrap();
         }
         let err = LogStore::open_with(asked, dir.path())
             .err()
@@ -497,7 +494,7 @@ async fn probe_storage_1m_writes(kind: StorageKind) {
                 }
             })
             .collect();
-        log.append_synced(batch.clone()).await;
+        log.append_synced(batch.clone()).await.unwrap();
         sm.apply(batch).await.unwrap();
         if index.is_multiple_of(10_000) {
             let rev = sm.read().kv.revision();
