@@ -518,7 +518,14 @@ pub fn check_revisions(history: &[Operation]) -> Result<(), String> {
 mod tests {
     use super::*;
 
-    fn op(client: usize, call: u64, ret: u64, input: Input, header: i64, key: Option<i64>) -> Operation {
+    fn op(
+        client: usize,
+        call: u64,
+        ret: u64,
+        input: Input,
+        header: i64,
+        key: Option<i64>,
+    ) -> Operation {
         let output = match &input {
             Input::Get => Output::Get(Some(b"v".to_vec())),
             Input::Put { .. } => Output::Put,
@@ -537,7 +544,9 @@ mod tests {
     }
 
     fn put() -> Input {
-        Input::Put { value: b"v".to_vec() }
+        Input::Put {
+            value: b"v".to_vec(),
+        }
     }
 
     #[test]

@@ -251,3 +251,125 @@ async fn a_lagging_client_whose_history_was_compacted_is_told_why() {
         "{end:?}"
     );
 }
+
+/// A dropped `Session` stops renewing its lease, which then expires (the
+/// keep-alive stream used to outlive the session's task).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_session_stops_renewing_its_lease() {
+    let solo = solo(Duration::from_secs(600)).await;
+    let ttl = |id: i64| {
+        let client = solo.client.clone();
+        async move {
+            client
+                .lease()
+                .lease_time_to_live(pb::LeaseTimeToLiveRequest { id, keys: false })
+                .await
+                .unwrap()
+                .into_inner()
+                .ttl
+        }
+    };
+    let kept = super::session::Session::new(&solo.client, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let dropped = super::session::Session::new(&solo.client, Duration::from_secs(2))
+        .await
+        .unwrap();
+    let dropped_id = dropped.lease();
+    drop(dropped);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        ttl(dropped_id).await,
+        -1,
+        "the dropped session's lease is still alive"
+    );
+    assert!(
+        ttl(kept.lease()).await > 0,
+        "the live session's lease expired"
+    );
+    kept.close().await.unwrap();
+}
+
+/// A lease service that counts keep-alive requests and never answers the
+/// call: a session dropped while its (re)connecting call is pending.
+struct Silent {
+    renewals: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+#[tonic::async_trait]
+impl pb::lease_server::Lease for Silent {
+    async fn lease_grant(
+        &self,
+        _: tonic::Request<pb::LeaseGrantRequest>,
+    ) -> Result<tonic::Response<pb::LeaseGrantResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    async fn lease_revoke(
+        &self,
+        _: tonic::Request<pb::LeaseRevokeRequest>,
+    ) -> Result<tonic::Response<pb::LeaseRevokeResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    type LeaseKeepAliveStream =
+        tokio_stream::Pending<Result<pb::LeaseKeepAliveResponse, tonic::Status>>;
+    async fn lease_keep_alive(
+        &self,
+        req: tonic::Request<Streaming<pb::LeaseKeepAliveRequest>>,
+    ) -> Result<tonic::Response<Self::LeaseKeepAliveStream>, tonic::Status> {
+        let mut requests = req.into_inner();
+        while let Some(Ok(_)) = requests.next().await {
+            self.renewals
+                .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        }
+        Err(tonic::Status::cancelled("the client ended its requests"))
+    }
+    async fn lease_time_to_live(
+        &self,
+        _: tonic::Request<pb::LeaseTimeToLiveRequest>,
+    ) -> Result<tonic::Response<pb::LeaseTimeToLiveResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+    async fn lease_leases(
+        &self,
+        _: tonic::Request<pb::LeaseLeasesRequest>,
+    ) -> Result<tonic::Response<pb::LeaseLeasesResponse>, tonic::Status> {
+        Err(tonic::Status::unimplemented("test"))
+    }
+}
+
+/// Dropped while its keep-alive call is still waiting for an answer, a
+/// `Session` sends no more renewals: the request stream handed to tonic is
+/// polled by the connection, not by the session's task, and used to renew
+/// on its own timer forever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_dropped_mid_call_sends_no_more_renewals() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let renewals = Arc::new(AtomicUsize::new(0));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = tokio::spawn(
+        tonic::transport::Server::builder()
+            .add_service(pb::lease_server::LeaseServer::new(Silent {
+                renewals: Arc::clone(&renewals),
+            }))
+            .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+    );
+    let client = Client::connect(&[addr.to_string()]).await.unwrap();
+    // TTL 1 s: a renewal every 333 ms while the session lives.
+    let session = super::session::Session::keep(&client, 7, 1);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert!(
+        renewals.load(Ordering::SeqCst) >= 2,
+        "the session did not renew"
+    );
+    drop(session);
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let at_drop = renewals.load(Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        renewals.load(Ordering::SeqCst),
+        at_drop,
+        "renewals went on after the session was dropped"
+    );
+    server.abort();
+}

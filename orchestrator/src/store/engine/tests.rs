@@ -52,7 +52,9 @@ async fn vote_entries_truncate_and_purge_survive_reopen() {
         {
             let mut s = LogStore::open_with(kind, dir.path()).unwrap();
             s.save_vote(&Vote::new(3, 2)).await.unwrap();
-            s.append_synced((1..=10).map(entry).collect()).await.unwrap();
+            s.append_synced((1..=10).map(entry).collect())
+                .await
+                .unwrap();
             s.truncate(id(8)).await.unwrap();
             s.purge(id(3)).await.unwrap();
             s.append_synced(vec![entry(8)]).await.unwrap();
@@ -79,7 +81,9 @@ async fn repeated_purges_and_a_later_vote_survive_reopen() {
             s.save_vote(&Vote::new(1, 1)).await.unwrap();
             for round in 0..5u64 {
                 let base = round * 100;
-                s.append_synced((base + 1..=base + 100).map(entry).collect()).await.unwrap();
+                s.append_synced((base + 1..=base + 100).map(entry).collect())
+                    .await
+                    .unwrap();
                 // Purge what a snapshot covers, keeping a tail behind it.
                 s.purge(id(base + 90)).await.unwrap();
             }
@@ -143,7 +147,9 @@ async fn redb_engine_refuses_a_damaged_entry_naming_its_index() {
     let marker = "damage-me-0123456789";
     {
         let s = LogStore::open_with(StorageKind::Redb, dir.path()).unwrap();
-        s.append_synced(vec![entry(1), put_entry(2, marker), entry(3)]).await.unwrap();
+        s.append_synced(vec![entry(1), put_entry(2, marker), entry(3)])
+            .await
+            .unwrap();
     }
     // Damage the stored value on disk, as a bad sector would.
     let path = dir.path().join(super::redb::DB_FILE);
@@ -169,7 +175,9 @@ async fn fjall_engine_refuses_a_damaged_journal() {
     let marker = "damage-me-0123456789";
     {
         let s = LogStore::open_with(StorageKind::Fjall, dir.path()).unwrap();
-        s.append_synced(vec![entry(1), put_entry(2, marker), entry(3)]).await.unwrap();
+        s.append_synced(vec![entry(1), put_entry(2, marker), entry(3)])
+            .await
+            .unwrap();
         s.append_synced(vec![entry(4)]).await.unwrap();
     }
     let damaged = damage_first(&dir.path().join(super::fjall::DB_DIR), marker.as_bytes())
