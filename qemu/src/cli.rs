@@ -66,8 +66,11 @@ pub enum LabCommand {
         #[arg(trailing_var_arg = true, required = true, allow_hyphen_values = true)]
         command: Vec<String>,
     },
-    /// Power a machine off (pull the plug).
-    Kill { machine: MachineId },
+    /// Power machines off (pull the plugs: several at the same instant).
+    Kill {
+        #[arg(required = true)]
+        machines: Vec<MachineId>,
+    },
     /// Power a machine on again.
     Boot { machine: MachineId },
     /// Rack one more machine; it netboots and joins by itself.
@@ -272,12 +275,14 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             let status = cmd.status().await.context("running ip netns exec")?;
             std::process::exit(status.code().unwrap_or(1));
         }
-        LabCommand::Kill { machine } => {
+        LabCommand::Kill { machines } => {
             let lab = lab(args.lab_dir)?;
-            if lab.kill(machine).await? {
-                println!("{machine} powered off");
-            } else {
-                println!("{machine} was already off");
+            for (machine, was_on) in machines.iter().zip(lab.kill(&machines).await?) {
+                if was_on {
+                    println!("{machine} powered off");
+                } else {
+                    println!("{machine} was already off");
+                }
             }
             Ok(())
         }

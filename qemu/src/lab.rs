@@ -300,19 +300,28 @@ impl Lab {
 
     /// Powers machine `id` off (pulls the plug: QEMU quits, the guest gets
     /// no shutdown). Returns whether it was running.
-    pub async fn kill(&self, id: MachineId) -> Result<bool, LabError> {
+    pub async fn kill(&self, ids: &[MachineId]) -> Result<Vec<bool>, LabError> {
         let mut state = self.state()?;
         let known = Self::known(&state);
-        let machine = state
-            .machine(id)
-            .ok_or(LabError::UnknownMachine { machine: id, known })?;
-        let was_on = match self.vm_pid(machine) {
-            Some(pid) => vm::power_off(&self.dir, id, pid).await,
-            None => false,
-        };
-        state.machine_mut(id).expect("found above").pid = None;
+        let mut on = Vec::new();
+        for &id in ids {
+            let machine = state.machine(id).ok_or_else(|| LabError::UnknownMachine {
+                machine: id,
+                known: known.clone(),
+            })?;
+            if let Some(pid) = self.vm_pid(machine) {
+                on.push((id, pid));
+            }
+        }
+        let was_on = vm::power_off(&self.dir, &on).await;
+        for &id in ids {
+            state.machine_mut(id).expect("found above").pid = None;
+        }
         state.save(&self.dir)?;
-        Ok(was_on)
+        Ok(ids
+            .iter()
+            .map(|id| on.iter().zip(&was_on).any(|((m, _), was)| m == id && *was))
+            .collect())
     }
 
     /// Powers machine `id` on again (it netboots, or boots from its disk if
@@ -341,13 +350,16 @@ impl Lab {
         let Some(state) = LabState::load(&self.dir)? else {
             return Ok(report);
         };
-        for m in &state.machines {
-            if let Some(pid) = self.vm_pid(m)
-                && vm::power_off(&self.dir, m.id(), pid).await
-            {
-                report.vms_stopped += 1;
-            }
-        }
+        let on: Vec<(MachineId, u32)> = state
+            .machines
+            .iter()
+            .filter_map(|m| Some((m.id(), self.vm_pid(m)?)))
+            .collect();
+        report.vms_stopped += vm::power_off(&self.dir, &on)
+            .await
+            .into_iter()
+            .filter(|was_on| *was_on)
+            .count();
         if let Some(pid) = state.pxe_pid
             && process::stop(pid, &pxe::tag(&self.dir), Duration::from_secs(5)).await
         {

@@ -63,6 +63,24 @@ pub async fn stop(pid: u32, needle: &str, grace: Duration) -> bool {
     true
 }
 
+/// SIGKILLs every process of `pids` that is still ours (pid, needle) in
+/// one pass, then waits until they are gone: a power cut of several
+/// machines at the same instant. Returns, per process, whether it was running.
+pub async fn kill_at_once(pids: &[(u32, String)]) -> Vec<bool> {
+    let alive: Vec<bool> = pids.iter().map(|(pid, tag)| is_ours(*pid, tag)).collect();
+    for ((pid, _), alive) in pids.iter().zip(&alive) {
+        if *alive {
+            signal(*pid, libc::SIGKILL);
+        }
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while pids.iter().any(|(pid, tag)| is_ours(*pid, tag)) && tokio::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    alive
+}
+
 /// Stops `pid` whatever it runs (for processes inside the lab's own
 /// namespace, which are the lab's by construction).
 pub async fn stop_any(pid: u32, grace: Duration) -> bool {

@@ -126,6 +126,29 @@ impl Netns {
 pub struct Entry(Arc<std::fs::File>);
 
 impl Entry {
+    /// A handle on the namespace named `name` (`ip netns` style), made by
+    /// someone else (e.g. a lab's namespace).
+    pub fn named(name: &str) -> std::io::Result<Entry> {
+        std::fs::File::open(format!("/var/run/netns/{name}")).map(|f| Entry(Arc::new(f)))
+    }
+
+    /// A multi-threaded tokio runtime whose worker threads live in the
+    /// namespace. Connect only from tasks spawned on it: a future given to
+    /// `block_on` runs on the calling thread, outside.
+    pub fn runtime(&self) -> tokio::runtime::Runtime {
+        let entry = self.clone();
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .on_thread_start(move || {
+                if let Err(e) = entry.enter_current_thread() {
+                    panic!("entering the namespace: {e}");
+                }
+            })
+            .build()
+            .expect("runtime")
+    }
+
     /// Moves the calling thread (only it, not the process) into the namespace:
     /// every socket it opens from now on lives there.
     pub fn enter_current_thread(&self) -> std::io::Result<()> {

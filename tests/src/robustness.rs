@@ -288,6 +288,89 @@ async fn execute(
     })
 }
 
+/// Writers for durability checks: `writers` clients, writer `i` on
+/// `endpoints[i % n]`, each putting unique keys `{prefix}{i}/{seq}` one
+/// after another until `stop` is set. Returns every acknowledged
+/// (key, value); a failed put is retried with a new key after a pause.
+pub async fn run_writers(
+    endpoints: Vec<String>,
+    writers: usize,
+    prefix: &'static str,
+    stop: Arc<AtomicBool>,
+) -> Vec<(Vec<u8>, Vec<u8>)> {
+    let mut tasks = tokio::task::JoinSet::new();
+    for w in 0..writers {
+        let mut kv = Client::lazy(&endpoints[w % endpoints.len()])
+            .expect("endpoint")
+            .kv();
+        let stop = Arc::clone(&stop);
+        tasks.spawn(async move {
+            let mut acked = Vec::new();
+            let mut seq = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                seq += 1;
+                let key = format!("{prefix}{w}/{seq}").into_bytes();
+                let value = format!("written-{w}-{seq}").into_bytes();
+                let put = kv.put(PutRequest {
+                    key: key.clone(),
+                    value: value.clone(),
+                    ..Default::default()
+                });
+                match tokio::time::timeout(Duration::from_secs(3), put).await {
+                    Ok(Ok(_)) => acked.push((key, value)),
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+            acked
+        });
+    }
+    let mut acked = Vec::new();
+    while let Some(done) = tasks.join_next().await {
+        acked.extend(done.expect("writer task"));
+    }
+    acked
+}
+
+/// Reads every key under `prefix` (linearizably, through `endpoints`) and
+/// checks each acknowledged write is there with its value. Returns how
+/// many keys the store holds under the prefix.
+pub async fn check_acknowledged(
+    endpoints: &[String],
+    prefix: &str,
+    acked: &[(Vec<u8>, Vec<u8>)],
+) -> Result<usize, String> {
+    let client = Client::connect(endpoints)
+        .await
+        .map_err(|e| format!("connecting: {e}"))?;
+    let r = client
+        .kv()
+        .range(RangeRequest {
+            key: prefix.as_bytes().to_vec(),
+            range_end: prefix_end(prefix.as_bytes()),
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| format!("reading {prefix}: {e}"))?
+        .into_inner();
+    let stored: HashMap<Vec<u8>, Vec<u8>> =
+        r.kvs.into_iter().map(|kv| (kv.key, kv.value)).collect();
+    let missing: Vec<String> = acked
+        .iter()
+        .filter(|(k, v)| stored.get(k) != Some(v))
+        .map(|(k, _)| String::from_utf8_lossy(k).into_owned())
+        .collect();
+    if missing.is_empty() {
+        Ok(stored.len())
+    } else {
+        Err(format!(
+            "{} of {} acknowledged writes are lost, e.g. {:?}",
+            missing.len(),
+            acked.len(),
+            &missing[..missing.len().min(10)]
+        ))
+    }
+}
+
 /// Watches the workload prefix from revision 1 until `stop` is set and the
 /// stream reached `until_revision` (if given); on any stream failure it
 /// reconnects to the next endpoint and resumes after the last revision seen.

@@ -417,17 +417,14 @@ impl Cluster {
     /// clusters. Connect only from tasks spawned on it (`rt.spawn`): a future
     /// given to `block_on` runs on the calling thread, outside the namespace.
     pub fn client_runtime(&self) -> tokio::runtime::Runtime {
-        let mut builder = tokio::runtime::Builder::new_multi_thread();
-        builder.worker_threads(2).enable_all();
-        if let Some(net) = &self.net {
-            let entry = net.client.entry();
-            builder.on_thread_start(move || {
-                if let Err(e) = entry.enter_current_thread() {
-                    panic!("entering the client namespace: {e}");
-                }
-            });
+        match &self.net {
+            Some(net) => net.client.entry().runtime(),
+            None => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .expect("runtime"),
         }
-        builder.build().expect("runtime")
     }
 
     /// Runs `etcdctl` where clients run (the client namespace, if any).

@@ -52,7 +52,10 @@ async fn drive(endpoints: Vec<String>) {
     let keys: Vec<&str> = r.kvs().iter().map(|kv| kv.key_str().unwrap()).collect();
     assert_eq!(keys, ["dir/a", "dir/b", "dir/c"]);
     let r = a
-        .get("dir/", Some(GetOptions::new().with_prefix().with_count_only()))
+        .get(
+            "dir/",
+            Some(GetOptions::new().with_prefix().with_count_only()),
+        )
         .await
         .unwrap();
     assert_eq!(r.count(), 3);
@@ -66,10 +69,7 @@ async fn drive(endpoints: Vec<String>) {
         .await
         .unwrap();
     assert!(r.kvs().len() <= 1);
-    let d = a
-        .delete("dir/b", None)
-        .await
-        .unwrap();
+    let d = a.delete("dir/b", None).await.unwrap();
     assert_eq!(d.deleted(), 1);
     assert_eq!(value(&mut b, "dir/b").await, None);
 
@@ -107,7 +107,14 @@ async fn drive(endpoints: Vec<String>) {
     }
 
     // watch: events from a revision, live events, cancel.
-    let start = a.get("w/", None).await.unwrap().header().unwrap().revision() + 1;
+    let start = a
+        .get("w/", None)
+        .await
+        .unwrap()
+        .header()
+        .unwrap()
+        .revision()
+        + 1;
     b.put("w/1", "one", None).await.unwrap();
     let mut watch = a
         .watch(
@@ -116,7 +123,10 @@ async fn drive(endpoints: Vec<String>) {
         )
         .await
         .unwrap();
-    let created = within("watch created", watch.message()).await.unwrap().unwrap();
+    let created = within("watch created", watch.message())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(created.created());
     let id = created.watch_id();
     let mut seen = Vec::new();
@@ -150,7 +160,10 @@ async fn drive(endpoints: Vec<String>) {
     );
     watch.cancel(id).await.unwrap();
     loop {
-        let resp = within("watch cancel", watch.message()).await.unwrap().unwrap();
+        let resp = within("watch cancel", watch.message())
+            .await
+            .unwrap()
+            .unwrap();
         if resp.canceled() {
             assert_eq!(resp.watch_id(), id);
             break;
@@ -176,7 +189,14 @@ async fn drive(endpoints: Vec<String>) {
         .unwrap();
     assert_eq!(ttl.granted_ttl(), 5);
     assert_eq!(ttl.keys(), [b"leased".to_vec()]);
-    assert!(a.leases().await.unwrap().leases().iter().any(|l| l.id() == lease));
+    assert!(
+        a.leases()
+            .await
+            .unwrap()
+            .leases()
+            .iter()
+            .any(|l| l.id() == lease)
+    );
     a.lease_revoke(lease).await.unwrap();
     assert_eq!(value(&mut b, "leased").await, None, "revoking kept the key");
 
@@ -206,12 +226,15 @@ async fn drive(endpoints: Vec<String>) {
     let won = a.campaign("chair", "alice", el).await.unwrap();
     let leader = b.leader("chair").await.unwrap();
     assert_eq!(leader.kv().unwrap().value(), b"alice");
-    a.resign(Some(etcd_client::ResignOptions::new().with_leader(
-        won.leader().unwrap().clone(),
-    )))
+    a.resign(Some(
+        etcd_client::ResignOptions::new().with_leader(won.leader().unwrap().clone()),
+    ))
     .await
     .unwrap();
-    assert!(b.leader("chair").await.is_err(), "no leader after resigning");
+    assert!(
+        b.leader("chair").await.is_err(),
+        "no leader after resigning"
+    );
 
     // cluster and maintenance calls clients make at start.
     assert_eq!(a.member_list().await.unwrap().members().len(), 3);
@@ -227,7 +250,8 @@ fn run(server: Server) {
         .map(|m| m.client.to_string())
         .collect();
     let rt = cluster.client_runtime();
-    rt.block_on(rt.spawn(drive(endpoints))).expect("client task");
+    rt.block_on(rt.spawn(drive(endpoints)))
+        .expect("client task");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use anyhow::{Context, bail};
 use tokio::process::{Child, Command};
 
 use crate::api::client::Client;
-use crate::proto::etcdserverpb::PutRequest;
+use crate::proto::etcdserverpb::{PutRequest, StatusRequest};
 
 /// Which system a cluster runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -28,10 +28,11 @@ impl std::fmt::Display for System {
     }
 }
 
-/// A running cluster: its members' processes and client endpoints.
+/// A running cluster: its members' processes, client endpoints and data dirs.
 #[derive(Debug)]
 pub struct Cluster {
     pub endpoints: Vec<String>,
+    data_dirs: Vec<PathBuf>,
     children: Vec<Child>,
 }
 
@@ -66,9 +67,11 @@ impl Cluster {
             .collect();
         let herd = std::env::current_exe().context("locating the herd binary")?;
         let mut children = Vec::new();
+        let mut data_dirs = Vec::new();
         for i in 0..members {
             let name = format!("{system}{i}");
             let data = dir.join(&name);
+            data_dirs.push(data.clone());
             std::fs::create_dir_all(&data)
                 .with_context(|| format!("creating {}", data.display()))?;
             let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
@@ -124,6 +127,7 @@ impl Cluster {
         }
         let cluster = Cluster {
             endpoints: client.iter().map(ToString::to_string).collect(),
+            data_dirs,
             children,
         };
         cluster
@@ -142,7 +146,7 @@ impl Cluster {
                     client
                         .kv()
                         .put(PutRequest {
-                            key: b"bench/ready".to_vec(),
+                            key: super::load::READ_KEY.as_bytes().to_vec(),
                             value: b"1".to_vec(),
                             ..Default::default()
                         })
@@ -158,6 +162,45 @@ impl Cluster {
             }
         }
         Ok(())
+    }
+
+    /// The endpoint of the member every member agrees leads.
+    pub async fn leader_endpoint(&self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut ids = Vec::new();
+            let mut leaders = Vec::new();
+            for endpoint in &self.endpoints {
+                let status = async {
+                    let client = Client::connect(std::slice::from_ref(endpoint)).await?;
+                    let s = client.maintenance().status(StatusRequest {}).await?;
+                    anyhow::Ok(s.into_inner())
+                };
+                if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(3), status).await {
+                    ids.push(s.header.map_or(0, |h| h.member_id));
+                    leaders.push(s.leader);
+                }
+            }
+            if leaders.len() == self.endpoints.len()
+                && leaders[0] != 0
+                && leaders.iter().all(|l| *l == leaders[0])
+                && let Some(i) = ids.iter().position(|id| *id == leaders[0])
+            {
+                return Ok(self.endpoints[i].clone());
+            }
+            if Instant::now() > deadline {
+                bail!("the members did not agree on a leader within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Bytes allocated on disk by each member's data dir.
+    pub fn disk_bytes(&self) -> Vec<u64> {
+        self.data_dirs
+            .iter()
+            .map(|d| crate::store::disk_size(d))
+            .collect()
     }
 
     /// Resident memory of each member, in KiB (from `/proc/PID/status`).

@@ -47,3 +47,38 @@ impl StoreError {
         }
     }
 }
+
+/// Batches (of writes, of reads sharing a read index) hand every waiter the
+/// same answer. `std::io::Error` is not `Clone`; its copy keeps the kind and
+/// the message.
+impl Clone for StoreError {
+    fn clone(&self) -> Self {
+        match self {
+            StoreError::Io { path, source } => StoreError::Io {
+                path: path.clone(),
+                source: std::io::Error::new(source.kind(), source.to_string()),
+            },
+            StoreError::Corrupt { path, detail } => StoreError::Corrupt {
+                path: path.clone(),
+                detail: detail.clone(),
+            },
+            StoreError::Config(s) => StoreError::Config(s.clone()),
+            StoreError::InvalidRequest(s) => StoreError::InvalidRequest(s.clone()),
+            StoreError::Apply(e) => StoreError::Apply(e.clone()),
+            StoreError::NoLeader => StoreError::NoLeader,
+            StoreError::Timeout => StoreError::Timeout,
+            StoreError::LeaseNotFound => StoreError::LeaseNotFound,
+            StoreError::MemberNotFound => StoreError::MemberNotFound,
+            StoreError::Peer { addr, detail } => StoreError::Peer {
+                addr: addr.clone(),
+                detail: detail.clone(),
+            },
+            StoreError::Raft(s) => StoreError::Raft(s.clone()),
+            StoreError::Join { addr, detail } => StoreError::Join {
+                addr: addr.clone(),
+                detail: detail.clone(),
+            },
+            StoreError::Stopped => StoreError::Stopped,
+        }
+    }
+}

@@ -23,6 +23,7 @@ use super::peer::{
     WireError,
 };
 use super::propose::{Proposer, write_err};
+use super::read_index::ReadIndex;
 use super::sm::{StateMachine, Watch};
 use super::types::{
     Command, CommandResponse, CompactionResponse, DeleteRangeRequest, DeleteRangeResponse,
@@ -211,6 +212,8 @@ struct Inner {
     config: Config,
     /// Groups concurrent writes into one Raft entry.
     proposer: Proposer,
+    /// Lets concurrent linearizable reads share read-index rounds.
+    reads: ReadIndex,
     /// Writes hold it shared; a leadership transfer holds it exclusively so
     /// the log stands still while the target catches up and campaigns.
     transfer: tokio::sync::RwLock<()>,
@@ -393,19 +396,34 @@ impl Member {
         .await
         .map_err(raft_err)?;
 
-        let inner = Arc::new(Inner {
-            id,
-            name: config.name.clone(),
-            cluster_id: cluster_id.clone(),
-            raft: raft.clone(),
-            sm,
-            log,
-            client,
-            partition: partition.clone(),
-            config: config.clone(),
-            proposer: Proposer::start(raft.clone(), config.request_timeout),
-            transfer: tokio::sync::RwLock::new(()),
-            _lock: lock,
+        let mut read_rounds = None;
+        let inner = Arc::new_cyclic(|weak: &Weak<Inner>| {
+            let weak = weak.clone();
+            let (reads, rounds) = ReadIndex::new(move || {
+                let inner = weak.upgrade();
+                async move {
+                    match inner {
+                        Some(inner) => inner.read_index_round().await,
+                        None => Err(StoreError::Stopped),
+                    }
+                }
+            });
+            read_rounds = Some(rounds);
+            Inner {
+                id,
+                name: config.name.clone(),
+                cluster_id: cluster_id.clone(),
+                raft: raft.clone(),
+                sm,
+                log,
+                client,
+                partition: partition.clone(),
+                config: config.clone(),
+                proposer: Proposer::start(raft.clone(), config.request_timeout),
+                reads,
+                transfer: tokio::sync::RwLock::new(()),
+                _lock: lock,
+            }
         });
         let weak: Weak<Inner> = Arc::downgrade(&inner);
         let handler: ForwardHandler = Arc::new(move |f: Forward| {
@@ -432,6 +450,7 @@ impl Member {
         member
             .tasks
             .push(tokio::spawn(lease_loop(Arc::downgrade(&inner))));
+        member.tasks.extend(read_rounds.map(tokio::spawn));
 
         if meta.is_none() {
             let me = inner.self_node();
@@ -532,14 +551,10 @@ impl Member {
 
     pub async fn range(&self, req: RangeRequest) -> Result<RangeResponse, StoreError> {
         self.inner.check_key(&req.key)?;
-        let mut resp = if req.serializable {
-            self.inner.local_range(&req)?
-        } else {
-            match self.inner.route(Forward::Read(req)).await? {
-                ForwardResponse::Read(r) => r,
-                other => return Err(unexpected(other)),
-            }
-        };
+        if !req.serializable {
+            self.inner.catch_up_for_read().await?;
+        }
+        let mut resp = self.inner.local_range(&req)?;
         resp.header = self.inner.header(resp.header.revision);
         Ok(resp)
     }
@@ -580,10 +595,7 @@ impl Member {
         if read_only {
             // A read-only txn needs no log entry: read locally once this member
             // has applied up to the leader's read index.
-            match self.inner.route(Forward::ReadIndex).await? {
-                ForwardResponse::ReadIndex(index) => self.inner.wait_applied(index).await?,
-                other => return Err(unexpected(other)),
-            }
+            self.inner.catch_up_for_read().await?;
         }
         let resp = if read_only {
             match self.inner.sm.read().kv.read_txn(&req) {
@@ -801,10 +813,7 @@ impl Member {
     /// Hash of the key space at `revision` (0 = current), after this member
     /// applied everything committed before the call (etcd's `HashKV`).
     pub async fn hash_kv(&self, revision: i64) -> Result<super::mvcc::KvHash, StoreError> {
-        match self.inner.route(Forward::ReadIndex).await? {
-            ForwardResponse::ReadIndex(index) => self.inner.wait_applied(index).await?,
-            other => return Err(unexpected(other)),
-        }
+        self.inner.catch_up_for_read().await?;
         // Hashing walks the whole history: off the runtime.
         let sm = self.inner.sm.clone();
         tokio::task::spawn_blocking(move || sm.read().kv.hash_kv(revision))
@@ -1005,14 +1014,65 @@ impl Inner {
         self.proposer.propose(cmd).await
     }
 
-    /// Waits until this leader has applied everything committed before now;
-    /// returns that read index.
-    async fn read_index(&self) -> Result<u64, StoreError> {
+    /// Confirms with a quorum that this member still leads and waits until
+    /// it applied everything committed before now; returns that index.
+    async fn confirm_leader(&self) -> Result<u64, StoreError> {
         tokio::time::timeout(self.config.request_timeout, self.raft.ensure_linearizable())
             .await
             .map_err(|_| StoreError::Timeout)?
             .map(|id| id.map_or(0, |l| l.index))
             .map_err(read_err)
+    }
+
+    /// An index a linearizable read may be served at once this member has
+    /// applied it, from a round shared with concurrent reads
+    /// (`store::read_index`).
+    async fn read_index(&self) -> Result<u64, StoreError> {
+        self.reads.get().await
+    }
+
+    /// Waits until this member applied everything committed before now.
+    async fn catch_up_for_read(&self) -> Result<(), StoreError> {
+        let index = self.read_index().await?;
+        self.wait_applied(index).await
+    }
+
+    /// One read-index round: as leader, [`Inner::confirm_leader`]; as a
+    /// follower, the leader's read index (forwarded; the leader batches
+    /// those too). Retries while there is no leader, up to the request
+    /// timeout. Never goes through [`Inner::route`]'s local path, which
+    /// would wait on the round it is part of.
+    async fn read_index_round(&self) -> Result<u64, StoreError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.leader_node() {
+                Some((leader, _)) if leader == self.id => match self.confirm_leader().await {
+                    Err(StoreError::NoLeader) => {}
+                    other => return other,
+                },
+                Some((leader, node)) => {
+                    match self
+                        .client
+                        .forward(leader, &node.peer_addr, Forward::ReadIndex, left)
+                        .await
+                    {
+                        Ok(Ok(ForwardResponse::ReadIndex(index))) => return Ok(index),
+                        Ok(Ok(other)) => return Err(unexpected(other)),
+                        Ok(Err(WireError::NoLeader)) => {}
+                        Ok(Err(e)) => return Err(e.into()),
+                        Err(e) => {
+                            tracing::debug!(error = %e, "asking the leader for a read index failed; retrying")
+                        }
+                    }
+                }
+                None => {}
+            }
+            if Instant::now() >= deadline {
+                return Err(StoreError::NoLeader);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// Waits until this member applied the log up to `index`.
@@ -1105,13 +1165,18 @@ impl Inner {
     async fn serve_local(&self, req: Forward) -> Result<ForwardResponse, StoreError> {
         match req {
             Forward::Write(cmd) => self.write(cmd).await.map(ForwardResponse::Write),
+            // Sent by members before read-index rounds; still served.
             Forward::Read(r) => {
-                self.read_index().await?;
+                self.catch_up_for_read().await?;
                 self.local_range(&r).map(ForwardResponse::Read)
+            }
+            // Only a leader answers: a follower's round would forward it on.
+            Forward::ReadIndex if self.leader_node().is_none_or(|(l, _)| l != self.id) => {
+                Err(StoreError::NoLeader)
             }
             Forward::ReadIndex => self.read_index().await.map(ForwardResponse::ReadIndex),
             Forward::LeaseKeepAlive { id } => {
-                self.read_index().await?;
+                self.confirm_leader().await?;
                 let ttl = self
                     .sm
                     .read()
@@ -1123,7 +1188,7 @@ impl Inner {
                 Ok(ForwardResponse::Ttl(ttl))
             }
             Forward::LeaseTimeToLive { id } => {
-                self.read_index().await?;
+                self.confirm_leader().await?;
                 self.sm
                     .0
                     .leases

@@ -12,11 +12,12 @@ pub mod member;
 pub mod mvcc;
 pub mod peer;
 mod propose;
+mod read_index;
 pub mod restore;
 pub mod sm;
 pub mod types;
 
-pub use engine::StorageKind;
+pub use engine::{StorageKind, disk_size};
 pub use error::StoreError;
 pub use member::{Config, Limits, Member, has_state, member_id};
 pub use peer::Partition;
