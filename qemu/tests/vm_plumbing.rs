@@ -99,9 +99,13 @@ async fn qemu_vm_reaches_ipxe_on_the_lab_bridge_and_down_removes_everything() {
     }
 
     // kill / boot keep the state file right.
-    assert!(lab.kill(id).await.unwrap());
+    assert_eq!(lab.kill(&[id]).await.unwrap(), [true]);
     assert!(!vm::is_running(&lab.dir, id, pid));
-    assert!(!lab.kill(id).await.unwrap(), "second kill finds it off");
+    assert_eq!(
+        lab.kill(&[id]).await.unwrap(),
+        [false],
+        "second kill finds it off"
+    );
     lab.boot(id).await.unwrap();
     let pid = lab.state().unwrap().machine(id).unwrap().pid.unwrap();
     assert!(vm::is_running(&lab.dir, id, pid));
