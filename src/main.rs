@@ -2,6 +2,7 @@
 //! together; each crate owns its own commands and their arguments.
 
 mod logging;
+mod signal;
 
 use std::io::Write;
 
@@ -33,9 +34,9 @@ enum Command {
     /// Build and verify the A/B OS image and its update payloads.
     Image(herd_image::cli::ImageArgs),
     /// The daemon every machine runs: store member and per-machine roles.
-    Agent(herd_orchestrator::cli::AgentArgs),
+    Agent(herd_agent::cli::AgentArgs),
     /// Talk to the replicated store (etcdctl's role).
-    Kv(herd_orchestrator::cli::KvArgs),
+    Kv(herd_store::cli::KvArgs),
     /// The QEMU lab: a rack of VMs that PXE-boot and form one cluster.
     Lab(herd_qemu::cli::LabArgs),
     /// Benchmarks, measured side by side with the system herd replaces.
@@ -52,7 +53,7 @@ enum Command {
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     #[command(flatten)]
-    Store(herd_orchestrator::cli::BenchCommand),
+    Store(herd_store::bench::BenchCommand),
     #[command(flatten)]
     Pxe(herd_pxe::cli::BenchCommand),
     #[command(flatten)]
@@ -71,14 +72,17 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {
+    // The process's one SIGTERM/SIGINT handler: commands that run until
+    // stopped take the token and wind down when it fires.
+    let shutdown = signal::shutdown_token()?;
     match command {
-        Command::Pxe(args) => herd_pxe::cli::run(args).await,
+        Command::Pxe(args) => herd_pxe::cli::run(args, shutdown).await,
         Command::Image(args) => herd_image::cli::run(args).await,
-        Command::Agent(args) => herd_orchestrator::cli::run_agent(args, VERSION).await,
-        Command::Kv(args) => herd_orchestrator::cli::run_kv(args).await,
+        Command::Agent(args) => herd_agent::cli::run(args, VERSION, shutdown).await,
+        Command::Kv(args) => herd_store::cli::run(args, shutdown).await,
         Command::Lab(args) => herd_qemu::cli::run(args).await,
         Command::Bench(bench) => match bench {
-            BenchCommand::Store(b) => herd_orchestrator::cli::run_bench(b).await,
+            BenchCommand::Store(b) => herd_store::bench::run_bench(b).await,
             BenchCommand::Pxe(b) => herd_pxe::cli::run_bench(b).await,
             BenchCommand::Image(b) => herd_image::cli::run_bench(b).await,
             BenchCommand::Lab(b) => herd_qemu::cli::run_bench(b).await,

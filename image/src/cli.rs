@@ -129,12 +129,7 @@ pub enum BenchCommand {
 }
 
 fn esp_for(disk: &std::path::Path) -> anyhow::Result<Box<dyn slot::Esp>> {
-    let p = crate::gpt::find(disk, "ESP")?;
-    Ok(Box::new(slot::ImageEsp {
-        image: disk.into(),
-        offset: p.offset,
-        epoch: build::DEFAULT_EPOCH,
-    }))
+    Ok(Box::new(slot::esp_of(disk)?))
 }
 
 pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
@@ -198,7 +193,9 @@ fn run_blocking(command: ImageCommand) -> anyhow::Result<()> {
             reboot,
         } => {
             let source = install::Source::parse(&image)?;
-            let n = install::install(&source, &disk, sha256)
+            // This command runs on a blocking thread of the runtime.
+            let n = tokio::runtime::Handle::current()
+                .block_on(install::install(&source, &disk, sha256))
                 .with_context(|| format!("installing {image} onto {}", disk.display()))?;
             println!(
                 "herd image install: wrote and verified {n} bytes on {}",
@@ -231,27 +228,23 @@ fn run_blocking(command: ImageCommand) -> anyhow::Result<()> {
             };
             let key = payload::parse_public_key(&key_text)?;
             let sig = sig.unwrap_or_else(|| PathBuf::from(format!("{}.sig", p.display())));
-            let verified = payload::verify(&p, &sig, &key)?;
             let esp: Box<dyn slot::Esp> = match esp {
                 Some(dir) => Box::new(slot::DirEsp(dir)),
                 None => esp_for(&disk)?,
             };
-            let target = match target {
-                Some(s) => s.into(),
-                None => slot::passive_slot(esp.as_ref())?,
-            };
-            let scratch = std::env::temp_dir().join(format!("herd-flip-{}", std::process::id()));
-            let t = slot::Target {
-                slot: target,
-                cmdline,
+            let update = slot::Update {
+                payload: &p,
+                signature: &sig,
+                public_key: &key,
+                slot: target.map(Into::into),
                 tries,
+                cmdline,
             };
-            slot::install_payload(&disk, esp.as_ref(), &t, &p, &verified, &scratch)?;
-            let _ = std::fs::remove_dir_all(&scratch);
+            let flipped = slot::flip(&disk, esp.as_ref(), &update)?;
             println!(
                 "herd image flip: {} {} written to {}; next boot tries it {tries} times",
-                verified.header.version,
-                target.label(),
+                flipped.version,
+                flipped.slot.label(),
                 disk.display()
             );
             Ok(())

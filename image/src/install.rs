@@ -1,9 +1,15 @@
 //! Firstboot install: writes `disk.img` (from a URL or a file) onto a disk, verifies it, reboots.
 
-use crate::manifest::Manifest;
-use sha2::{Digest, Sha256};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::io::{AsyncWrite, AsyncWriteExt};
+
+use crate::manifest::Manifest;
 
 #[derive(Debug, thiserror::Error)]
 pub enum InstallError {
@@ -14,8 +20,8 @@ pub enum InstallError {
     },
     #[error("{0}: only http:// URLs and local files are supported")]
     BadUrl(String),
-    #[error("GET {url}: {status}")]
-    Http { url: String, status: String },
+    #[error(transparent)]
+    Http(#[from] herd_http::Error),
     #[error("no sha256 given and no usable manifest.json beside {image}: {reason}")]
     NoHash { image: String, reason: String },
     #[error("{disk}: written image has sha256 {actual}, expected {expected}: not rebooting")]
@@ -34,32 +40,14 @@ fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> InstallError {
 /// Where the image comes from.
 #[derive(Debug, Clone)]
 pub enum Source {
-    Http {
-        host: String,
-        port: u16,
-        path: String,
-    },
+    Http(String),
     File(PathBuf),
 }
 
 impl Source {
     pub fn parse(s: &str) -> Result<Source, InstallError> {
-        if let Some(rest) = s.strip_prefix("http://") {
-            let (authority, path) = rest
-                .split_once('/')
-                .map(|(a, p)| (a, format!("/{p}")))
-                .unwrap_or((rest, "/".into()));
-            let (host, port) = match authority.rsplit_once(':') {
-                Some((h, p)) => (
-                    h.to_string(),
-                    p.parse().map_err(|_| InstallError::BadUrl(s.into()))?,
-                ),
-                None => (authority.to_string(), 80),
-            };
-            if host.is_empty() {
-                return Err(InstallError::BadUrl(s.into()));
-            }
-            Ok(Source::Http { host, port, path })
+        if s.starts_with("http://") {
+            Ok(Source::Http(s.to_owned()))
         } else if s.contains("://") {
             Err(InstallError::BadUrl(s.into()))
         } else {
@@ -69,13 +57,9 @@ impl Source {
 
     fn sibling(&self, name: &str) -> Source {
         match self {
-            Source::Http { host, port, path } => {
-                let dir = path.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
-                Source::Http {
-                    host: host.clone(),
-                    port: *port,
-                    path: format!("{dir}/{name}"),
-                }
+            Source::Http(url) => {
+                let dir = url.rsplit_once('/').map_or(url.as_str(), |(d, _)| d);
+                Source::Http(format!("{dir}/{name}"))
             }
             Source::File(p) => Source::File(p.with_file_name(name)),
         }
@@ -83,63 +67,92 @@ impl Source {
 
     fn describe(&self) -> String {
         match self {
-            Source::Http { host, port, path } => format!("http://{host}:{port}{path}"),
+            Source::Http(url) => url.clone(),
             Source::File(p) => p.display().to_string(),
         }
     }
 
-    /// Opens the source for reading (HTTP/1.0 GET: the body ends at EOF).
-    fn open(&self) -> Result<Box<dyn Read>, InstallError> {
+    /// The whole (small) file.
+    async fn read(&self) -> Result<Vec<u8>, InstallError> {
         match self {
-            Source::File(p) => Ok(Box::new(
-                std::fs::File::open(p).map_err(io(p.display().to_string()))?,
-            )),
-            Source::Http { host, port, path } => {
-                let url = self.describe();
-                let mut s = std::net::TcpStream::connect((host.as_str(), *port))
-                    .map_err(io(format!("connecting to {url}")))?;
-                s.set_read_timeout(Some(std::time::Duration::from_secs(60)))
-                    .map_err(io(&url))?;
-                write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").map_err(io(&url))?;
-                let mut r = BufReader::new(s);
-                let mut status = String::new();
-                r.read_line(&mut status).map_err(io(&url))?;
-                if status.split_whitespace().nth(1) != Some("200") {
-                    return Err(InstallError::Http {
-                        url,
-                        status: status.trim().into(),
-                    });
-                }
-                loop {
-                    let mut line = String::new();
-                    if r.read_line(&mut line).map_err(io(&url))? == 0 || line.trim().is_empty() {
-                        break;
-                    }
-                }
-                Ok(Box::new(r))
-            }
+            Source::File(p) => tokio::fs::read(p)
+                .await
+                .map_err(io(p.display().to_string())),
+            Source::Http(url) => Ok(herd_http::Client::new().get(url).await?.to_vec()),
         }
+    }
+
+    /// Streams the file into `sink`; returns its length.
+    async fn copy_to<W: AsyncWrite + Unpin>(&self, sink: &mut W) -> Result<u64, InstallError> {
+        match self {
+            Source::File(p) => {
+                let mut f = tokio::fs::File::open(p)
+                    .await
+                    .map_err(io(p.display().to_string()))?;
+                tokio::io::copy(&mut f, sink)
+                    .await
+                    .map_err(io(p.display().to_string()))
+            }
+            // A disk image takes a while: the timeout bounds only waiting
+            // for the answer to start.
+            Source::Http(url) => Ok(herd_http::Client::new()
+                .with_timeout(Duration::from_secs(60))
+                .download(url, 0, sink, |_| {})
+                .await?),
+        }
+    }
+}
+
+/// Hashes everything written through it.
+struct Hashing<W> {
+    inner: W,
+    hash: Sha256,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Hashing<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = polled {
+            self.hash.update(&buf[..n]);
+        }
+        polled
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
 /// Writes `image` onto `disk`, checks the sha256 of what was read and of what
 /// is on the disk afterwards, and returns the number of bytes written.
 /// `expected` defaults to `disk.img` in the `manifest.json` beside the image.
-pub fn install(image: &Source, disk: &Path, expected: Option<String>) -> Result<u64, InstallError> {
+pub async fn install(
+    image: &Source,
+    disk: &Path,
+    expected: Option<String>,
+) -> Result<u64, InstallError> {
     let expected = match expected {
         Some(e) => e.to_lowercase(),
         None => {
-            let m = image.sibling("manifest.json");
             let no = |reason: String| InstallError::NoHash {
                 image: image.describe(),
                 reason,
             };
-            let mut text = String::new();
-            m.open()
-                .map_err(|e| no(e.to_string()))?
-                .read_to_string(&mut text)
+            let text = image
+                .sibling("manifest.json")
+                .read()
+                .await
                 .map_err(|e| no(e.to_string()))?;
-            let manifest: Manifest = serde_json::from_str(&text).map_err(|e| no(e.to_string()))?;
+            let manifest: Manifest =
+                serde_json::from_slice(&text).map_err(|e| no(e.to_string()))?;
             manifest
                 .artifacts
                 .get("disk.img")
@@ -148,28 +161,22 @@ pub fn install(image: &Source, disk: &Path, expected: Option<String>) -> Result<
                 .clone()
         }
     };
-    let mut src = image.open()?;
     let d = disk.display().to_string();
-    let mut out = std::fs::OpenOptions::new()
+    let out = tokio::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(false)
         .open(disk)
+        .await
         .map_err(io(&d))?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    let mut written = 0u64;
-    loop {
-        let n = src.read(&mut buf).map_err(io(image.describe()))?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-        out.write_all(&buf[..n]).map_err(io(&d))?;
-        written += n as u64;
-    }
-    out.sync_all().map_err(io(&d))?;
-    let got = hex::encode(h.finalize());
+    let mut sink = Hashing {
+        inner: tokio::io::BufWriter::with_capacity(1 << 20, out),
+        hash: Sha256::new(),
+    };
+    let written = image.copy_to(&mut sink).await?;
+    sink.inner.flush().await.map_err(io(&d))?;
+    sink.inner.get_ref().sync_all().await.map_err(io(&d))?;
+    let got = hex::encode(sink.hash.finalize());
     if got != expected {
         return Err(InstallError::Mismatch {
             disk: disk.into(),
@@ -177,11 +184,21 @@ pub fn install(image: &Source, disk: &Path, expected: Option<String>) -> Result<
             actual: got,
         });
     }
-    // Read back what the disk holds now: the transfer hash alone does not prove the write.
-    let mut back = std::fs::File::open(disk).map_err(io(&d))?.take(written);
-    let mut h = Sha256::new();
-    std::io::copy(&mut back, &mut h).map_err(io(&d))?;
-    let on_disk = hex::encode(h.finalize());
+    // Read back what the disk holds now: the transfer hash alone does not
+    // prove the write.
+    let disk_path = disk.to_path_buf();
+    let on_disk = tokio::task::spawn_blocking(move || -> std::io::Result<String> {
+        let mut back = std::fs::File::open(&disk_path)?.take(written);
+        let mut h = Sha256::new();
+        std::io::copy(&mut back, &mut h)?;
+        Ok(hex::encode(h.finalize()))
+    })
+    .await
+    .map_err(|e| InstallError::Io {
+        what: format!("reading {d} back"),
+        source: std::io::Error::other(e),
+    })?
+    .map_err(io(&d))?;
     if on_disk != expected {
         return Err(InstallError::Mismatch {
             disk: disk.into(),
@@ -198,18 +215,16 @@ mod tests {
 
     #[test]
     fn urls_parse() {
-        match Source::parse("http://10.0.0.1:8080/images/disk.img").unwrap() {
-            Source::Http { host, port, path } => assert_eq!(
-                (host.as_str(), port, path.as_str()),
-                ("10.0.0.1", 8080, "/images/disk.img")
-            ),
-            s => panic!("{s:?}"),
-        }
+        let s = Source::parse("http://10.0.0.1:8080/images/disk.img").unwrap();
+        assert!(matches!(&s, Source::Http(u) if u == "http://10.0.0.1:8080/images/disk.img"));
+        assert!(
+            matches!(s.sibling("manifest.json"), Source::Http(u) if u == "http://10.0.0.1:8080/images/manifest.json")
+        );
         assert!(Source::parse("https://x/disk.img").is_err());
     }
 
-    #[test]
-    fn install_from_file_checks_the_hash() {
+    #[tokio::test]
+    async fn install_from_file_checks_the_hash() {
         let dir = tempfile::tempdir().unwrap();
         let img = dir.path().join("disk.img");
         std::fs::write(&img, vec![5u8; 3 << 20]).unwrap();
@@ -217,10 +232,13 @@ mod tests {
         let target = dir.path().join("vda");
         std::fs::write(&target, vec![0u8; 4 << 20]).unwrap();
         assert_eq!(
-            install(&Source::File(img.clone()), &target, Some(sha)).unwrap(),
+            install(&Source::File(img.clone()), &target, Some(sha))
+                .await
+                .unwrap(),
             3 << 20
         );
         let err = install(&Source::File(img), &target, Some("00".repeat(32)))
+            .await
             .unwrap_err()
             .to_string();
         assert!(err.contains("not rebooting"), "{err}");

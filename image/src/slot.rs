@@ -319,6 +319,75 @@ pub fn passive_slot(esp: &dyn Esp) -> Result<Slot, SlotError> {
     Ok(good.map(|e| e.slot.other()).unwrap_or(Slot::B))
 }
 
+/// The ESP inside a disk image or block device (found by its GPT name),
+/// edited with mtools.
+pub fn esp_of(disk: &Path) -> Result<ImageEsp, SlotError> {
+    let p = crate::gpt::find(disk, "ESP")?;
+    Ok(ImageEsp {
+        image: disk.into(),
+        offset: p.offset,
+        epoch: crate::build::DEFAULT_EPOCH,
+    })
+}
+
+/// Why a flip did not happen; the slots are as they were.
+#[derive(Debug, thiserror::Error)]
+pub enum FlipError {
+    #[error(transparent)]
+    Payload(#[from] crate::payload::PayloadError),
+    #[error(transparent)]
+    Slot(#[from] SlotError),
+}
+
+/// An update to flip to: a signed payload and how its boot entry boots.
+#[derive(Debug, Clone)]
+pub struct Update<'a> {
+    pub payload: &'a Path,
+    /// The payload's detached signature.
+    pub signature: &'a Path,
+    pub public_key: &'a crate::payload::VerifyingKey,
+    /// The slot to write; `None`: the passive one.
+    pub slot: Option<Slot>,
+    /// Boot attempts before the boot loader falls back to the other slot.
+    pub tries: u8,
+    /// Kernel command line of the new entry (`herd.usr=` is appended).
+    pub cmdline: String,
+}
+
+/// The slot written and the version it now holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Flipped {
+    pub slot: Slot,
+    pub version: String,
+}
+
+/// The whole flip, as the update client and `herd image flip` do it:
+/// verify the payload's signature and every member's hash, write it into
+/// its slot of `disk` (the passive one unless given), and make it the next
+/// boot with a try counter. Nothing is written unless the payload
+/// verifies; a crash midway leaves the old slot booting (see
+/// [`install_payload`]).
+pub fn flip(disk: &Path, esp: &dyn Esp, update: &Update) -> Result<Flipped, FlipError> {
+    let verified = crate::payload::verify(update.payload, update.signature, update.public_key)?;
+    let slot = match update.slot {
+        Some(s) => s,
+        None => passive_slot(esp)?,
+    };
+    let scratch = std::env::temp_dir().join(format!("herd-flip-{}", std::process::id()));
+    let target = Target {
+        slot,
+        cmdline: update.cmdline.clone(),
+        tries: update.tries,
+    };
+    let result = install_payload(disk, esp, &target, update.payload, &verified, &scratch);
+    let _ = std::fs::remove_dir_all(&scratch);
+    result?;
+    Ok(Flipped {
+        slot,
+        version: verified.header.version,
+    })
+}
+
 /// Where and how an update is written.
 #[derive(Debug, Clone)]
 pub struct Target {

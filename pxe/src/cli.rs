@@ -4,8 +4,8 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use anyhow::{Context, bail};
-use clap::{Args, Subcommand, ValueEnum};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use clap::{Args, Subcommand};
+use herd_cli::{Output, Table};
 use tokio_util::sync::CancellationToken;
 
 use crate::inventory::Machine;
@@ -112,12 +112,6 @@ pub struct ServeArgs {
     pub reload_poll: std::time::Duration,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
-}
-
 #[derive(Debug, Args)]
 pub struct MachinesArgs {
     /// The pxe server's HTTP address.
@@ -156,9 +150,10 @@ pub struct TftpBenchArgs {
     pub markdown: bool,
 }
 
-pub async fn run(args: PxeArgs) -> anyhow::Result<()> {
+/// Runs one `herd pxe` command; `serve` runs until `shutdown` fires.
+pub async fn run(args: PxeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     match args.command {
-        PxeCommand::Serve(a) => serve(*a).await,
+        PxeCommand::Serve(a) => serve(*a, shutdown).await,
         PxeCommand::Machines(a) => machines(a).await,
         PxeCommand::TftpGet(a) => tftp_get(a).await,
     }
@@ -288,7 +283,7 @@ fn parse_range(s: &str) -> anyhow::Result<(Ipv4Addr, Ipv4Addr)> {
     ))
 }
 
-async fn serve(a: ServeArgs) -> anyhow::Result<()> {
+async fn serve(a: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
     let (address, prefix) = parse_address(&a.address)?;
     let profiles = match (a.config, a.kernel) {
         (Some(path), _) => ProfileSource::File(path),
@@ -352,99 +347,21 @@ async fn serve(a: ServeArgs) -> anyhow::Result<()> {
         profiles,
         reload_poll: (!a.reload_poll.is_zero()).then_some(a.reload_poll),
     };
-    let shutdown = CancellationToken::new();
-    let stop = shutdown.clone();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .context("installing the SIGTERM handler")?;
-    let signals = tokio::spawn(async move {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-            () = stop.cancelled() => {}
-        }
-        stop.cancel();
-    });
-    let result = crate::server::run(config, shutdown.clone()).await;
-    shutdown.cancel();
-    let _ = signals.await;
-    result.context("herd pxe serve")
-}
-
-/// A minimal HTTP/1.0 GET: the CLI's only client call, not worth a client stack.
-async fn http_get(url: &str) -> anyhow::Result<String> {
-    let rest = url
-        .strip_prefix("http://")
-        .with_context(|| format!("{url:?}: only http:// URLs are supported"))?;
-    let (host, path) = match rest.find('/') {
-        Some(i) => (&rest[..i], &rest[i..]),
-        None => (rest, "/"),
-    };
-    let mut stream = tokio::time::timeout(
-        std::time::Duration::from_secs(10),
-        tokio::net::TcpStream::connect(host),
-    )
-    .await
-    .with_context(|| format!("connecting to {host}: timed out"))?
-    .with_context(|| format!("connecting to {host}"))?;
-    stream
-        .write_all(
-            format!("GET {path} HTTP/1.0\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes(),
-        )
-        .await?;
-    let mut raw = Vec::new();
-    tokio::time::timeout(
-        std::time::Duration::from_secs(30),
-        stream.read_to_end(&mut raw),
-    )
-    .await
-    .context("reading the response: timed out")??;
-    let text = String::from_utf8(raw).context("response is not UTF-8")?;
-    let (head, body) = text
-        .split_once("\r\n\r\n")
-        .context("malformed HTTP response")?;
-    let status = head.lines().next().unwrap_or_default();
-    if !status
-        .split_whitespace()
-        .nth(1)
-        .is_some_and(|c| c.starts_with('2'))
-    {
-        bail!("GET {url}: {status}: {}", body.trim());
-    }
-    Ok(body.to_owned())
+    crate::server::run(config, shutdown)
+        .await
+        .context("herd pxe serve")
 }
 
 async fn machines(a: MachinesArgs) -> anyhow::Result<()> {
     let url = format!("{}/api/machines", a.server.trim_end_matches('/'));
-    let body = http_get(&url).await?;
-    let list: Vec<Machine> =
-        serde_json::from_str(&body).with_context(|| format!("{url}: unexpected JSON"))?;
-    match a.output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&list)?),
-        Output::Table => print!("{}", table(&list)),
-    }
+    let list: Vec<Machine> = herd_http::Client::new().get_json(&url).await?;
+    a.output.print(&list, |l| table(l))?;
     Ok(())
 }
 
 fn table(list: &[Machine]) -> String {
     let opt = |o: Option<String>| o.unwrap_or_else(|| "-".to_owned());
-    let rows: Vec<[String; 7]> = list
-        .iter()
-        .map(|m| {
-            [
-                m.mac.to_string(),
-                opt(m.ip.map(|i| i.to_string())),
-                opt(m.arch.clone()),
-                opt(m.profile.clone()),
-                opt(m.last_stage.map(|s| s.to_string())),
-                if m.installed { "yes" } else { "no" }.to_owned(),
-                humantime::format_rfc3339_seconds(
-                    std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.last_seen),
-                )
-                .to_string(),
-            ]
-        })
-        .collect();
-    let header = [
+    let mut t = Table::new([
         "MAC",
         "IP",
         "ARCH",
@@ -452,26 +369,20 @@ fn table(list: &[Machine]) -> String {
         "STAGE",
         "INSTALLED",
         "LAST SEEN",
-    ];
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r) {
-            *w = (*w).max(c.len());
-        }
+    ]);
+    for m in list {
+        t.row([
+            m.mac.to_string(),
+            opt(m.ip.map(|i| i.to_string())),
+            opt(m.arch.clone()),
+            opt(m.profile.clone()),
+            opt(m.last_stage.map(|s| s.to_string())),
+            if m.installed { "yes" } else { "no" }.to_owned(),
+            humantime::format_rfc3339_seconds(
+                std::time::UNIX_EPOCH + std::time::Duration::from_secs(m.last_seen),
+            )
+            .to_string(),
+        ]);
     }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
-        let l: Vec<String> = cells
-            .iter()
-            .zip(widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(l.join("  ").trim_end());
-        out.push('\n');
-    };
-    line(&header);
-    for r in &rows {
-        line(&r.each_ref().map(String::as_str));
-    }
-    out
+    t.render()
 }

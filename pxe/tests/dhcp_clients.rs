@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use herd_pxe::dhcp::{BootConfig, Config, Event, EventKind, MacAddr, Mode, Pool, Server};
-use herd_tests::netns::Netns;
-use herd_tests::{process, require, wait};
+use herd_testkit::netns::Netns;
+use herd_testkit::{process, require, wait};
 use tokio_util::sync::CancellationToken;
 
 const BRIDGE: &str = "hbr0";

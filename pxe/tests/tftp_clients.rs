@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use herd_pxe::tftp::{Config, Server, Subnet};
-use herd_tests::require;
+use herd_testkit::require;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
 

@@ -4,7 +4,8 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Subcommand, ValueEnum};
+use clap::{Args, Subcommand};
+use herd_cli::Output;
 
 use crate::lab::{Lab, UpOptions};
 use crate::layout::MachineId;
@@ -24,12 +25,6 @@ pub struct LabArgs {
 
     #[command(subcommand)]
     pub command: LabCommand,
-}
-
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum Output {
-    Table,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -162,81 +157,8 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
         LabCommand::Status { output } => {
             let lab = lab(args.lab_dir)?;
             let state = lab.state()?;
-            let (rows, inventory_error) = status::machines(&lab, &state).await;
-            let ids: Vec<MachineId> = state.machines.iter().map(|m| m.id()).collect();
-            // A lab whose namespace is gone (crashed host, manual cleanup)
-            // still reports its VMs; the cluster part says why it is empty.
-            let (cluster, cluster_error) = match crate::cluster::view(&state.netns, ids).await {
-                Ok(view) => (view, None),
-                Err(e) => (crate::cluster::ClusterView::default(), Some(e.to_string())),
-            };
-            match output {
-                Output::Json => {
-                    let doc = serde_json::json!({
-                        "lab_dir": lab.dir,
-                        "netns": state.netns,
-                        "machines": rows,
-                        "inventory_error": inventory_error,
-                        "cluster": cluster,
-                        "cluster_error": cluster_error,
-                    });
-                    println!("{}", serde_json::to_string_pretty(&doc)?);
-                }
-                Output::Table => {
-                    println!(
-                        "{:<6} {:<18} {:<12} {:<5} {:<12} {:<8} {:<14} {:<9} INVENTORY",
-                        "NAME", "MAC", "IP", "POWER", "STAGE", "STORE", "IMAGE", "HEALTH"
-                    );
-                    for r in &rows {
-                        let member = cluster.members.iter().find(|m| m.machine == r.name);
-                        let role = member
-                            .and_then(|m| m.role)
-                            .map(|role| role.to_string())
-                            .unwrap_or_else(|| "-".into());
-                        let image = cluster
-                            .registered
-                            .iter()
-                            .find(|m| m.hostname == r.name)
-                            .map(|m| m.image_version.clone())
-                            .unwrap_or_else(|| "-".into());
-                        let health = match member {
-                            Some(m) if m.role.is_some() => "healthy",
-                            _ if r.powered => "starting",
-                            _ => "down",
-                        };
-                        println!(
-                            "{:<6} {:<18} {:<12} {:<5} {:<12} {:<8} {:<14} {:<9} {}",
-                            r.name,
-                            r.mac,
-                            r.ip,
-                            if r.powered { "on" } else { "off" },
-                            r.stage.map(|s| s.to_string()).unwrap_or_else(|| "-".into()),
-                            role,
-                            image,
-                            health,
-                            r.inventory
-                                .as_ref()
-                                .and_then(|i| i.last_stage.clone())
-                                .unwrap_or_else(|| "-".into()),
-                        );
-                    }
-                    println!(
-                        "members: {}; leader: {}",
-                        if cluster.member_names.is_empty() {
-                            "-".into()
-                        } else {
-                            cluster.member_names.join(", ")
-                        },
-                        cluster.leader().unwrap_or("none")
-                    );
-                    if let Some(e) = cluster_error {
-                        println!("(cluster unreachable: {e})");
-                    }
-                    if let Some(e) = inventory_error {
-                        println!("(provisioning inventory unavailable: {e})");
-                    }
-                }
-            }
+            let status = status::LabStatus::gather(&lab, &state).await;
+            output.print(&status, status::LabStatus::table)?;
             Ok(())
         }
         LabCommand::Exec { command } => {

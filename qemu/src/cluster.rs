@@ -9,9 +9,10 @@
 use std::future::Future;
 use std::time::Duration;
 
-use herd_orchestrator::api::client::Client;
-use herd_orchestrator::machine::{self, MachineRecord};
-use herd_orchestrator::proto::etcdserverpb::{MemberListRequest, StatusRequest};
+use herd_client::Client;
+use herd_client::keys::MachineRecord;
+use herd_client::kit::Scope;
+use herd_client::proto::etcdserverpb::{MemberListRequest, StatusRequest};
 use serde::Serialize;
 
 use crate::layout::MachineId;
@@ -185,8 +186,9 @@ pub async fn view(netns: &str, machines: Vec<MachineId>) -> Result<ClusterView, 
                 .into_iter()
                 .map(|m| m.name)
                 .collect();
-            if let Ok(Ok(records)) = tokio::time::timeout(timeout, machine::list(&client)).await {
-                registered = records;
+            let machines = herd_client::kit::list::<MachineRecord>(&client, &Scope::All);
+            if let Ok(Ok((records, _))) = tokio::time::timeout(timeout, machines).await {
+                registered = records.into_iter().map(|o| o.value).collect();
             }
             break;
         }

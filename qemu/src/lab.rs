@@ -32,6 +32,8 @@ pub enum LabError {
     ForeignNamespace(String),
     #[error("no lab in {0}: start one with `herd lab up`")]
     NotUp(PathBuf),
+    #[error("processes of the lab would not stop: {0:?}")]
+    Leftover(Vec<u32>),
     #[error("{machine} is not in the lab (machines: {known})")]
     UnknownMachine { machine: MachineId, known: String },
     #[error("{0} is already powered on")]
@@ -381,6 +383,14 @@ impl Lab {
             }
             net::delete(&state.netns).await?;
             report.namespace_removed = true;
+        }
+        // Return only once everything this lab started is gone: any process
+        // still carrying the lab's tag (a VM powered on while this ran, a
+        // server whose PID was never recorded) is killed and waited for.
+        let mut left = process::sweep(&ra_tag(&self.dir), Duration::from_secs(10)).await;
+        left.extend(process::sweep(&pxe::tag(&self.dir), Duration::from_secs(5)).await);
+        if !left.is_empty() {
+            return Err(LabError::Leftover(left));
         }
         LabState::remove(&self.dir)?;
         Ok(report)

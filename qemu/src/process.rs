@@ -81,6 +81,34 @@ pub async fn kill_at_once(pids: &[(u32, String)]) -> Vec<bool> {
     alive
 }
 
+/// Every process but this one with an argument ending in `needle`.
+pub fn tagged(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| pid != me && is_ours(pid, needle))
+        .collect()
+}
+
+/// SIGKILLs every process tagged with `needle` (see [`tagged`]) and waits
+/// until none is left; returns the ones that would not go.
+pub async fn sweep(needle: &str, within: Duration) -> Vec<u32> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let left = tagged(needle);
+        if left.is_empty() || tokio::time::Instant::now() >= deadline {
+            return left;
+        }
+        for &pid in &left {
+            signal(pid, libc::SIGKILL);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Stops `pid` whatever it runs (for processes inside the lab's own
 /// namespace, which are the lab's by construction).
 pub async fn stop_any(pid: u32, grace: Duration) -> bool {

@@ -177,11 +177,10 @@ pub struct InventoryEntry {
 
 /// `GET /api/machines` from the provisioning server.
 pub async fn inventory(netns: &str) -> Result<Vec<InventoryEntry>, LabError> {
-    let body = nsnet::http_get(netns, http_addr(), "/api/machines", Duration::from_secs(3))
+    nsnet::http(netns, Duration::from_secs(3))
+        .get_json(&format!("http://{}/api/machines", http_addr()))
         .await
-        .map_err(|e| LabError::Pxe(e.to_string()))?;
-    serde_json::from_slice(&body)
-        .map_err(|e| LabError::Pxe(format!("inventory is not the expected JSON: {e}")))
+        .map_err(|e| LabError::Pxe(e.to_string()))
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use herd_client::stage::AgentStage;
 use serde::Serialize;
 
 /// Boot stages in the order a netbooting machine passes them.
@@ -31,18 +32,20 @@ impl Stage {
     /// mark it (any one is enough). iPXE prints `Configuring (net0 …)... ok`
     /// once DHCP succeeds and `…/boot.ipxe... ok` once it has its script;
     /// the kernel's x86 setup code prints `Probing EDD` as it starts (the
-    /// `Linux version` banner is hidden at loglevel 4); the agent prints
-    /// `herd agent starting` before anything else.
-    pub const CONSOLE_MARKERS: [(Stage, &'static [&'static str]); 5] = [
+    /// `Linux version` banner is hidden at loglevel 4). The agent's own
+    /// stages are typed lines (`herd_client::stage::AgentStage`), not text.
+    pub const CONSOLE_MARKERS: [(Stage, &'static [&'static str]); 4] = [
         (Stage::Firmware, &["iPXE"]),
         (Stage::Dhcp, &["Configuring (net0"]),
         (Stage::Script, &["boot.ipxe... ok"]),
         (Stage::Kernel, &["Probing EDD", "Linux version"]),
-        (Stage::Agent, &["herd agent starting"]),
     ];
 
     /// The furthest stage the console log shows.
     pub fn from_console(log: &str) -> Stage {
+        if !AgentStage::all_in(log).is_empty() {
+            return Stage::Agent;
+        }
         Stage::CONSOLE_MARKERS
             .iter()
             .rev()
@@ -106,7 +109,11 @@ mod tests {
         assert_eq!(Stage::from_console(&log), Stage::Script);
         log += "Probing EDD (edd=off to disable)... ok\n";
         assert_eq!(Stage::from_console(&log), Stage::Kernel);
-        log += "INFO herd agent starting version=0.1.0\n";
+        log += &AgentStage::Starting {
+            version: "0.1.0".into(),
+            cloud_config: None,
+        }
+        .line();
         assert_eq!(Stage::from_console(&log), Stage::Agent);
     }
 }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use herd_orchestrator::cloud_config::{self, Membership};
+use herd_agent::cloud_config::{self, Membership};
 use herd_pxe::profile::{MachineFacts, Profiles, template};
 use herd_qemu::layout::MachineId;
 use herd_qemu::pxe;

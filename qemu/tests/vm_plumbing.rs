@@ -39,12 +39,7 @@ fn bridge_learned(netns: &str, mac: &str) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn qemu_vm_reaches_ipxe_on_the_lab_bridge_and_down_removes_everything() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "needs root (namespaces, taps); CI runs as root"
-    );
+    herd_testkit::require::root();
     let missing = prereq::check_host();
     assert!(missing.is_empty(), "{missing:?}");
 
@@ -124,12 +119,7 @@ async fn qemu_vm_reaches_ipxe_on_the_lab_bridge_and_down_removes_everything() {
 
 #[tokio::test]
 async fn down_after_a_crash_finds_the_namespace_from_the_state_file() {
-    // SAFETY: geteuid has no preconditions.
-    assert_eq!(
-        unsafe { libc::geteuid() },
-        0,
-        "needs root (namespaces); CI runs as root"
-    );
+    herd_testkit::require::root();
     let dir = tempfile::tempdir().unwrap();
     let netns = format!("herd-lab-c{}", std::process::id());
     let lab = Lab::new(dir.path().to_path_buf(), "/nonexistent/herd".into());

@@ -1,16 +1,12 @@
-//! Support code shared by herd's integration and end-to-end tests: throwaway
-//! network namespaces, child processes that die with the test, the location
-//! of the `herd` binary, and checks for the tools a test needs.
-//!
-//! Tests that need root, QEMU or Docker never skip themselves: [`require`]
-//! fails them with a message that says what to install.
+//! Support for herd's cross-crate tests: store clusters of `herd agent`
+//! processes (or real etcd), the robustness harness and its
+//! linearizability checker, and helpers for driving a QEMU lab. The
+//! generic support (namespaces, processes, the binary, deadlines, required
+//! tools) is `herd-testkit`, re-exported here.
 
-pub mod bin;
+pub use herd_testkit::{bin, netns, process, require, wait};
+
 pub mod lab;
 pub mod linearizability;
-pub mod netns;
-pub mod process;
-pub mod require;
 pub mod robustness;
 pub mod store;
-pub mod wait;

@@ -9,12 +9,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use herd_orchestrator::api::client::{Client, prefix_end};
-use herd_orchestrator::proto::etcdserverpb::{
+use herd_client::proto::etcdserverpb::{
     Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, ResponseHeader, TxnRequest,
     WatchCreateRequest, WatchRequest, compare, request_op, watch_request,
 };
-use herd_orchestrator::proto::mvccpb::event::EventType;
+use herd_client::proto::mvccpb::event::EventType;
+use herd_client::{Client, prefix_end};
 use rand::Rng;
 use tokio_stream::StreamExt;
 

@@ -3,21 +3,18 @@
 //! each in its own network namespace (so a member's peer link can be cut),
 //! each a child process that dies with the test, plus an `etcdctl` runner.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
+
+use herd_store::launch::{Entry, MemberSpec};
 
 use crate::netns::Netns;
 use crate::process::{Guard, spawn};
 use crate::{bin, require, wait};
 
-/// Which server a cluster runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Server {
-    Herd,
-    Etcd,
-}
+pub use herd_store::launch::{Server, free_addr};
 
 /// One member: its addresses, data dir and (while running) its process.
 #[derive(Debug)]
@@ -143,32 +140,6 @@ fn in_namespace(ns: &Netns, inner: &Command) -> Command {
     cmd
 }
 
-/// A free loopback address for a member to bind later.
-///
-/// The port is picked below the kernel's ephemeral range: a port the kernel
-/// gave out (`bind(:0)`) can be handed to any outgoing connection of a
-/// concurrently running test between now and the member binding it, or
-/// while a killed member is down before its restart on the same port.
-pub fn free_addr() -> SocketAddr {
-    use rand::Rng;
-    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
-        .ok()
-        .and_then(|range| range.split_whitespace().next()?.parse::<u16>().ok())
-        .unwrap_or(32768);
-    const LOWEST: u16 = 10_000;
-    if ephemeral_low > LOWEST + 1000 {
-        let mut rng = rand::rng();
-        for _ in 0..1000 {
-            let port = rng.random_range(LOWEST..ephemeral_low);
-            if let Ok(l) = TcpListener::bind(("127.0.0.1", port)) {
-                return l.local_addr().expect("local_addr");
-            }
-        }
-    }
-    let l = TcpListener::bind("127.0.0.1:0").expect("binding a loopback port");
-    l.local_addr().expect("local_addr")
-}
-
 /// Path of Debian's etcdctl (fails the test with the apt line if missing).
 pub fn etcdctl_path() -> PathBuf {
     require::tool("etcdctl", "etcd-client")
@@ -235,56 +206,33 @@ fn etcdctl_in(
 }
 
 impl Member {
+    fn spec(&self) -> MemberSpec {
+        MemberSpec {
+            name: self.name.clone(),
+            client: self.client,
+            peer: self.peer,
+            data_dir: self.data_dir.clone(),
+        }
+    }
+
     fn command(
         &self,
         server: Server,
-        initial: &str,
+        all: &[MemberSpec],
         token: &str,
         join: Option<SocketAddr>,
     ) -> Command {
-        match server {
-            Server::Herd => {
-                let mut c = Command::new(bin::herd());
-                c.arg("agent")
-                    .args(["--name", &self.name])
-                    .arg("--data-dir")
-                    .arg(&self.data_dir)
-                    .args(["--listen-client", &self.client.to_string()])
-                    .args(["--listen-peer", &self.peer.to_string()])
-                    .args(["--token", token]);
-                match join {
-                    Some(j) => c.args(["--join", &j.to_string()]),
-                    None if initial.is_empty() => &mut c,
-                    None => c.args(["--initial-cluster", initial]),
-                };
-                c.env("HERD_LOG", "info,openraft=warn");
-                c
-            }
-            Server::Etcd => {
-                let mut c = Command::new(require::tool("etcd", "etcd-server"));
-                c.args(["--name", &self.name])
-                    .arg("--data-dir")
-                    .arg(&self.data_dir)
-                    .args(["--listen-client-urls", &format!("http://{}", self.client)])
-                    .args([
-                        "--advertise-client-urls",
-                        &format!("http://{}", self.client),
-                    ])
-                    .args(["--listen-peer-urls", &format!("http://{}", self.peer)])
-                    .args([
-                        "--initial-advertise-peer-urls",
-                        &format!("http://{}", self.peer),
-                    ])
-                    .args(["--initial-cluster", initial])
-                    .args([
-                        "--initial-cluster-state",
-                        "new",
-                        "--initial-cluster-token",
-                        token,
-                    ]);
-                c
-            }
-        }
+        let binary = match server {
+            Server::Herd => bin::herd(),
+            Server::Etcd => require::tool("etcd", "etcd-server"),
+        };
+        let entry = match join {
+            Some(peer) => Entry::Join(peer),
+            // No flag at all: the single-member default.
+            None if all.len() == 1 && server == Server::Herd => Entry::Alone,
+            None => Entry::Together(all),
+        };
+        herd_store::launch::command(server, &binary, &self.spec(), entry, token, &[])
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -458,21 +406,6 @@ impl Cluster {
         })
     }
 
-    fn initial_cluster(&self) -> String {
-        if self.members.len() == 1 && self.server == Server::Herd {
-            // No flag at all: the single-member default.
-            return String::new();
-        }
-        self.members
-            .iter()
-            .map(|m| match self.server {
-                Server::Herd => format!("{}={}", m.name, m.peer),
-                Server::Etcd => format!("{}=http://{}", m.name, m.peer),
-            })
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
     /// Starts stopped member `i` from its data dir without waiting for it
     /// (a fault schedule restarting members on the clock).
     pub fn launch(&mut self, i: usize) {
@@ -480,14 +413,14 @@ impl Cluster {
     }
 
     fn launch_joining(&mut self, i: usize, join: Option<SocketAddr>) {
-        let initial = self.initial_cluster();
+        let all: Vec<MemberSpec> = self.members.iter().map(Member::spec).collect();
         let m = &self.members[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&m.log)
             .expect("opening the member log");
-        let mut cmd = m.command(self.server, &initial, &self.token, join);
+        let mut cmd = m.command(self.server, &all, &self.token, join);
         if let Some(net) = &self.net {
             cmd = in_namespace(&net.members[i], &cmd);
         }

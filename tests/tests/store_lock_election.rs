@@ -4,11 +4,11 @@
 
 use std::time::Duration;
 
-use herd_orchestrator::api::client::Client;
-use herd_orchestrator::api::session::Session;
-use herd_orchestrator::api::{election, lock};
-use herd_orchestrator::proto::v3electionpb::{CampaignRequest, LeaderRequest, ResignRequest};
-use herd_orchestrator::proto::v3lockpb::{LockRequest, UnlockRequest};
+use herd_client::Client;
+use herd_client::proto::v3electionpb::{CampaignRequest, LeaderRequest, ResignRequest};
+use herd_client::proto::v3lockpb::{LockRequest, UnlockRequest};
+use herd_client::session::Session;
+use herd_client::{election, lock};
 use herd_tests::store::{Cluster, Server};
 
 /// Runs `f` on a fresh runtime, failing the test if it takes over a minute.

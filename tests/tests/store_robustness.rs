@@ -11,9 +11,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
-use herd_orchestrator::api::client::{Client, prefix_end};
-use herd_orchestrator::proto::etcdserverpb::RangeRequest;
-use herd_orchestrator::store::{Config, Member};
+use herd_client::proto::etcdserverpb::RangeRequest;
+use herd_client::{Client, prefix_end};
+use herd_store::{Bootstrap, Config, Member};
 use herd_tests::linearizability::{self, Operation, Verdict};
 use herd_tests::robustness::{
     PREFIX, WatchLog, Workload, check_no_lost_writes, check_revisions, check_watch, run_clients,
@@ -243,10 +243,7 @@ fn store_robustness_member_removed_and_new_one_joined() {
     let leaving = (leader + 1) % 3;
     let staying: Vec<usize> = (0..3).filter(|&i| i != leaving).collect();
     scenario(&mut cluster, &staying, move |c| {
-        let id = format!(
-            "{:x}",
-            herd_orchestrator::store::member_id(&c.members[leaving].name)
-        );
+        let id = format!("{:x}", herd_store::member_id(&c.members[leaving].name));
         let out = etcdctl(
             &c.members[leader].client.to_string(),
             &["member", "remove", &id],
@@ -464,24 +461,20 @@ impl InProcess {
         let mut servers = Vec::new();
         for (i, peer) in peers.iter().enumerate() {
             let name = format!("m{i}");
-            let listener = herd_orchestrator::api::Listener::bind("127.0.0.1:0".parse().unwrap())
+            let listener = herd_store::server::Listener::bind("127.0.0.1:0".parse().unwrap())
                 .await
                 .expect("binding a client port");
             let client = listener.local_addr().to_string();
             let mut config = Config::new(&name, dir.path().join(&name), *peer, "s3cret");
-            config.initial_cluster = Some(initial.clone());
+            config.bootstrap = Bootstrap::Found(initial.clone());
             config.advertise_client = Some(client.clone());
             tune(&mut config);
             let member = Arc::new(Member::start(config).await.expect("starting a member"));
             let mut stopped = stopped.clone();
-            let serving = herd_orchestrator::api::serve(
-                Arc::clone(&member),
-                listener,
-                1536 * 1024,
-                async move {
+            let serving =
+                herd_store::server::serve(Arc::clone(&member), listener, 1536 * 1024, async move {
                     let _ = stopped.wait_for(|s| *s).await;
-                },
-            );
+                });
             servers.push(tokio::spawn(async move {
                 serving.await.expect("serving the client API");
             }));

@@ -11,8 +11,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use herd_orchestrator::api::client::{Client, prefix_end};
-use herd_orchestrator::proto::etcdserverpb::{PutRequest, RangeRequest};
+use herd_client::proto::etcdserverpb::{PutRequest, RangeRequest};
+use herd_client::{Client, prefix_end};
 use herd_tests::process::{self, Guard};
 use herd_tests::store::free_addr;
 use herd_tests::{bin, wait};

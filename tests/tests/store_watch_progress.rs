@@ -4,8 +4,8 @@
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use herd_orchestrator::api::client::Client;
-use herd_orchestrator::proto::etcdserverpb::{
+use herd_client::Client;
+use herd_client::proto::etcdserverpb::{
     PutRequest, WatchCreateRequest, WatchRequest, watch_request::RequestUnion,
 };
 use herd_tests::store::free_addr;
@@ -74,9 +74,9 @@ async fn an_idle_progress_notify_watch_hears_the_current_revision() {
             .expect("the stream is open")
             .expect("a response")
     };
-    let created: herd_orchestrator::proto::etcdserverpb::WatchResponse = next(&mut stream).await;
+    let created: herd_client::proto::etcdserverpb::WatchResponse = next(&mut stream).await;
     assert!(created.created);
-    let progress: herd_orchestrator::proto::etcdserverpb::WatchResponse = next(&mut stream).await;
+    let progress: herd_client::proto::etcdserverpb::WatchResponse = next(&mut stream).await;
     assert!(
         progress.events.is_empty() && !progress.canceled && !progress.created,
         "{progress:?}"

@@ -11,7 +11,7 @@ use std::time::Duration;
 pub const KEY_HEX: &str = "9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60";
 
 pub fn scratch(name: &str) -> PathBuf {
-    let dir = herd_tests::bin::workspace_root()
+    let dir = herd_testkit::bin::workspace_root()
         .join("target/herd-image-tests")
         .join(name);
     let _ = std::fs::remove_dir_all(&dir);
@@ -23,7 +23,7 @@ pub fn scratch(name: &str) -> PathBuf {
 /// Entries unused for an hour are pruned: every new debug binary adds a set,
 /// and no running test still reads an entry that old.
 pub fn shared_cache() -> PathBuf {
-    let cache = herd_tests::bin::workspace_root().join("target/herd-image-tests/cache");
+    let cache = herd_testkit::bin::workspace_root().join("target/herd-image-tests/cache");
     if let Ok(entries) = std::fs::read_dir(&cache) {
         for e in entries.flatten() {
             let stale = e
@@ -54,7 +54,7 @@ pub fn key_file(dir: &Path) -> PathBuf {
 pub fn test_spec(dir: &Path) -> Spec {
     let snapshot = dir.join("herd-under-test");
     if !snapshot.exists() {
-        std::fs::copy(herd_tests::bin::herd(), &snapshot).unwrap();
+        std::fs::copy(herd_testkit::bin::herd(), &snapshot).unwrap();
     }
     let mut spec = Spec::default_spec();
     spec.herd = HerdSpec::Path { path: snapshot };
@@ -86,7 +86,7 @@ impl Drop for Vm {
 }
 
 fn qemu(log: &Path) -> Command {
-    herd_tests::require::tool("qemu-system-x86_64", "qemu-system-x86");
+    herd_testkit::require::tool("qemu-system-x86_64", "qemu-system-x86");
     let _ = std::fs::remove_file(log);
     let mut c = Command::new("qemu-system-x86_64");
     c.args([
@@ -150,7 +150,7 @@ pub fn boot_netboot_with_disks(
 impl Vm {
     /// Waits for the guest to end QEMU (reboot with `-no-reboot`), failing after `timeout`.
     pub fn wait_exit(&mut self, timeout: Duration) {
-        herd_tests::wait::until(
+        herd_testkit::wait::until(
             "QEMU to exit after the guest rebooted",
             timeout,
             Duration::from_millis(200),
@@ -161,10 +161,10 @@ impl Vm {
 
 /// Disk boot through OVMF and systemd-boot. `vars` is this disk's writable OVMF variable store.
 pub fn boot_disk(disk: &Path, vars: &Path, log: &Path) -> Vm {
-    let code = herd_tests::require::file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf");
+    let code = herd_testkit::require::file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf");
     if !vars.exists() {
         std::fs::copy(
-            herd_tests::require::file("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf"),
+            herd_testkit::require::file("/usr/share/OVMF/OVMF_VARS_4M.fd", "ovmf"),
             vars,
         )
         .unwrap();
@@ -188,10 +188,10 @@ pub fn boot_disk(disk: &Path, vars: &Path, log: &Path) -> Vm {
 }
 
 pub fn wait_for(vm: &Vm, marker: &str) -> String {
-    herd_tests::wait::for_marker(&vm.log, marker, Duration::from_secs(150))
+    herd_testkit::wait::for_marker(&vm.log, marker, Duration::from_secs(150))
 }
 
 /// Like [`wait_for`], for markers that come late under TCG (dockerd).
 pub fn wait_for_within(vm: &Vm, marker: &str, deadline: Duration) -> String {
-    herd_tests::wait::for_marker(&vm.log, marker, deadline)
+    herd_testkit::wait::for_marker(&vm.log, marker, deadline)
 }

@@ -1,3 +1,0 @@
-//! `herd bench kv` arguments; the benchmark itself lives in `crate::bench`.
-
-pub use crate::bench::{KvBenchArgs, run};

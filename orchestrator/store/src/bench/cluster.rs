@@ -1,0 +1,189 @@
+//! Starts a 3-member herd or etcd cluster on loopback for the benchmark and
+//! stops it (the child processes die with the [`Cluster`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::process::{Child, Command};
+
+use herd_client::Client;
+use herd_client::proto::etcdserverpb::{PutRequest, StatusRequest};
+
+pub use crate::launch::Server as System;
+
+/// A running cluster: its members' processes, client endpoints and data dirs.
+#[derive(Debug)]
+pub struct Cluster {
+    pub endpoints: Vec<String>,
+    data_dirs: Vec<PathBuf>,
+    children: Vec<Child>,
+}
+
+impl Cluster {
+    /// Starts `members` members of `system` (herd with the `storage` engine)
+    /// under `dir` and waits until a write succeeds.
+    pub async fn start(
+        system: System,
+        storage: crate::StorageKind,
+        members: usize,
+        dir: &Path,
+        etcd: &Path,
+    ) -> anyhow::Result<Cluster> {
+        let specs = crate::launch::members(members, &system.to_string(), dir);
+        let binary = match system {
+            System::Herd => std::env::current_exe().context("locating the herd binary")?,
+            System::Etcd => etcd.to_path_buf(),
+        };
+        let extra = match system {
+            System::Herd => vec!["--storage".to_owned(), storage.name().to_owned()],
+            System::Etcd => Vec::new(),
+        };
+        let mut children = Vec::new();
+        for m in &specs {
+            std::fs::create_dir_all(&m.data_dir)
+                .with_context(|| format!("creating {}", m.data_dir.display()))?;
+            let log = std::fs::File::create(dir.join(format!("{}.log", m.name)))?;
+            let mut cmd = Command::from(crate::launch::command(
+                system,
+                &binary,
+                m,
+                crate::launch::Entry::Together(&specs),
+                "bench",
+                &extra,
+            ));
+            cmd.stdout(Stdio::from(log.try_clone()?))
+                .stderr(Stdio::from(log))
+                .kill_on_drop(true);
+            children.push(
+                cmd.spawn()
+                    .with_context(|| format!("starting {system} member {} ({cmd:?})", m.name))?,
+            );
+        }
+        let data_dirs = specs.iter().map(|m| m.data_dir.clone()).collect();
+        let client: Vec<SocketAddr> = specs.iter().map(|m| m.client).collect();
+        let cluster = Cluster {
+            endpoints: client.iter().map(ToString::to_string).collect(),
+            data_dirs,
+            children,
+        };
+        cluster
+            .wait_ready(Duration::from_secs(30))
+            .await
+            .with_context(|| format!("{system} cluster under {} did not come up", dir.display()))?;
+        Ok(cluster)
+    }
+
+    async fn wait_ready(&self, timeout: Duration) -> anyhow::Result<()> {
+        let deadline = Instant::now() + timeout;
+        for endpoint in &self.endpoints {
+            loop {
+                let attempt = async {
+                    let client = Client::connect(std::slice::from_ref(endpoint)).await?;
+                    client
+                        .kv()
+                        .put(PutRequest {
+                            key: super::load::READ_KEY.as_bytes().to_vec(),
+                            value: b"1".to_vec(),
+                            ..Default::default()
+                        })
+                        .await?;
+                    anyhow::Ok(())
+                };
+                match tokio::time::timeout(Duration::from_secs(3), attempt).await {
+                    Ok(Ok(())) => break,
+                    Ok(Err(e)) if Instant::now() > deadline => return Err(e),
+                    Err(_) if Instant::now() > deadline => bail!("timed out"),
+                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The endpoint of the member every member agrees leads.
+    pub async fn leader_endpoint(&self) -> anyhow::Result<String> {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let mut ids = Vec::new();
+            let mut leaders = Vec::new();
+            for endpoint in &self.endpoints {
+                let status = async {
+                    let client = Client::connect(std::slice::from_ref(endpoint)).await?;
+                    let s = client.maintenance().status(StatusRequest {}).await?;
+                    anyhow::Ok(s.into_inner())
+                };
+                if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_secs(3), status).await {
+                    ids.push(s.header.map_or(0, |h| h.member_id));
+                    leaders.push(s.leader);
+                }
+            }
+            if leaders.len() == self.endpoints.len()
+                && leaders[0] != 0
+                && leaders.iter().all(|l| *l == leaders[0])
+                && let Some(i) = ids.iter().position(|id| *id == leaders[0])
+            {
+                return Ok(self.endpoints[i].clone());
+            }
+            if Instant::now() > deadline {
+                bail!("the members did not agree on a leader within 30 s");
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// Bytes allocated on disk by each member's data dir.
+    pub fn disk_bytes(&self) -> Vec<u64> {
+        self.data_dirs.iter().map(|d| crate::disk_size(d)).collect()
+    }
+
+    /// Resident memory of each member, in KiB (from `/proc/PID/status`).
+    pub fn rss_kib(&self) -> Vec<u64> {
+        self.children
+            .iter()
+            .filter_map(|c| c.id())
+            .map(|pid| {
+                std::fs::read_to_string(format!("/proc/{pid}/status"))
+                    .ok()
+                    .and_then(|s| {
+                        s.lines()
+                            .find_map(|l| l.strip_prefix("VmRSS:"))
+                            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+                    })
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
+    /// Stops the members (SIGTERM, then SIGKILL after a grace period).
+    pub async fn stop(mut self) {
+        for child in &self.children {
+            if let Some(pid) = child.id() {
+                // SAFETY: plain kill(2) on our own child.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+        }
+        for child in &mut self.children {
+            if tokio::time::timeout(Duration::from_secs(10), child.wait())
+                .await
+                .is_err()
+            {
+                let _ = child.kill().await;
+            }
+        }
+    }
+}
+
+/// A scratch directory removed on drop.
+#[derive(Debug)]
+pub struct Scratch(pub PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
