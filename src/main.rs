@@ -37,6 +37,8 @@ enum Command {
     Agent(herd_agent::cli::AgentArgs),
     /// Talk to the replicated store (etcdctl's role).
     Kv(herd_store::cli::KvArgs),
+    /// The cluster's identity: a CA, client credentials, join tokens.
+    Admin(herd_store::admin::AdminArgs),
     /// The QEMU lab: a rack of VMs that PXE-boot and form one cluster.
     Lab(herd_qemu::cli::LabArgs),
     /// Benchmarks, measured side by side with the system herd replaces.
@@ -80,6 +82,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Image(args) => herd_image::cli::run(args).await,
         Command::Agent(args) => herd_agent::cli::run(args, VERSION, shutdown).await,
         Command::Kv(args) => herd_store::cli::run(args, shutdown).await,
+        Command::Admin(args) => herd_store::admin::run(args).await,
         Command::Lab(args) => herd_qemu::cli::run(args).await,
         Command::Bench(bench) => match bench {
             BenchCommand::Store(b) => herd_store::bench::run_bench(b).await,

@@ -5,6 +5,7 @@
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let files = [
         "proto/kv.proto",
+        "proto/auth.proto",
         "proto/rpc.proto",
         "proto/v3lock.proto",
         "proto/v3election.proto",

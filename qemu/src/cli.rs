@@ -181,14 +181,33 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                 .collect();
             let endpoints = endpoints.join(",");
             let argv: Vec<String> = argv.collect();
-            // etcdctl refuses an endpoints flag and variable together.
-            let has_flag = argv.iter().any(|a| a.starts_with("--endpoints"));
             let mut cmd = tokio::process::Command::new("ip");
             cmd.args(["netns", "exec", &state.netns, &program])
                 .args(&argv);
-            for var in ["HERD_ENDPOINTS", "ETCDCTL_ENDPOINTS"] {
-                if std::env::var_os(var).is_none() && !has_flag {
-                    cmd.env(var, &endpoints);
+            // etcdctl refuses a flag and its variable together: set only
+            // what the command line does not.
+            let given = |flag: &str| {
+                argv.iter()
+                    .any(|a| a == flag || a.starts_with(&format!("{flag}=")))
+            };
+            let [ca, cert, key] = crate::pki::files(&lab.dir);
+            let endpoints = endpoints
+                .split(',')
+                .map(|e| format!("https://{e}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let settings = [
+                ("--endpoints", "ENDPOINTS", std::ffi::OsString::from(endpoints)),
+                ("--cacert", "CACERT", ca.into_os_string()),
+                ("--cert", "CERT", cert.into_os_string()),
+                ("--key", "KEY", key.into_os_string()),
+            ];
+            for (flag, var, value) in settings {
+                for prefix in ["HERD_", "ETCDCTL_"] {
+                    let var = format!("{prefix}{var}");
+                    if std::env::var_os(&var).is_none() && !given(flag) {
+                        cmd.env(var, &value);
+                    }
                 }
             }
             if std::env::var_os("ETCDCTL_API").is_none() {

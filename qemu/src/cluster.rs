@@ -7,9 +7,10 @@
 //! (and its background tasks) lives in the lab network.
 
 use std::future::Future;
+use std::path::Path;
 use std::time::Duration;
 
-use herd_client::Client;
+use herd_client::{Client, Credentials};
 use herd_client::keys::MachineRecord;
 use herd_client::kit::Scope;
 use herd_client::proto::etcdserverpb::{MemberListRequest, StatusRequest};
@@ -28,6 +29,8 @@ pub enum ClusterError {
     },
     #[error("starting the query runtime: {0}")]
     Runtime(std::io::Error),
+    #[error(transparent)]
+    Credentials(#[from] crate::pki::LabPkiError),
 }
 
 /// Runs `make()`'s future on a fresh thread inside namespace `netns`.
@@ -119,7 +122,7 @@ impl ClusterView {
     }
 }
 
-async fn member_view(id: MachineId, timeout: Duration) -> MemberView {
+async fn member_view(id: MachineId, credentials: &Credentials, timeout: Duration) -> MemberView {
     let endpoint = id.client_endpoint();
     let mut view = MemberView {
         machine: id.to_string(),
@@ -130,7 +133,7 @@ async fn member_view(id: MachineId, timeout: Duration) -> MemberView {
         error: None,
     };
     let status = async {
-        let client = Client::connect(std::slice::from_ref(&endpoint))
+        let client = Client::connect_with(std::slice::from_ref(&endpoint), credentials)
             .await
             .map_err(|e| e.to_string())?;
         client
@@ -160,16 +163,28 @@ async fn member_view(id: MachineId, timeout: Duration) -> MemberView {
 }
 
 /// Asks every machine in `machines` about itself, and the first that answers
-/// about the member list and the registered machines.
-pub async fn view(netns: &str, machines: Vec<MachineId>) -> Result<ClusterView, ClusterError> {
+/// about the member list and the registered machines, as the lab's root
+/// (its credentials in `lab_dir`).
+pub async fn view(
+    lab_dir: &Path,
+    netns: &str,
+    machines: Vec<MachineId>,
+) -> Result<ClusterView, ClusterError> {
+    let credentials = crate::pki::credentials(lab_dir)?;
     in_netns(netns, move || async move {
         let timeout = Duration::from_secs(3);
-        let members =
-            futures::future::join_all(machines.iter().map(|id| member_view(*id, timeout))).await;
+        let members = futures::future::join_all(
+            machines
+                .iter()
+                .map(|id| member_view(*id, &credentials, timeout)),
+        )
+        .await;
         let mut member_names = Vec::new();
         let mut registered = Vec::new();
         for m in members.iter().filter(|m| m.role.is_some()) {
-            let Ok(client) = Client::connect(std::slice::from_ref(&m.endpoint)).await else {
+            let Ok(client) =
+                Client::connect_with(std::slice::from_ref(&m.endpoint), &credentials).await
+            else {
                 continue;
             };
             let list = tokio::time::timeout(

@@ -8,6 +8,7 @@ use std::time::Duration;
 use crate::layout::{self, MachineId};
 use crate::net::{self, NetError};
 use crate::prereq::{self, Missing};
+use crate::pki;
 use crate::process;
 use crate::pxe;
 use crate::state::{LabState, MachineIdRepr, MachineState, StateError, now_ms};
@@ -54,6 +55,8 @@ pub enum LabError {
     },
     #[error(transparent)]
     State(#[from] StateError),
+    #[error(transparent)]
+    Pki(#[from] pki::LabPkiError),
     #[error(transparent)]
     Net(#[from] NetError),
     #[error(transparent)]
@@ -170,8 +173,17 @@ impl Lab {
             return Err(LabError::Prerequisites(missing));
         }
 
-        let token = hex::encode(rand::random::<[u8; 16]>());
-        let mut state = LabState::new(options.netns.clone(), token, image_dir, options.install);
+        let endpoints: Vec<String> = (1..=options.machines)
+            .filter_map(|n| MachineId::new(n as u8))
+            .map(|m| m.client_endpoint())
+            .collect();
+        let lab_pki = pki::create(&self.dir, &endpoints)?;
+        let mut state = LabState::new(
+            options.netns.clone(),
+            lab_pki.token.reveal(),
+            image_dir,
+            options.install,
+        );
         // Recorded before the namespace exists: `down` must find it.
         state.save(&self.dir)?;
         net::create(&state.netns).await?;
@@ -179,7 +191,8 @@ impl Lab {
         state.ra_pid = Some(self.spawn_ra(&state.netns)?);
         state.save(&self.dir)?;
 
-        let pxe_pid = pxe::start(&self.dir, &self.herd, &state, options.machines).await?;
+        let pxe_pid =
+            pxe::start(&self.dir, &self.herd, &state, options.machines, &lab_pki.ca).await?;
         state.pxe_pid = Some(pxe_pid);
         state.save(&self.dir)?;
         pxe::wait_ready(&state.netns, Duration::from_secs(30)).await?;

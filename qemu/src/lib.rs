@@ -7,6 +7,7 @@ pub mod lab;
 pub mod layout;
 pub mod net;
 pub mod nsnet;
+pub mod pki;
 pub mod prereq;
 pub mod process;
 pub mod pxe;

@@ -10,6 +10,7 @@ use crate::lab::{LabError, spawn_detached};
 use crate::layout::{self, MachineId};
 use crate::nsnet;
 use crate::state::LabState;
+use herd_pki::ClusterCa;
 
 /// The provisioning server's state directory, which also identifies its
 /// process (`--state-dir` is its last argument).
@@ -40,8 +41,9 @@ pub const INSTALL_CMDLINE: &str = " herd.install=/dev/vda herd.image={{ server_u
 
 /// The machines' cloud-config template. Per-machine values come from each
 /// machine's group (`metadata.name`, `metadata.ip`); the founder and peer
-/// list are the first machines of the lab.
-fn cloud_config_template(state: &LabState, founders: u32) -> String {
+/// list are the first machines of the lab. The founder's (`ca`: given)
+/// carries the cluster CA, which the others get by joining.
+fn cloud_config_template(state: &LabState, founders: u32, ca: Option<&ClusterCa>) -> String {
     let first = MachineId::new(1).expect("machine 1 exists");
     let peers: Vec<String> = (1..=founders)
         .filter_map(|n| MachineId::new(n as u8))
@@ -55,47 +57,60 @@ fn cloud_config_template(state: &LabState, founders: u32) -> String {
     if state.install {
         t.push_str("  install_disk: /dev/vda\n");
     }
+    if let Some(ca) = ca {
+        let quote = |s: &str| serde_json::to_string(s).expect("strings serialise");
+        t.push_str(&format!(
+            "  ca:\n    cert: {}\n    key: {}\n",
+            quote(&ca.pair.cert_pem),
+            quote(&ca.pair.key_pem)
+        ));
+    }
     t
 }
 
-/// The provisioning server's config: the lab profile, and one group per
-/// reserved machine (matched by MAC) carrying its name and address.
-pub fn profile(state: &LabState, founders: u32, reserved: u32) -> String {
+/// The provisioning server's config: the lab's two profiles (the
+/// founder's, whose cloud-config carries `ca`, and everyone else's), and
+/// one group per reserved machine (matched by MAC) carrying its name and
+/// address.
+pub fn profile(state: &LabState, founders: u32, reserved: u32, ca: &ClusterCa) -> String {
     let quote = |s: &str| serde_json::to_string(s).expect("strings serialise");
     let mut out = String::from("# Written by `herd lab up`; rewritten on every `up`.\n");
     out.push_str(&format!("token: {}\n", quote(&state.token)));
-    out.push_str("profiles:\n  - id: lab\n");
+    out.push_str("profiles:\n");
     let mut cmdline = KERNEL_CMDLINE.to_owned();
     if state.install {
         cmdline.push_str(INSTALL_CMDLINE);
     }
-    out.push_str(&format!(
-        "    kernel: {}\n    initrd: [{}]\n    cmdline: {}\n    install_to_disk: {}\n",
-        quote(&state.image_dir.join("vmlinuz").display().to_string()),
-        quote(&state.image_dir.join("initramfs").display().to_string()),
-        quote(&cmdline),
-        state.install,
-    ));
-    if state.install {
-        out.push_str("    files:\n");
-        for f in ["disk.img", "manifest.json"] {
-            out.push_str(&format!(
-                "      {f}: {}\n",
-                quote(&state.image_dir.join(f).display().to_string())
-            ));
+    for (id, ca) in [(FOUNDER_PROFILE, Some(ca)), (PROFILE, None)] {
+        out.push_str(&format!(
+            "  - id: {id}\n    kernel: {}\n    initrd: [{}]\n    cmdline: {}\n    install_to_disk: {}\n",
+            quote(&state.image_dir.join("vmlinuz").display().to_string()),
+            quote(&state.image_dir.join("initramfs").display().to_string()),
+            quote(&cmdline),
+            state.install,
+        ));
+        if state.install {
+            out.push_str("    files:\n");
+            for f in ["disk.img", "manifest.json"] {
+                out.push_str(&format!(
+                    "      {f}: {}\n",
+                    quote(&state.image_dir.join(f).display().to_string())
+                ));
+            }
         }
+        out.push_str(&format!(
+            "    cloud_config:\n      inline: {}\n",
+            quote(&cloud_config_template(state, founders, ca))
+        ));
     }
-    out.push_str(&format!(
-        "    cloud_config:\n      inline: {}\n",
-        quote(&cloud_config_template(state, founders))
-    ));
     out.push_str("groups:\n");
     for n in 1..=reserved {
         let Some(id) = MachineId::new(n as u8) else {
             break;
         };
+        let profile = if n == 1 { FOUNDER_PROFILE } else { PROFILE };
         out.push_str(&format!(
-            "  - id: {id}\n    profile: lab\n    selector: {{ mac: \"{}\" }}\n    metadata: {{ name: {id}, ip: \"{}\" }}\n",
+            "  - id: {id}\n    profile: {profile}\n    selector: {{ mac: \"{}\" }}\n    metadata: {{ name: {id}, ip: \"{}\" }}\n",
             id.mac(),
             id.ip()
         ));
@@ -103,23 +118,27 @@ pub fn profile(state: &LabState, founders: u32, reserved: u32) -> String {
     out
 }
 
+const FOUNDER_PROFILE: &str = "lab-founder";
+const PROFILE: &str = "lab";
+
 /// Writes the lab profile and starts `herd pxe serve` inside the namespace.
 pub async fn start(
     lab_dir: &Path,
     herd: &Path,
     state: &LabState,
     machines: u32,
+    ca: &ClusterCa,
 ) -> Result<u32, LabError> {
     let config = lab_dir.join("pxe-profile.yaml");
     // Reservations cover room for machines added later.
     let reserved = (machines + 16).min(u32::from(layout::MAX_MACHINE));
-    tokio::fs::write(&config, profile(state, machines, reserved))
-        .await
-        .map_err(|source| LabError::Io {
-            what: "writing",
-            path: config.clone(),
-            source,
-        })?;
+    // It carries the CA key and the join token: owner only.
+    herd_pki::files::write_atomic(
+        &config,
+        profile(state, machines, reserved, ca).as_bytes(),
+        0o600,
+    )
+    .map_err(|e| LabError::Pxe(format!("writing {}: {e}", config.display())))?;
     let dir = state_dir(lab_dir);
     tokio::fs::create_dir_all(&dir)
         .await
@@ -190,7 +209,8 @@ mod tests {
     #[test]
     fn profile_is_yaml_with_one_group_per_machine() {
         let state = LabState::new("herd-lab".into(), "t0k3n".into(), "/img".into(), true);
-        let text = profile(&state, 3, 5);
+        let ca = ClusterCa::generate("test").unwrap();
+        let text = profile(&state, 3, 5, &ca);
         // Parse it back as YAML-compatible JSON values where possible: the
         // quoted scalars are JSON strings, so the template survives intact.
         assert!(text.contains("token: \"t0k3n\""), "{text}");
@@ -204,7 +224,12 @@ mod tests {
             "{text}"
         );
         assert!(!text.contains("m6"), "{text}");
-        let template = cloud_config_template(&state, 3);
+        // Only machine 1 gets the founder's profile, with the CA.
+        assert!(text.contains("  - id: m1\n    profile: lab-founder\n"), "{text}");
+        assert!(text.contains("  - id: m2\n    profile: lab\n"), "{text}");
+        assert_eq!(text.matches("BEGIN PRIVATE KEY").count(), 1, "{text}");
+        let template = cloud_config_template(&state, 3, None);
+        assert!(!template.contains("ca:"), "{template}");
         assert!(template.contains("bootstrap: 10.77.0.11"), "{template}");
         assert!(
             template.contains("peers: [10.77.0.11, 10.77.0.12, 10.77.0.13]"),

@@ -152,7 +152,17 @@ impl LabState {
             source,
         };
         let json = serde_json::to_vec_pretty(self).expect("state serialises");
-        let mut file = fs::File::create(&tmp).map_err(err)?;
+        // It holds the join token: readable by its owner only.
+        let mut file = {
+            use std::os::unix::fs::OpenOptionsExt;
+            fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(err)?
+        };
         file.write_all(&json).map_err(err)?;
         file.sync_all().map_err(err)?;
         fs::rename(&tmp, &path).map_err(err)?;

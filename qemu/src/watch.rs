@@ -57,7 +57,7 @@ impl Tracker {
             .map(|id| (*id, status::console_stage(&lab.dir, *id)))
             .collect();
         if reached.iter().any(|(_, s)| *s >= Stage::Agent) {
-            let view = cluster::view(netns, ids.clone()).await?;
+            let view = cluster::view(&lab.dir, netns, ids.clone()).await?;
             for (id, stage) in &mut reached {
                 if view.has_joined(*id) {
                     *stage = Stage::Joined;

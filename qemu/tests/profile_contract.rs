@@ -19,7 +19,8 @@ fn lab_profile_loads_in_pxe_and_renders_cloud_configs_the_agent_accepts() {
     std::fs::write(image.join("initramfs"), b"initramfs").unwrap();
     let state = LabState::new("herd-lab".into(), "0123abcd".into(), image, false);
     let path = dir.path().join("pxe-profile.yaml");
-    std::fs::write(&path, pxe::profile(&state, 3, 8)).unwrap();
+    let ca = herd_pki::ClusterCa::generate("test").unwrap();
+    std::fs::write(&path, pxe::profile(&state, 3, 8, &ca)).unwrap();
     let profiles =
         Profiles::load(&path).unwrap_or_else(|e| panic!("pxe refuses the lab profile: {e}"));
 
@@ -59,6 +60,16 @@ fn lab_profile_loads_in_pxe_and_renders_cloud_configs_the_agent_accepts() {
             cloud_config::parse(&text).unwrap_or_else(|e| panic!("agent refuses {text}: {e}"));
         assert_eq!(settings.name, id.to_string());
         assert_eq!(settings.token, "0123abcd");
+        // Only the founder gets the CA (key included), intact.
+        match (n, &settings.ca) {
+            (1, Some(got)) => {
+                assert_eq!(got.pair.cert_pem, ca.pair.cert_pem);
+                assert_eq!(got.pair.key_pem, ca.pair.key_pem);
+            }
+            (1, None) => panic!("the founder's cloud-config has no CA"),
+            (_, Some(_)) => panic!("{id}'s cloud-config carries the CA"),
+            (_, None) => {}
+        }
         assert_eq!(settings.listen_client.ip(), id.ip());
         match (n, &settings.membership) {
             (1, Membership::Found { peers }) => assert_eq!(peers.len(), 2),
@@ -80,7 +91,8 @@ fn install_profile_serves_the_disk_image_and_tells_the_installer_where_to_report
     }
     let state = LabState::new("herd-lab".into(), "0123abcd".into(), image.clone(), true);
     let path = dir.path().join("pxe-profile.yaml");
-    std::fs::write(&path, pxe::profile(&state, 2, 4)).unwrap();
+    let ca = herd_pki::ClusterCa::generate("test").unwrap();
+    std::fs::write(&path, pxe::profile(&state, 2, 4, &ca)).unwrap();
     let profiles =
         Profiles::load(&path).unwrap_or_else(|e| panic!("pxe refuses the lab profile: {e}"));
     let id = MachineId::new(2).unwrap();

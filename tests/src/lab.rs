@@ -77,6 +77,23 @@ pub fn etcdctl(lab_dir: &Path, endpoints: &str, args: &[&str]) -> Output {
         .expect("running etcdctl in the lab")
 }
 
+/// Root's credentials for the lab's store, from the files `herd lab up`
+/// writes in `LAB/pki` (as a user's tools would find them).
+pub fn credentials(lab_dir: &Path) -> herd_client::Credentials {
+    let read = |name: &str| {
+        let path = lab_dir.join("pki").join(name);
+        std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    };
+    herd_client::Credentials::Tls {
+        ca_pem: read("ca.crt"),
+        identity: Some(herd_pki::CertKey {
+            cert_pem: read("root.crt"),
+            key_pem: read("root.key"),
+        }),
+    }
+}
+
 /// The client endpoint of lab machine `mN` (the lab gives it 10.77.0.(10+N)).
 pub fn endpoint(machine: &str) -> String {
     let n: u8 = machine

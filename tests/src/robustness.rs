@@ -14,7 +14,7 @@ use herd_client::proto::etcdserverpb::{
     WatchCreateRequest, WatchRequest, compare, request_op, watch_request,
 };
 use herd_client::proto::mvccpb::event::EventType;
-use herd_client::{Client, prefix_end};
+use herd_client::{Client, Credentials, prefix_end};
 use rand::Rng;
 use tokio_stream::StreamExt;
 
@@ -85,13 +85,15 @@ impl Workload {
 /// set. Every put writes a unique value.
 pub async fn run_clients(
     endpoints: Vec<String>,
+    credentials: Credentials,
     workload: Workload,
     stop: Arc<AtomicBool>,
 ) -> Vec<Operation> {
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..workload.clients {
-        let client = Client::lazy(&endpoints[c % endpoints.len()]).expect("endpoint");
+        let client =
+            Client::lazy_with(&endpoints[c % endpoints.len()], &credentials).expect("endpoint");
         let stop = Arc::clone(&stop);
         tasks.spawn(async move {
             let mut ops = Vec::new();
@@ -294,13 +296,14 @@ async fn execute(
 /// (key, value); a failed put is retried with a new key after a pause.
 pub async fn run_writers(
     endpoints: Vec<String>,
+    credentials: Credentials,
     writers: usize,
     prefix: &'static str,
     stop: Arc<AtomicBool>,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..writers {
-        let mut kv = Client::lazy(&endpoints[w % endpoints.len()])
+        let mut kv = Client::lazy_with(&endpoints[w % endpoints.len()], &credentials)
             .expect("endpoint")
             .kv();
         let stop = Arc::clone(&stop);
@@ -336,10 +339,11 @@ pub async fn run_writers(
 /// many keys the store holds under the prefix.
 pub async fn check_acknowledged(
     endpoints: &[String],
+    credentials: &Credentials,
     prefix: &str,
     acked: &[(Vec<u8>, Vec<u8>)],
 ) -> Result<usize, String> {
-    let client = Client::connect(endpoints)
+    let client = Client::connect_with(endpoints, credentials)
         .await
         .map_err(|e| format!("connecting: {e}"))?;
     let r = client
@@ -377,6 +381,7 @@ pub async fn check_acknowledged(
 /// Returns the log and how many times it had to resume.
 pub async fn watch_all(
     endpoints: Vec<String>,
+    credentials: Credentials,
     stop: Arc<AtomicBool>,
     until_revision: Arc<std::sync::atomic::AtomicI64>,
 ) -> (WatchLog, usize) {
@@ -391,7 +396,8 @@ pub async fn watch_all(
         if done(next) {
             return (log, resumes);
         }
-        let client = Client::lazy(&endpoints[e % endpoints.len()]).expect("endpoint");
+        let client =
+            Client::lazy_with(&endpoints[e % endpoints.len()], &credentials).expect("endpoint");
         e += 1;
         let (tx, rx) = tokio::sync::mpsc::channel(1);
         let _ = tx

@@ -8,7 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use herd_store::launch::{Entry, MemberSpec};
+use herd_client::Credentials;
+use herd_store::launch::{Entry, LaunchSecurity, MemberSpec, TestPki};
 
 use crate::netns::Netns;
 use crate::process::{Guard, spawn};
@@ -33,7 +34,11 @@ pub struct Cluster {
     pub server: Server,
     // Declared before `net`: members are killed before their namespaces go.
     pub members: Vec<Member>,
-    pub token: String,
+    /// How members are started: mutual TLS from a test CA (the default) or
+    /// `--insecure-plaintext`.
+    pub security: LaunchSecurity,
+    /// The test CA's files, `root`'s certificate and the join token (TLS).
+    pub pki: Option<TestPki>,
     pub dir: tempfile::TempDir,
     /// `None`: every member listens on loopback in the test's own namespace.
     pub net: Option<Topology>,
@@ -145,64 +150,87 @@ pub fn etcdctl_path() -> PathBuf {
     require::tool("etcdctl", "etcd-client")
 }
 
-/// Runs `ETCDCTL_API=3 etcdctl --endpoints=… ARGS` with `stdin`, killed after 30 s.
-pub fn etcdctl(endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    etcdctl_for(Duration::from_secs(30), endpoints, args, stdin)
+/// Debian's `etcdctl` as a cluster's clients run it: in the client
+/// namespace (if any) and, for a TLS cluster, with the CA and `root`'s
+/// certificate (`--cacert --cert --key`).
+#[derive(Debug, Clone, Default)]
+pub struct Etcdctl {
+    netns: Option<String>,
+    tls: Option<[PathBuf; 3]>,
 }
 
-/// [`etcdctl`] that must succeed; returns its stdout, or panics with both
-/// of its outputs.
-pub fn etcdctl_ok(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let out = etcdctl(endpoints, args, stdin);
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "etcdctl {args:?} failed: {}\n{stdout}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-}
-
-/// [`etcdctl`] with a custom time limit.
-pub fn etcdctl_for(limit: Duration, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-    etcdctl_in(None, limit, endpoints, args, stdin)
-}
-
-/// [`etcdctl_for`], run inside `ns` if given.
-fn etcdctl_in(
-    ns: Option<&Netns>,
-    limit: Duration,
-    endpoints: &str,
-    args: &[&str],
-    stdin: Option<&str>,
-) -> Output {
-    let mut cmd = Command::new("timeout");
-    cmd.arg(limit.as_secs().to_string())
-        .arg(etcdctl_path())
-        .arg(format!("--endpoints={endpoints}"))
-        .args(args)
-        .env("ETCDCTL_API", "3");
-    if let Some(ns) = ns {
-        cmd = in_namespace(ns, &cmd);
+impl Etcdctl {
+    /// `etcdctl --endpoints=… [TLS flags]` (in the namespace, if any), to
+    /// add arguments to: for commands that run until stopped.
+    pub fn command(&self, endpoints: &str) -> Command {
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(etcdctl_path());
+                c
+            }
+            None => Command::new(etcdctl_path()),
+        };
+        cmd.arg(format!("--endpoints={endpoints}"));
+        if let Some([ca, cert, key]) = &self.tls {
+            cmd.arg("--cacert").arg(ca).arg("--cert").arg(cert).arg("--key").arg(key);
+        }
+        cmd.env("ETCDCTL_API", "3");
+        cmd
     }
-    cmd.stdin(if stdin.is_some() {
-        Stdio::piped()
-    } else {
-        Stdio::null()
-    })
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("running etcdctl");
-    if let Some(input) = stdin {
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("piped stdin")
-            .write_all(input.as_bytes())
-            .expect("writing etcdctl stdin");
+
+    /// Runs `ETCDCTL_API=3 etcdctl --endpoints=… ARGS` with `stdin`, killed after 30 s.
+    pub fn run(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
+        self.run_for(Duration::from_secs(30), endpoints, args, stdin)
     }
-    child.wait_with_output().expect("waiting for etcdctl")
+
+    /// [`Etcdctl::run`] that must succeed; returns its stdout, or panics
+    /// with both of its outputs.
+    pub fn ok(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+        let out = self.run(endpoints, args, stdin);
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "etcdctl {args:?} failed: {}\n{stdout}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        stdout
+    }
+
+    /// [`Etcdctl::run`] with a custom time limit.
+    pub fn run_for(
+        &self,
+        limit: Duration,
+        endpoints: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
+        let inner = self.command(endpoints);
+        let mut cmd = Command::new("timeout");
+        cmd.arg(limit.as_secs().to_string())
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .args(args)
+            .env("ETCDCTL_API", "3");
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("running etcdctl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            child
+                .stdin
+                .take()
+                .expect("piped stdin")
+                .write_all(input.as_bytes())
+                .expect("writing etcdctl stdin");
+        }
+        child.wait_with_output().expect("waiting for etcdctl")
+    }
 }
 
 impl Member {
@@ -219,7 +247,7 @@ impl Member {
         &self,
         server: Server,
         all: &[MemberSpec],
-        token: &str,
+        security: &LaunchSecurity,
         join: Option<SocketAddr>,
     ) -> Command {
         let binary = match server {
@@ -232,7 +260,7 @@ impl Member {
             None if all.len() == 1 && server == Server::Herd => Entry::Alone,
             None => Entry::Together(all),
         };
-        herd_store::launch::command(server, &binary, &self.spec(), entry, token, &[])
+        herd_store::launch::command(server, &binary, &self.spec(), entry, security, &[])
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -248,9 +276,20 @@ impl Member {
 }
 
 impl Cluster {
-    /// Starts `n` members bootstrapped together and waits until each serves a write.
+    /// Starts `n` members bootstrapped together, with mutual TLS from a
+    /// test CA, and waits until each serves a write.
     pub fn start(server: Server, n: usize) -> Cluster {
-        let mut cluster = Cluster::unlaunched(server, n, "m", |_| (free_addr(), free_addr()));
+        Cluster::start_secured(server, n, true)
+    }
+
+    /// [`Cluster::start`] over plaintext (herd's `--insecure-plaintext`).
+    pub fn start_plaintext(server: Server, n: usize) -> Cluster {
+        Cluster::start_secured(server, n, false)
+    }
+
+    fn start_secured(server: Server, n: usize, tls: bool) -> Cluster {
+        let mut cluster =
+            Cluster::unlaunched(server, n, "m", tls, |_| (free_addr(), free_addr()));
         for i in 0..n {
             cluster.launch(i);
         }
@@ -266,6 +305,7 @@ impl Cluster {
         server: Server,
         n: usize,
         prefix: &str,
+        tls: bool,
         addrs: impl Fn(usize) -> (SocketAddr, SocketAddr),
     ) -> Cluster {
         let dir = tempfile::Builder::new()
@@ -285,11 +325,20 @@ impl Cluster {
                     process: None,
                 }
             })
-            .collect();
+            .collect::<Vec<Member>>();
+        let (security, pki) = if tls {
+            let specs: Vec<MemberSpec> = members.iter().map(Member::spec).collect();
+            let pki = herd_store::launch::test_pki(dir.path(), &specs).expect("making a test CA");
+            (pki.security.clone(), Some(pki))
+        } else {
+            let token = "test-token".to_owned();
+            (LaunchSecurity::Plaintext { token }, None)
+        };
         Cluster {
             server,
             members,
-            token: "test-token".to_owned(),
+            security,
+            pki,
             dir,
             net: None,
         }
@@ -300,7 +349,7 @@ impl Cluster {
     /// before the first start (`herd kv snapshot restore`). Start them with
     /// [`Cluster::start_all`].
     pub fn unstarted(n: usize, prefix: &str) -> Cluster {
-        Cluster::unlaunched(Server::Herd, n, prefix, |_| (free_addr(), free_addr()))
+        Cluster::unlaunched(Server::Herd, n, prefix, true, |_| (free_addr(), free_addr()))
     }
 
     /// Starts every member that is not running and waits until each serves.
@@ -328,7 +377,7 @@ impl Cluster {
     /// Starts `n` herd members bootstrapped together, each in its own network
     /// namespace (see [`Topology`]), and waits until each serves a write.
     pub fn start_in_namespaces(n: usize) -> Cluster {
-        let mut cluster = Cluster::unlaunched(Server::Herd, n, "m", |i| {
+        let mut cluster = Cluster::unlaunched(Server::Herd, n, "m", true, |i| {
             (Topology::client_addr(i), Topology::peer_addr(i))
         });
         cluster.net = Some(Topology::new(n));
@@ -375,21 +424,85 @@ impl Cluster {
         }
     }
 
-    /// Runs `etcdctl` where clients run (the client namespace, if any).
+    /// `etcdctl` as this cluster's clients run it (see [`Etcdctl`]).
+    pub fn etcdctl_tool(&self) -> Etcdctl {
+        Etcdctl {
+            netns: self.net.as_ref().map(|n| n.client.name().to_owned()),
+            tls: self
+                .pki
+                .as_ref()
+                .map(|p| [p.ca_cert.clone(), p.root_cert.clone(), p.root_key.clone()]),
+        }
+    }
+
+    /// `--cacert --cert --key` for `root` on a TLS cluster (etcdctl's and
+    /// `herd kv`'s flags), nothing on a plaintext one.
+    pub fn client_flags(&self) -> Vec<String> {
+        match &self.pki {
+            Some(p) => [("--cacert", &p.ca_cert), ("--cert", &p.root_cert), ("--key", &p.root_key)]
+                .into_iter()
+                .flat_map(|(flag, path)| [flag.to_owned(), path.display().to_string()])
+                .collect(),
+            None => Vec::new(),
+        }
+    }
+
+    /// Runs `etcdctl` where clients run, with the cluster's credentials.
     pub fn etcdctl(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> Output {
-        etcdctl_in(
-            self.net.as_ref().map(|n| &n.client),
-            Duration::from_secs(30),
-            endpoints,
-            args,
-            stdin,
-        )
+        self.etcdctl_tool().run(endpoints, args, stdin)
+    }
+
+    /// [`Cluster::etcdctl`] that must succeed; returns its stdout.
+    pub fn etcdctl_ok(&self, endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+        self.etcdctl_tool().ok(endpoints, args, stdin)
+    }
+
+    /// [`Cluster::etcdctl`] with a custom time limit.
+    pub fn etcdctl_for(
+        &self,
+        limit: Duration,
+        endpoints: &str,
+        args: &[&str],
+        stdin: Option<&str>,
+    ) -> Output {
+        self.etcdctl_tool().run_for(limit, endpoints, args, stdin)
+    }
+
+    /// Credentials for herd's client (`root`'s certificate on a TLS cluster).
+    pub fn credentials(&self) -> Credentials {
+        match &self.pki {
+            Some(p) => Credentials::Tls {
+                ca_pem: p.ca_pem.clone(),
+                identity: Some(p.root.clone()),
+            },
+            None => Credentials::Plaintext,
+        }
+    }
+
+    /// A herd client for `endpoint` that connects on first use.
+    pub fn client(&self, endpoint: &str) -> herd_client::Client {
+        herd_client::Client::lazy_with(endpoint, &self.credentials()).expect("a client endpoint")
+    }
+
+    /// Options for the `etcd-client` crate with the cluster's credentials.
+    pub fn etcd_client_options(&self) -> etcd_client::ConnectOptions {
+        let options = etcd_client::ConnectOptions::new();
+        match &self.pki {
+            Some(p) => options.with_tls(
+                etcd_client::TlsOptions::new()
+                    .ca_certificate(etcd_client::Certificate::from_pem(&p.ca_pem))
+                    .identity(etcd_client::Identity::from_pem(
+                        &p.root.cert_pem,
+                        &p.root.key_pem,
+                    )),
+            ),
+            None => options,
+        }
     }
 
     /// Member `i`'s own view (`endpoint status`), or `None` if it does not answer.
     pub fn status(&self, i: usize) -> Option<Status> {
-        let out = etcdctl_in(
-            self.net.as_ref().map(|n| &n.client),
+        let out = self.etcdctl_for(
             Duration::from_secs(10),
             &self.members[i].client.to_string(),
             &["endpoint", "status", "-w", "json", "--command-timeout=3s"],
@@ -414,13 +527,17 @@ impl Cluster {
 
     fn launch_joining(&mut self, i: usize, join: Option<SocketAddr>) {
         let all: Vec<MemberSpec> = self.members.iter().map(Member::spec).collect();
+        let mut security = self.security.clone();
+        if let (Some(_), LaunchSecurity::Tls { join_token, .. }) = (join, &mut security) {
+            *join_token = Some(self.admin_token(&self.members[i].name));
+        }
         let m = &self.members[i];
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(&m.log)
             .expect("opening the member log");
-        let mut cmd = m.command(self.server, &all, &self.token, join);
+        let mut cmd = m.command(self.server, &all, &security, join);
         if let Some(net) = &self.net {
             cmd = in_namespace(&net.members[i], &cmd);
         }
@@ -513,6 +630,23 @@ impl Cluster {
         self.launch_joining(i, Some(via));
         self.wait_serving(i);
         i
+    }
+
+    /// A one-use join token for machine `name`, made with `herd admin
+    /// token create` as root.
+    pub fn admin_token(&self, name: &str) -> String {
+        let out = Command::new(bin::herd())
+            .args(["admin", "token", "create", "--endpoints", &self.endpoints()])
+            .args(self.client_flags())
+            .args(["--machine", name, "--uses", "1"])
+            .output()
+            .expect("running herd admin token create");
+        assert!(
+            out.status.success(),
+            "herd admin token create: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_owned()
     }
 
     /// The index of the member the cluster reports as leader.

@@ -63,7 +63,14 @@ fn power_cut_under_load(
 ) {
     let endpoints: Vec<String> = MACHINES.iter().map(|m| endpoint(m)).collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let writers = rt.spawn(run_writers(endpoints.clone(), 6, prefix, Arc::clone(&stop)));
+    let credentials = herd_tests::lab::credentials(lab_dir);
+    let writers = rt.spawn(run_writers(
+        endpoints.clone(),
+        credentials.clone(),
+        6,
+        prefix,
+        Arc::clone(&stop),
+    ));
     std::thread::sleep(Duration::from_secs(8));
     let mut kill = vec!["kill"];
     kill.extend_from_slice(cut);
@@ -94,11 +101,11 @@ fn power_cut_under_load(
         Duration::from_secs(1),
         || {
             let endpoints = endpoints.clone();
-            let acked = acked.clone();
+            let (acked, credentials) = (acked.clone(), credentials.clone());
             match rt
-                .block_on(
-                    rt.spawn(async move { check_acknowledged(&endpoints, prefix, &acked).await }),
-                )
+                .block_on(rt.spawn(async move {
+                    check_acknowledged(&endpoints, &credentials, prefix, &acked).await
+                }))
                 .expect("check task")
             {
                 Ok(n) => Some(n),

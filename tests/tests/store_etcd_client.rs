@@ -24,12 +24,13 @@ async fn value(c: &mut Client, key: &str) -> Option<String> {
         .map(|kv| String::from_utf8_lossy(kv.value()).into_owned())
 }
 
-async fn drive(endpoints: Vec<String>) {
-    // One client per member, as programs pinned to a local member are.
-    let mut a = Client::connect([endpoints[0].as_str()], None)
+async fn drive(endpoints: Vec<String>, options: etcd_client::ConnectOptions) {
+    // One client per member, as programs pinned to a local member are,
+    // both over mutual TLS.
+    let mut a = Client::connect([endpoints[0].as_str()], Some(options.clone()))
         .await
         .expect("connect");
-    let mut b = Client::connect([endpoints[1].as_str()], None)
+    let mut b = Client::connect([endpoints[1].as_str()], Some(options))
         .await
         .expect("connect");
 
@@ -250,7 +251,7 @@ fn run(server: Server) {
         .map(|m| m.client.to_string())
         .collect();
     let rt = cluster.client_runtime();
-    rt.block_on(rt.spawn(drive(endpoints)))
+    rt.block_on(rt.spawn(drive(endpoints, cluster.etcd_client_options())))
         .expect("client task");
 }
 

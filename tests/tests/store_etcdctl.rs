@@ -1,18 +1,18 @@
 //! Conformance: Debian's real `etcdctl` (3.4) drives a 3-member herd cluster
 //! through every command herd promises to support, and its output is checked.
 
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::Duration;
 
-use herd_tests::store::{Cluster, Server, etcdctl, etcdctl_for, etcdctl_ok, etcdctl_path};
+use herd_tests::store::{Cluster, Etcdctl, Server};
 use herd_tests::wait;
 
-fn ok(endpoints: &str, args: &[&str]) -> String {
-    etcdctl_ok(endpoints, args, None)
+fn ok(ctl: &Etcdctl, endpoints: &str, args: &[&str]) -> String {
+    ctl.ok(endpoints, args, None)
 }
 
-fn fails(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
-    let out = etcdctl(endpoints, args, stdin);
+fn fails(ctl: &Etcdctl, endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
+    let out = ctl.run(endpoints, args, stdin);
     assert!(
         !out.status.success(),
         "etcdctl {args:?} unexpectedly succeeded"
@@ -21,51 +21,44 @@ fn fails(endpoints: &str, args: &[&str], stdin: Option<&str>) -> String {
 }
 
 /// Runs a blocking etcdctl command (watch, elect -l) for `secs` and returns its output.
-fn for_a_while(endpoints: &str, args: &[&str], secs: u32) -> String {
-    let out = Command::new("timeout")
-        .arg(secs.to_string())
-        .arg(etcdctl_path())
-        .arg(format!("--endpoints={endpoints}"))
-        .args(args)
-        .env("ETCDCTL_API", "3")
-        .stdin(Stdio::null())
-        .output()
-        .expect("running etcdctl");
+fn for_a_while(ctl: &Etcdctl, endpoints: &str, args: &[&str], secs: u32) -> String {
+    let out = ctl.run_for(std::time::Duration::from_secs(secs.into()), endpoints, args, None);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
 fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
     let cluster = Cluster::start(Server::Herd, 3);
+    let ctl = cluster.etcdctl_tool();
     let all = cluster.endpoints();
     let one = cluster.members[1].client.to_string();
     let other = cluster.members[2].client.to_string();
 
     // put / get, through different members.
-    assert_eq!(ok(&one, &["put", "greeting", "hello"]), "OK\n");
-    assert_eq!(ok(&other, &["get", "greeting"]), "greeting\nhello\n");
-    ok(&all, &["put", "dir/a", "1"]);
-    ok(&all, &["put", "dir/b", "2"]);
-    ok(&all, &["put", "dir/c", "3"]);
-    ok(&all, &["put", "greeting", "hi"]);
+    assert_eq!(ok(&ctl, &one, &["put", "greeting", "hello"]), "OK\n");
+    assert_eq!(ok(&ctl, &other, &["get", "greeting"]), "greeting\nhello\n");
+    ok(&ctl, &all, &["put", "dir/a", "1"]);
+    ok(&ctl, &all, &["put", "dir/b", "2"]);
+    ok(&ctl, &all, &["put", "dir/c", "3"]);
+    ok(&ctl, &all, &["put", "greeting", "hi"]);
     assert_eq!(
-        ok(&all, &["get", "--prefix", "dir/"]),
+        ok(&ctl, &all, &["get", "--prefix", "dir/"]),
         "dir/a\n1\ndir/b\n2\ndir/c\n3\n"
     );
     assert_eq!(
-        ok(&all, &["get", "--prefix", "--keys-only", "dir/"]),
+        ok(&ctl, &all, &["get", "--prefix", "--keys-only", "dir/"]),
         "dir/a\n\ndir/b\n\ndir/c\n\n"
     );
     assert_eq!(
-        ok(&all, &["get", "--prefix", "--limit=2", "dir/"]),
+        ok(&ctl, &all, &["get", "--prefix", "--limit=2", "dir/"]),
         "dir/a\n1\ndir/b\n2\n"
     );
     assert_eq!(
-        ok(&all, &["get", "--rev=1", "greeting"]),
+        ok(&ctl, &all, &["get", "--rev=1", "greeting"]),
         "greeting\nhello\n"
     );
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&all, &["get", "greeting", "-w", "json"])).unwrap();
+        serde_json::from_str(&ok(&ctl, &all, &["get", "greeting", "-w", "json"])).unwrap();
     let kv = &json["kvs"][0];
     assert_eq!(kv["key"], "Z3JlZXRpbmc=", "{json}"); // base64("greeting")
     assert_eq!(kv["value"], "aGk=", "{json}"); // base64("hi")
@@ -75,74 +68,72 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
     assert_eq!(json["header"]["revision"], 5, "{json}");
 
     // del
-    assert_eq!(ok(&all, &["del", "dir/c"]), "1\n");
-    assert_eq!(ok(&all, &["del", "dir/c"]), "0\n");
+    assert_eq!(ok(&ctl, &all, &["del", "dir/c"]), "1\n");
+    assert_eq!(ok(&ctl, &all, &["del", "dir/c"]), "0\n");
 
     // txn in etcdctl's stdin form, both branches.
     let txn =
         "value(\"greeting\") = \"hi\"\n\nput greeting hey\nget dir/a\n\nput greeting lost\n\n";
     assert_eq!(
-        etcdctl_ok(&all, &["txn"], Some(txn)),
+        ctl.ok(&all, &["txn"], Some(txn)),
         "SUCCESS\n\nOK\n\ndir/a\n1\n"
     );
-    assert_eq!(etcdctl_ok(&all, &["txn"], Some(txn)), "FAILURE\n\nOK\n");
-    assert_eq!(ok(&all, &["get", "greeting"]), "greeting\nlost\n");
+    assert_eq!(ctl.ok(&all, &["txn"], Some(txn)), "FAILURE\n\nOK\n");
+    assert_eq!(ok(&ctl, &all, &["get", "greeting"]), "greeting\nlost\n");
 
     // watch replays history from a revision, on a key and on a prefix.
-    let w = for_a_while(&one, &["watch", "--rev=1", "greeting"], 3);
+    let w = for_a_while(&ctl, &one, &["watch", "--rev=1", "greeting"], 3);
     assert!(
         w.starts_with(
             "PUT\ngreeting\nhello\nPUT\ngreeting\nhi\nPUT\ngreeting\nhey\nPUT\ngreeting\nlost\n"
         ),
         "{w}"
     );
-    let w = for_a_while(&other, &["watch", "--prefix", "--rev=2", "dir/"], 3);
+    let w = for_a_while(&ctl, &other, &["watch", "--prefix", "--rev=2", "dir/"], 3);
     assert!(
         w.starts_with("PUT\ndir/a\n1\nPUT\ndir/b\n2\nPUT\ndir/c\n3\nDELETE\ndir/c\n"),
         "{w}"
     );
 
     // leases
-    let grant = ok(&all, &["lease", "grant", "60"]);
+    let grant = ok(&ctl, &all, &["lease", "grant", "60"]);
     let id = grant
         .split_whitespace()
         .nth(1)
         .expect("lease id")
         .to_owned();
     assert_eq!(grant, format!("lease {id} granted with TTL(60s)\n"));
-    ok(&all, &["put", "--lease", &id, "leased", "v"]);
-    let ttl = ok(&all, &["lease", "timetolive", "--keys", &id]);
+    ok(&ctl, &all, &["put", "--lease", &id, "leased", "v"]);
+    let ttl = ok(&ctl, &all, &["lease", "timetolive", "--keys", &id]);
     assert!(
         ttl.starts_with(&format!("lease {id} granted with TTL(60s), remaining(")),
         "{ttl}"
     );
     assert!(ttl.ends_with("attached keys([leased])\n"), "{ttl}");
-    assert!(ok(&all, &["lease", "list"]).contains(&id));
+    assert!(ok(&ctl, &all, &["lease", "list"]).contains(&id));
     assert_eq!(
-        ok(&all, &["lease", "keep-alive", "--once", &id]),
+        ok(&ctl, &all, &["lease", "keep-alive", "--once", &id]),
         format!("lease {id} keepalived with TTL(60)\n")
     );
     assert_eq!(
-        ok(&all, &["lease", "revoke", &id]),
+        ok(&ctl, &all, &["lease", "revoke", &id]),
         format!("lease {id} revoked\n")
     );
-    assert_eq!(ok(&all, &["get", "leased"]), "");
-    let err = fails(&all, &["lease", "revoke", &id], None);
+    assert_eq!(ok(&ctl, &all, &["get", "leased"]), "");
+    let err = fails(&ctl, &all, &["lease", "revoke", &id], None);
     assert!(
         err.contains("etcdserver: requested lease not found"),
         "{err}"
     );
 
     // lock: the command runs while the lock is held.
-    assert_eq!(ok(&all, &["lock", "door", "echo", "inside"]), "inside\n");
+    assert_eq!(ok(&ctl, &all, &["lock", "door", "echo", "inside"]), "inside\n");
 
     // elect: a candidate leads, an observer sees it.
     let mut candidate = herd_tests::process::spawn(
         "etcdctl elect",
-        Command::new(etcdctl_path())
-            .arg(format!("--endpoints={all}"))
+        ctl.command(&all)
             .args(["elect", "chair", "alice"])
-            .env("ETCDCTL_API", "3")
             .stdout(Stdio::null()),
     );
     let seen = wait::until(
@@ -150,7 +141,7 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
         Duration::from_secs(20),
         Duration::from_millis(300),
         || {
-            let out = for_a_while(&one, &["elect", "--listen", "chair"], 2);
+            let out = for_a_while(&ctl, &one, &["elect", "--listen", "chair"], 2);
             out.contains("alice").then_some(out)
         },
     );
@@ -163,7 +154,7 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
     // single member) shows both URLs.
     let row = |m: &herd_tests::store::Member| {
         format!(
-            ", started, {}, http://{}, http://{}, false",
+            ", started, {}, https://{}, https://{}, false",
             m.name, m.peer, m.client
         )
     };
@@ -172,7 +163,7 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
         Duration::from_secs(30),
         Duration::from_millis(300),
         || {
-            let list = ok(&one, &["member", "list"]);
+            let list = ok(&ctl, &one, &["member", "list"]);
             cluster
                 .members
                 .iter()
@@ -182,7 +173,7 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
     );
     assert_eq!(list.lines().count(), 3, "{list}");
     let json: serde_json::Value =
-        serde_json::from_str(&ok(&other, &["member", "list", "-w", "json"])).unwrap();
+        serde_json::from_str(&ok(&ctl, &other, &["member", "list", "-w", "json"])).unwrap();
     let members = json["members"].as_array().expect("members");
     assert_eq!(members.len(), 3, "{json}");
     for m in &cluster.members {
@@ -192,23 +183,24 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
             .unwrap_or_else(|| panic!("{} missing: {json}", m.name));
         assert_eq!(
             listed["peerURLs"][0],
-            format!("http://{}", m.peer),
+            format!("https://{}", m.peer),
             "{json}"
         );
         assert_eq!(
             listed["clientURLs"][0],
-            format!("http://{}", m.client),
+            format!("https://{}", m.client),
             "{json}"
         );
     }
     let spare = herd_tests::store::free_addr();
     let added = ok(
+        &ctl,
         &all,
         &[
             "member",
             "add",
             "spare",
-            &format!("--peer-urls=http://{spare}"),
+            &format!("--peer-urls=https://{spare}"),
         ],
     );
     let new_id = added
@@ -222,18 +214,18 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
         ["Member", new_id.as_str(), "added", "to", "cluster"],
         "{added}"
     );
-    assert!(ok(&all, &["member", "list"]).contains(&format!("http://{spare}")));
+    assert!(ok(&ctl, &all, &["member", "list"]).contains(&format!("https://{spare}")));
     assert_eq!(
-        ok(&all, &["member", "remove", &new_id])
+        ok(&ctl, &all, &["member", "remove", &new_id])
             .split_whitespace()
             .take(3)
             .collect::<Vec<_>>(),
         ["Member", new_id.as_str(), "removed"]
     );
-    assert!(!ok(&all, &["member", "list"]).contains(&format!("http://{spare}")));
+    assert!(!ok(&ctl, &all, &["member", "list"]).contains(&format!("https://{spare}")));
 
     // endpoint status / health
-    let status = ok(&all, &["endpoint", "status"]);
+    let status = ok(&ctl, &all, &["endpoint", "status"]);
     assert_eq!(status.lines().count(), 3, "{status}");
     let leaders = status
         .lines()
@@ -244,7 +236,7 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
         "exactly one member reports itself leader:\n{status}"
     );
     // etcdctl 3.4 prints health results on stderr.
-    let out = etcdctl(&all, &["endpoint", "health"], None);
+    let out = ctl.run(&all, &["endpoint", "health"], None);
     assert!(out.status.success(), "{out:?}");
     let health =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
@@ -257,8 +249,8 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
     );
 
     // compaction, and reads below it fail with etcd's message.
-    assert_eq!(ok(&all, &["compaction", "3"]), "compacted revision 3\n");
-    let err = fails(&all, &["get", "--rev=2", "greeting"], None);
+    assert_eq!(ok(&ctl, &all, &["compaction", "3"]), "compacted revision 3\n");
+    let err = fails(&ctl, &all, &["get", "--rev=2", "greeting"], None);
     assert!(
         err.contains("etcdserver: mvcc: required revision has been compacted"),
         "{err}"
@@ -266,12 +258,12 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
 
     // Bad input: an oversized value, an empty key.
     let big = "x".repeat(2 * 1024 * 1024);
-    let err = fails(&all, &["put", "big"], Some(&big));
+    let err = fails(&ctl, &all, &["put", "big"], Some(&big));
     assert!(
         err.contains("request is too large") || err.contains("larger than max"),
         "{err}"
     );
-    let err = fails(&all, &["get", ""], None);
+    let err = fails(&ctl, &all, &["get", ""], None);
     assert!(err.contains("key is not provided"), "{err}");
 }
 
@@ -282,7 +274,7 @@ fn etcdctl_check_perf_runs_against_herd() {
     // depends on what else the two cores are doing (tests never assert
     // timings; `herd bench kv` measures speed), so this checks that every
     // stage of the check talked to herd successfully and produced its report.
-    let out = etcdctl_for(
+    let out = cluster.etcdctl_for(
         Duration::from_secs(150),
         &cluster.endpoints(),
         &["check", "perf", "--load=s"],

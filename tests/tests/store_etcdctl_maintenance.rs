@@ -8,21 +8,22 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use herd_tests::bin;
-use herd_tests::store::{Cluster, Server, etcdctl, etcdctl_ok};
+use herd_tests::store::{Cluster, Etcdctl, Server};
 use herd_tests::wait;
 use serde_json::Value;
 
-fn ok(endpoints: &str, args: &[&str]) -> String {
-    etcdctl_ok(endpoints, args, None)
+fn ok(ctl: &Etcdctl, endpoints: &str, args: &[&str]) -> String {
+    ctl.ok(endpoints, args, None)
 }
 
-fn herd_kv(endpoints: &str, args: &[&str]) -> String {
+fn herd_kv(cluster: &Cluster, endpoints: &str, args: &[&str]) -> String {
     let out = Command::new("timeout")
         .arg("60")
         .arg(bin::herd())
         .arg("kv")
         .arg("--endpoints")
         .arg(endpoints)
+        .args(cluster.client_flags())
         .args(args)
         .output()
         .expect("running herd kv");
@@ -54,7 +55,7 @@ fn statuses(cluster: &Cluster) -> Option<Vec<(u64, u64)>> {
         .members
         .iter()
         .map(|m| {
-            let out = etcdctl(
+            let out = cluster.etcdctl(
                 &m.client.to_string(),
                 &["endpoint", "status", "-w", "json"],
                 None,
@@ -87,32 +88,33 @@ fn agreed_leader(cluster: &Cluster, target: Option<u64>) -> Vec<(u64, u64)> {
 #[test]
 fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
     let cluster = Cluster::start(Server::Herd, 3);
+    let ctl = cluster.etcdctl_tool();
     let all = cluster.endpoints();
     let one = cluster.members[0].client.to_string();
 
     for i in 0..50 {
-        ok(&all, &["put", &format!("key/{}", i % 10), &format!("v{i}")]);
+        ok(&ctl, &all, &["put", &format!("key/{}", i % 10), &format!("v{i}")]);
     }
-    ok(&all, &["del", "key/3"]);
-    ok(&all, &["compaction", "20"]);
+    ok(&ctl, &all, &["del", "key/3"]);
+    ok(&ctl, &all, &["compaction", "20"]);
     let rev = 51; // 50 puts and a delete
 
     // hashkv: every member hashes the same key space at the same revision.
-    let out = ok(&all, &["endpoint", "hashkv", &format!("--rev={rev}")]);
+    let out = ok(&ctl, &all, &["endpoint", "hashkv", &format!("--rev={rev}")]);
     let at_rev = hashes(&out);
     assert_eq!(at_rev.len(), 3, "{out}");
     assert!(at_rev.iter().all(|h| *h == at_rev[0]), "{out}");
     // A new write changes the current hash but not the one at `rev`.
-    ok(&all, &["put", "key/new", "x"]);
-    let out = ok(&all, &["endpoint", "hashkv"]);
+    ok(&ctl, &all, &["put", "key/new", "x"]);
+    let out = ok(&ctl, &all, &["endpoint", "hashkv"]);
     let now = hashes(&out);
     assert!(now.iter().all(|h| *h == now[0]), "{out}");
     assert_ne!(now[0], at_rev[0]);
-    let out = ok(&all, &["endpoint", "hashkv", &format!("--rev={rev}")]);
+    let out = ok(&ctl, &all, &["endpoint", "hashkv", &format!("--rev={rev}")]);
     assert_eq!(hashes(&out), at_rev, "{out}");
     // herd kv asks each endpoint too.
     let json: Value =
-        serde_json::from_str(&herd_kv(&all, &["endpoint", "hashkv", "-o", "json"])).unwrap();
+        serde_json::from_str(&herd_kv(&cluster, &all, &["endpoint", "hashkv", "-o", "json"])).unwrap();
     let rows = json.as_array().expect("rows");
     assert_eq!(rows.len(), 3, "{json}");
     for r in rows {
@@ -120,7 +122,7 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
         assert_eq!(r["compact_revision"], 20, "{json}");
     }
     // Below the compaction there is nothing to hash.
-    let out = etcdctl(&one, &["endpoint", "hashkv", "--rev=5"], None);
+    let out = ctl.run(&one, &["endpoint", "hashkv", "--rev=5"], None);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("required revision has been compacted"),
@@ -132,13 +134,13 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("snap.db");
     let file = file.to_str().unwrap();
-    let saved = ok(&one, &["snapshot", "save", file]);
+    let saved = ok(&ctl, &one, &["snapshot", "save", file]);
     assert!(
         saved.contains(&format!("Snapshot saved at {file}")),
         "{saved}"
     );
     let status: Value =
-        serde_json::from_str(&herd_kv(&one, &["snapshot", "status", file, "-o", "json"])).unwrap();
+        serde_json::from_str(&herd_kv(&cluster, &one, &["snapshot", "status", file, "-o", "json"])).unwrap();
     assert_eq!(status["revision"], rev + 1, "{status}");
     assert_eq!(status["total_keys"], 10, "{status}"); // key/0..9 minus key/3, plus key/new
     assert_eq!(status["hash"].as_u64(), Some(now[0]), "{status}");
@@ -146,10 +148,10 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
     let file2 = dir.path().join("snap2.db");
     let file2 = file2.to_str().unwrap();
     let saved: Value =
-        serde_json::from_str(&herd_kv(&one, &["snapshot", "save", file2, "-o", "json"])).unwrap();
+        serde_json::from_str(&herd_kv(&cluster, &one, &["snapshot", "save", file2, "-o", "json"])).unwrap();
     assert_eq!(saved["revision"], rev + 1, "{saved}");
     let status2: Value =
-        serde_json::from_str(&herd_kv(&one, &["snapshot", "status", file2, "-o", "json"])).unwrap();
+        serde_json::from_str(&herd_kv(&cluster, &one, &["snapshot", "status", file2, "-o", "json"])).unwrap();
     assert_eq!(status2["hash"], status["hash"]);
     // A damaged file is refused with the reason.
     let mut bytes = std::fs::read(file).unwrap();
@@ -171,22 +173,24 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
     let spare = herd_tests::store::free_addr();
     let moved = herd_tests::store::free_addr();
     let added = ok(
+        &ctl,
         &all,
         &[
             "member",
             "add",
             "spare",
-            &format!("--peer-urls=http://{spare}"),
+            &format!("--peer-urls=https://{spare}"),
         ],
     );
     let spare_id = added.split_whitespace().nth(1).expect("id").to_owned();
     let updated = ok(
+        &ctl,
         &all,
         &[
             "member",
             "update",
             &spare_id,
-            &format!("--peer-urls=http://{moved}"),
+            &format!("--peer-urls=https://{moved}"),
         ],
     );
     assert_eq!(
@@ -194,33 +198,32 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
         ["Member", spare_id.as_str(), "updated"],
         "{updated}"
     );
-    let list = ok(&all, &["member", "list"]);
-    assert!(list.contains(&format!("http://{moved}")), "{list}");
-    assert!(!list.contains(&format!("http://{spare}")), "{list}");
+    let list = ok(&ctl, &all, &["member", "list"]);
+    assert!(list.contains(&format!("https://{moved}")), "{list}");
+    assert!(!list.contains(&format!("https://{spare}")), "{list}");
     let back = herd_tests::store::free_addr();
-    let json: Value = serde_json::from_str(&herd_kv(
-        &all,
+    let json: Value = serde_json::from_str(&herd_kv(&cluster, &all,
         &[
             "member",
             "update",
             &spare_id,
-            &format!("--peer-urls=http://{back}"),
+            &format!("--peer-urls=https://{back}"),
             "-o",
             "json",
         ],
     ))
     .unwrap();
     assert!(
-        json.to_string().contains(&format!("http://{back}")),
+        json.to_string().contains(&format!("https://{back}")),
         "{json}"
     );
-    let out = etcdctl(
+    let out = ctl.run(
         &all,
         &[
             "member",
             "update",
             "abcdef",
-            "--peer-urls=http://127.0.0.1:1",
+            "--peer-urls=https://127.0.0.1:1",
         ],
         None,
     );
@@ -229,13 +232,13 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
         String::from_utf8_lossy(&out.stderr).contains("member not found"),
         "{out:?}"
     );
-    let out = etcdctl(
+    let out = ctl.run(
         &all,
         &[
             "member",
             "update",
             &spare_id,
-            "--peer-urls=http://host.invalid:1",
+            "--peer-urls=https://host.invalid:1",
         ],
         None,
     );
@@ -244,7 +247,7 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
         String::from_utf8_lossy(&out.stderr).contains("bad peer URL"),
         "{out:?}"
     );
-    ok(&all, &["member", "remove", &spare_id]);
+    ok(&ctl, &all, &["member", "remove", &spare_id]);
 
     // move-leader: leadership really moves (every member reports it) while
     // a client keeps writing, and the cluster keeps serving writes.
@@ -257,12 +260,12 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
         .unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let writer = {
-        let (stop, all) = (Arc::clone(&stop), all.clone());
+        let (stop, all, ctl) = (Arc::clone(&stop), all.clone(), ctl.clone());
         std::thread::spawn(move || {
             let mut acked = 0;
             while !stop.load(Ordering::Relaxed) {
                 // A write may fail while the election runs; later ones must not.
-                if etcdctl(&all, &["put", "load", &acked.to_string()], None)
+                if ctl.run(&all, &["put", "load", &acked.to_string()], None)
                     .status
                     .success()
                 {
@@ -272,7 +275,7 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
             acked
         })
     };
-    let out = ok(&all, &["move-leader", &format!("{target:x}")]);
+    let out = ok(&ctl, &all, &["move-leader", &format!("{target:x}")]);
     assert!(
         out.contains(&format!(
             "Leadership transferred from {leader:x} to {target:x}"
@@ -282,24 +285,26 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
     agreed_leader(&cluster, Some(target));
     stop.store(true, Ordering::Relaxed);
     assert!(writer.join().unwrap() > 0);
-    ok(&all, &["put", "after-move", "1"]);
+    ok(&ctl, &all, &["put", "after-move", "1"]);
     // herd kv moves it on to the third member.
     let third = before
         .iter()
         .map(|(id, _)| *id)
         .find(|id| *id != leader && *id != target)
         .unwrap();
-    let out = herd_kv(&one, &["move-leader", &format!("{third:x}")]);
+    let out = herd_kv(&cluster, &one, &["move-leader", &format!("{third:x}")]);
     assert_eq!(out, format!("leadership moved to {third:x}\n"));
     agreed_leader(&cluster, Some(third));
     assert_eq!(
-        ok(&all, &["get", "after-move", "--print-value-only"]),
+        ok(&ctl, &all, &["get", "after-move", "--print-value-only"]),
         "1\n"
     );
     // Moving to the leader itself is a no-op; an unknown member is an error.
-    herd_kv(&one, &["move-leader", &format!("{third:x}")]);
+    herd_kv(&cluster, &one, &["move-leader", &format!("{third:x}")]);
     let out = Command::new(bin::herd())
-        .args(["kv", "--endpoints", &one, "move-leader", "abcdef"])
+        .args(["kv", "--endpoints", &one])
+        .args(cluster.client_flags())
+        .args(["move-leader", "abcdef"])
         .output()
         .unwrap();
     assert!(!out.status.success());

@@ -12,20 +12,21 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::time::Duration;
 
 use herd_client::proto::etcdserverpb::RangeRequest;
-use herd_client::{Client, prefix_end};
+use herd_client::{Client, Credentials, prefix_end};
 use herd_store::{Bootstrap, Config, Member};
 use herd_tests::linearizability::{self, Operation, Verdict};
 use herd_tests::robustness::{
     PREFIX, WatchLog, Workload, check_no_lost_writes, check_revisions, check_watch, run_clients,
     watch_all,
 };
-use herd_tests::store::{Cluster, Server, Status, etcdctl};
+use herd_tests::store::{Cluster, Server, Status};
 use herd_tests::wait;
 use tokio::runtime::Runtime;
 use tokio::task::JoinHandle;
 
 /// Load and watch running against a cluster, recorded.
 struct Recording {
+    credentials: Credentials,
     stop: Arc<AtomicBool>,
     until: Arc<AtomicI64>,
     load: JoinHandle<Vec<Operation>>,
@@ -36,18 +37,30 @@ struct Recording {
 /// `i % n`) and a watcher that starts on the last endpoint, so a fault on
 /// the leader (often the first member) forces it to resume elsewhere at
 /// least sometimes.
-fn start_recording(rt: &Runtime, endpoints: &[String], workload: Workload) -> Recording {
+fn start_recording(
+    rt: &Runtime,
+    endpoints: &[String],
+    credentials: Credentials,
+    workload: Workload,
+) -> Recording {
     let stop = Arc::new(AtomicBool::new(false));
     let until = Arc::new(AtomicI64::new(i64::MAX));
-    let load = rt.spawn(run_clients(endpoints.to_vec(), workload, Arc::clone(&stop)));
+    let load = rt.spawn(run_clients(
+        endpoints.to_vec(),
+        credentials.clone(),
+        workload,
+        Arc::clone(&stop),
+    ));
     let mut watch_endpoints = endpoints.to_vec();
     watch_endpoints.rotate_left(endpoints.len() - 1);
     let watcher = rt.spawn(watch_all(
         watch_endpoints,
+        credentials.clone(),
         Arc::clone(&stop),
         Arc::clone(&until),
     ));
     Recording {
+        credentials,
         stop,
         until,
         load,
@@ -68,8 +81,11 @@ fn finish_and_check(rt: &Runtime, rec: Recording, live: Vec<String>) -> Vec<Oper
     let final_revision = rt
         .block_on(rt.spawn({
             let live = live.clone();
+            let credentials = rec.credentials.clone();
             async move {
-                let client = Client::connect(&live).await.expect("a live member");
+                let client = Client::connect_with(&live, &credentials)
+                    .await
+                    .expect("a live member");
                 let r = client
                     .kv()
                     .range(RangeRequest {
@@ -91,6 +107,7 @@ fn finish_and_check(rt: &Runtime, rec: Recording, live: Vec<String>) -> Vec<Oper
     let (reference, _) = rt
         .block_on(rt.spawn(watch_all(
             live,
+            rec.credentials.clone(),
             done,
             Arc::new(AtomicI64::new(final_revision)),
         )))
@@ -146,7 +163,12 @@ fn scenario(
         .iter()
         .map(|&i| cluster.members[i].client.to_string())
         .collect();
-    let recording = start_recording(&rt, &endpoints, Workload::CONTENDED);
+    let recording = start_recording(
+        &rt,
+        &endpoints,
+        cluster.credentials(),
+        Workload::CONTENDED,
+    );
     std::thread::sleep(Duration::from_secs(2));
     fault(cluster);
     std::thread::sleep(Duration::from_secs(3));
@@ -244,7 +266,7 @@ fn store_robustness_member_removed_and_new_one_joined() {
     let staying: Vec<usize> = (0..3).filter(|&i| i != leaving).collect();
     scenario(&mut cluster, &staying, move |c| {
         let id = format!("{:x}", herd_store::member_id(&c.members[leaving].name));
-        let out = etcdctl(
+        let out = c.etcdctl(
             &c.members[leader].client.to_string(),
             &["member", "remove", &id],
             None,
@@ -256,7 +278,7 @@ fn store_robustness_member_removed_and_new_one_joined() {
         );
         c.kill(leaving);
         let joined = c.join_new(leader);
-        let list = etcdctl(
+        let list = c.etcdctl(
             &c.members[leader].client.to_string(),
             &["member", "list"],
             None,
@@ -310,7 +332,12 @@ fn random_member_kills(server: Server) {
         .iter()
         .map(|m| m.client.to_string())
         .collect();
-    let recording = start_recording(&rt, &endpoints, Workload::READ_MODIFY_WRITE);
+    let recording = start_recording(
+        &rt,
+        &endpoints,
+        cluster.credentials(),
+        Workload::READ_MODIFY_WRITE,
+    );
     for round in 0..6 {
         std::thread::sleep(Duration::from_millis(2500));
         if round == 5 {
@@ -541,7 +568,12 @@ fn store_robustness_leader_partitioned_by_peer_hook() {
         Duration::from_millis(100),
         || agreed_leader(&all),
     );
-    let recording = start_recording(&rt, &cluster.endpoints, Workload::CONTENDED);
+    let recording = start_recording(
+        &rt,
+        &cluster.endpoints,
+        Credentials::Plaintext,
+        Workload::CONTENDED,
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     let old = all
@@ -625,7 +657,12 @@ fn store_robustness_follower_partitioned_caught_up_by_snapshot() {
     let mut endpoints = cluster.endpoints.clone();
     let follower_endpoint = endpoints.remove(lag);
     endpoints.push(follower_endpoint);
-    let recording = start_recording(&rt, &endpoints, Workload::CONTENDED);
+    let recording = start_recording(
+        &rt,
+        &endpoints,
+        Credentials::Plaintext,
+        Workload::CONTENDED,
+    );
     std::thread::sleep(Duration::from_secs(2));
 
     let follower = &cluster.members[lag];

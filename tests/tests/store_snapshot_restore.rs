@@ -10,21 +10,21 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use herd_tests::bin;
-use herd_tests::store::{Cluster, Server, etcdctl, etcdctl_ok};
+use herd_tests::store::{Cluster, Etcdctl, Server};
 use herd_tests::wait;
 use serde_json::Value;
 
-fn json(endpoints: &str, args: &[&str]) -> Value {
-    let out = etcdctl_ok(endpoints, args, None);
+fn json(ctl: &Etcdctl, endpoints: &str, args: &[&str]) -> Value {
+    let out = ctl.ok(endpoints, args, None);
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("etcdctl {args:?}: {e}: {out}"))
 }
 
 /// Every key (with its revisions, version and lease) and the revision, as
 /// `etcdctl get "" --prefix -w json` reports them.
-fn key_space(endpoints: &str, extra: &[&str]) -> (Vec<Value>, i64) {
+fn key_space(ctl: &Etcdctl, endpoints: &str, extra: &[&str]) -> (Vec<Value>, i64) {
     let mut args = vec!["get", "", "--prefix", "-w", "json"];
     args.extend_from_slice(extra);
-    let v = json(endpoints, &args);
+    let v = json(ctl, endpoints, &args);
     let kvs = v["kvs"].as_array().cloned().unwrap_or_default();
     (kvs, v["header"]["revision"].as_i64().expect("a revision"))
 }
@@ -70,15 +70,15 @@ fn restore_refused(file: &Path, args: &[&str], data_dir: &Path, expected: &str) 
 /// Saves a snapshot of `endpoint`'s key space into `dir`, once that
 /// member applied revision `rev` (a member snapshots its own state, and
 /// reads through it are served by the leader, so it may lag a little).
-fn save_snapshot(endpoint: &str, rev: i64, dir: &Path) -> PathBuf {
+fn save_snapshot(ctl: &Etcdctl, endpoint: &str, rev: i64, dir: &Path) -> PathBuf {
     wait::until(
         "the member to apply every write",
         Duration::from_secs(60),
         Duration::from_millis(100),
-        || (key_space(endpoint, &["--consistency=s"]).1 >= rev).then_some(()),
+        || (key_space(ctl, endpoint, &["--consistency=s"]).1 >= rev).then_some(()),
     );
     let file = dir.join("backup.db");
-    etcdctl_ok(
+    ctl.ok(
         endpoint,
         &["snapshot", "save", file.to_str().expect("utf-8 path")],
         None,
@@ -86,15 +86,15 @@ fn save_snapshot(endpoint: &str, rev: i64, dir: &Path) -> PathBuf {
     file
 }
 
-fn cluster_id(endpoint: &str) -> u64 {
-    json(endpoint, &["get", "x", "-w", "json"])["header"]["cluster_id"]
+fn cluster_id(ctl: &Etcdctl, endpoint: &str) -> u64 {
+    json(ctl, endpoint, &["get", "x", "-w", "json"])["header"]["cluster_id"]
         .as_u64()
         .expect("a cluster id")
 }
 
 /// `etcdctl endpoint hashkv --rev=REV` of one endpoint.
-fn hashkv(endpoint: &str, rev: i64) -> u64 {
-    let out = etcdctl_ok(
+fn hashkv(ctl: &Etcdctl, endpoint: &str, rev: i64) -> u64 {
+    let out = ctl.ok(
         endpoint,
         &["endpoint", "hashkv", &format!("--rev={rev}")],
         None,
@@ -109,34 +109,35 @@ fn hashkv(endpoint: &str, rev: i64) -> u64 {
 #[test]
 fn store_snapshot_restore_into_a_new_three_member_cluster() {
     let mut old = Cluster::start(Server::Herd, 3);
+    let ctl = old.etcdctl_tool();
     let ep = old.endpoints();
     // Several revisions of one key, a deleted key, a key on a lease.
     let mut revs_of_a = Vec::new();
     for i in 1..=3 {
-        let v = json(&ep, &["put", "a", &format!("a{i}"), "-w", "json"]);
+        let v = json(&ctl, &ep, &["put", "a", &format!("a{i}"), "-w", "json"]);
         revs_of_a.push(v["header"]["revision"].as_i64().expect("revision"));
     }
     for i in 0..20 {
-        etcdctl_ok(
+        ctl.ok(
             &ep,
             &["put", &format!("dir/{i:02}"), &format!("v{i}")],
             None,
         );
     }
-    etcdctl_ok(&ep, &["put", "gone", "soon"], None);
-    etcdctl_ok(&ep, &["del", "gone"], None);
-    let lease = json(&ep, &["lease", "grant", "600", "-w", "json"])["ID"]
+    ctl.ok(&ep, &["put", "gone", "soon"], None);
+    ctl.ok(&ep, &["del", "gone"], None);
+    let lease = json(&ctl, &ep, &["lease", "grant", "600", "-w", "json"])["ID"]
         .as_i64()
         .expect("lease id");
     let lease_hex = format!("{lease:x}");
-    etcdctl_ok(&ep, &["put", "leased", "yes", "--lease", &lease_hex], None);
-    let (before, before_rev) = key_space(&ep, &[]);
+    ctl.ok(&ep, &["put", "leased", "yes", "--lease", &lease_hex], None);
+    let (before, before_rev) = key_space(&ctl, &ep, &[]);
     assert_eq!(before.len(), 22, "{before:?}");
-    let old_cluster_id = cluster_id(&ep);
-    let before_hash = hashkv(&old.members[0].client.to_string(), before_rev);
+    let old_cluster_id = cluster_id(&ctl, &ep);
+    let before_hash = hashkv(&ctl, &old.members[0].client.to_string(), before_rev);
 
     let backup = tempfile::tempdir().expect("scratch dir");
-    let file = save_snapshot(
+    let file = save_snapshot(&ctl, 
         &old.members[1].client.to_string(),
         before_rev,
         backup.path(),
@@ -178,12 +179,13 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
         "{restored_ids:x?}"
     );
     new.start_all();
+    let ctl = new.etcdctl_tool();
     let ep = new.endpoints();
     // Each member runs the restored data dir as it was built (its
     // member.json), not a fresh bootstrap.
     for m in &new.members {
         assert_eq!(
-            cluster_id(&m.client.to_string()),
+            cluster_id(&ctl, &m.client.to_string()),
             restored_ids[0],
             "{}",
             m.name
@@ -191,32 +193,32 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
     }
 
     // The key space, revisions included, is the snapshot's.
-    let (after, after_rev) = key_space(&ep, &[]);
+    let (after, after_rev) = key_space(&ctl, &ep, &[]);
     assert_eq!(after, before);
     assert_eq!(after_rev, before_rev);
     // History came along: every past value of `a` is readable.
     for (i, rev) in revs_of_a.iter().enumerate() {
-        let out = etcdctl_ok(&ep, &["get", "a", &format!("--rev={rev}")], None);
+        let out = ctl.ok(&ep, &["get", "a", &format!("--rev={rev}")], None);
         assert_eq!(out, format!("a\na{}\n", i + 1), "get a --rev={rev}");
     }
     // The whole MVCC history hashes the same on every new member.
     for m in &new.members {
         assert_eq!(
-            hashkv(&m.client.to_string(), before_rev),
+            hashkv(&ctl, &m.client.to_string(), before_rev),
             before_hash,
             "{}",
             m.name
         );
     }
-    let out = etcdctl_ok(&ep, &["get", "gone"], None);
+    let out = ctl.ok(&ep, &["get", "gone"], None);
     assert_eq!(out, "", "a deleted key came back");
     // Leases survive a restore (as in etcd) and keep their keys.
-    let leases = etcdctl_ok(&ep, &["lease", "list"], None);
+    let leases = ctl.ok(&ep, &["lease", "list"], None);
     assert!(leases.contains(&lease_hex), "{leases}");
 
     // A new cluster: its own identity, the new members only.
-    assert_ne!(cluster_id(&ep), old_cluster_id);
-    let list = json(&ep, &["member", "list", "-w", "json"]);
+    assert_ne!(cluster_id(&ctl, &ep), old_cluster_id);
+    let list = json(&ctl, &ep, &["member", "list", "-w", "json"]);
     let mut members: Vec<(String, String)> = list["members"]
         .as_array()
         .expect("members")
@@ -232,11 +234,11 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
     let expected: Vec<(String, String)> = new
         .members
         .iter()
-        .map(|m| (m.name.clone(), format!("http://{}", m.peer)))
+        .map(|m| (m.name.clone(), format!("https://{}", m.peer)))
         .collect();
     assert_eq!(members, expected);
     // etcdctl 3.4 prints health results on stderr.
-    let out = etcdctl(&ep, &["endpoint", "health"], None);
+    let out = ctl.run(&ep, &["endpoint", "health"], None);
     let health =
         String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{health}");
@@ -249,7 +251,7 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
     );
 
     // Revisions continue after the snapshot's, and writes reach every member.
-    let put = json(&ep, &["put", "after", "restore", "-w", "json"]);
+    let put = json(&ctl, &ep, &["put", "after", "restore", "-w", "json"]);
     let put_rev = put["header"]["revision"].as_i64().expect("revision");
     assert!(put_rev > before_rev, "{put_rev} after {before_rev}");
     for m in &new.members {
@@ -259,7 +261,7 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
             Duration::from_secs(30),
             Duration::from_millis(200),
             || {
-                let out = etcdctl(&endpoint, &["get", "after", "--consistency=s"], None);
+                let out = ctl.run(&endpoint, &["get", "after", "--consistency=s"], None);
                 (String::from_utf8_lossy(&out.stdout) == "after\nrestore\n").then_some(())
             },
         );
@@ -275,14 +277,14 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
         Duration::from_secs(60),
         Duration::from_millis(300),
         || {
-            etcdctl(&up, &["put", "while", "down"], None)
+            ctl.run(&up, &["put", "while", "down"], None)
                 .status
                 .success()
                 .then_some(())
         },
     );
     new.restart(down);
-    let (expected, rev) = key_space(&up, &[]);
+    let (expected, rev) = key_space(&ctl, &up, &[]);
     let endpoint = new.members[down].client.to_string();
     // Its own (serializable) view catches up to the cluster's, then equals it.
     let restarted = wait::until(
@@ -290,13 +292,13 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
         Duration::from_secs(60),
         Duration::from_millis(200),
         || {
-            let (kvs, r) = key_space(&endpoint, &["--consistency=s"]);
+            let (kvs, r) = key_space(&ctl, &endpoint, &["--consistency=s"]);
             (r >= rev).then_some(kvs)
         },
     );
     assert_eq!(restarted, expected);
     assert_eq!(
-        etcdctl_ok(
+        ctl.ok(
             &endpoint,
             &["get", "a", &format!("--rev={}", revs_of_a[0])],
             None
@@ -313,23 +315,24 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
         Duration::from_secs(60),
         Duration::from_millis(200),
         || {
-            let (kvs, r) = key_space(&endpoint, &["--consistency=s"]);
+            let (kvs, r) = key_space(&ctl, &endpoint, &["--consistency=s"]);
             (r >= rev).then_some(kvs)
         },
     );
     assert_eq!(caught_up, expected);
-    assert_eq!(hashkv(&endpoint, before_rev), before_hash);
+    assert_eq!(hashkv(&ctl, &endpoint, before_rev), before_hash);
 }
 
 #[test]
 fn store_snapshot_restore_single_member() {
     let mut old = Cluster::start(Server::Herd, 1);
+    let ctl = old.etcdctl_tool();
     let ep = old.endpoints();
-    etcdctl_ok(&ep, &["put", "k", "v1"], None);
-    etcdctl_ok(&ep, &["put", "k", "v2"], None);
-    let (before, before_rev) = key_space(&ep, &[]);
+    ctl.ok(&ep, &["put", "k", "v1"], None);
+    ctl.ok(&ep, &["put", "k", "v2"], None);
+    let (before, before_rev) = key_space(&ctl, &ep, &[]);
     let backup = tempfile::tempdir().expect("scratch dir");
-    let file = save_snapshot(&ep, before_rev, backup.path());
+    let file = save_snapshot(&ctl, &ep, before_rev, backup.path());
     old.kill(0);
     drop(old);
 
@@ -360,6 +363,7 @@ fn store_snapshot_restore_single_member() {
     );
     // `herd agent` takes the engine from the restored member.json.
     new.start_all();
+    let ctl = new.etcdctl_tool();
     let raft = new.data_dir(0).join("raft");
     assert!(
         raft.join("raft.log").is_file(),
@@ -368,22 +372,23 @@ fn store_snapshot_restore_single_member() {
     );
     assert!(!raft.join("log.redb").exists());
     let ep = new.endpoints();
-    let (after, after_rev) = key_space(&ep, &[]);
+    let (after, after_rev) = key_space(&ctl, &ep, &[]);
     assert_eq!((after, after_rev), (before, before_rev));
-    assert_eq!(etcdctl_ok(&ep, &["get", "k", "--rev=1"], None), "k\nv1\n");
-    let list = json(&ep, &["member", "list", "-w", "json"]);
+    assert_eq!(ctl.ok(&ep, &["get", "k", "--rev=1"], None), "k\nv1\n");
+    let list = json(&ctl, &ep, &["member", "list", "-w", "json"]);
     assert_eq!(list["members"].as_array().map(Vec::len), Some(1), "{list}");
     assert_eq!(list["members"][0]["name"], "solo0");
-    let put = json(&ep, &["put", "k", "v3", "-w", "json"]);
+    let put = json(&ctl, &ep, &["put", "k", "v3", "-w", "json"]);
     assert_eq!(put["header"]["revision"].as_i64(), Some(before_rev + 1));
 }
 
 #[test]
 fn store_snapshot_restore_refusals() {
     let mut old = Cluster::start(Server::Herd, 1);
-    etcdctl_ok(&old.endpoints(), &["put", "k", "v"], None);
+    let ctl = old.etcdctl_tool();
+    ctl.ok(&old.endpoints(), &["put", "k", "v"], None);
     let scratch = tempfile::tempdir().expect("scratch dir");
-    let file = save_snapshot(&old.endpoints(), 1, scratch.path());
+    let file = save_snapshot(&ctl, &old.endpoints(), 1, scratch.path());
     old.kill(0);
     let dir = |name: &str| scratch.path().join(name);
     let arg = |p: &Path| p.to_str().expect("utf-8 path").to_owned();

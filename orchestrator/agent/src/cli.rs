@@ -16,7 +16,7 @@ use crate::settings::AgentSettings;
 pub struct AgentArgs {
     /// Take name, token, addresses and cluster entry from a cloud-config
     /// (`http://…` or a file), as netbooted machines do.
-    #[arg(long, value_name = "URL", conflicts_with_all = ["name", "initial_cluster", "join", "token", "token_file"])]
+    #[arg(long, value_name = "URL", conflicts_with_all = ["name", "initial_cluster", "join", "token", "token_file", "ca_cert"])]
     pub cloud_config: Option<String>,
     /// This member's name (unique in the cluster).
     #[arg(long, required_unless_present = "cloud_config")]
@@ -37,18 +37,27 @@ pub struct AgentArgs {
     /// Join a running cluster through any member's peer address.
     #[arg(long)]
     pub join: Option<SocketAddr>,
-    /// The cluster's shared secret: gates joining and peer traffic.
-    #[arg(
-        long,
-        env = "HERD_TOKEN",
-        hide_env_values = true,
-        required_unless_present_any = ["token_file", "cloud_config"],
-        conflicts_with = "token_file"
-    )]
+    /// The join token (`herd1.<CA hash>.<id>.<secret>`): needed to join;
+    /// a founding member registers it so others can join with it (without
+    /// one it makes one and writes it to DATA_DIR/join-token). With
+    /// --insecure-plaintext: the cluster's shared secret.
+    #[arg(long, env = "HERD_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
     pub token: Option<String>,
-    /// File holding the cluster token.
+    /// File holding the token.
     #[arg(long)]
     pub token_file: Option<PathBuf>,
+    /// The cluster CA's certificate (PEM), for members that found the
+    /// cluster together (each then issues its own member certificate).
+    #[arg(long, requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+    /// The cluster CA's key (PEM, mode 0600).
+    #[arg(long, requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+    /// Run without TLS: peers authenticated only by the shared token,
+    /// clients not at all while etcd-style auth is off. For tests and
+    /// benchmarks against plaintext peers; it says so loudly in the log.
+    #[arg(long)]
+    pub insecure_plaintext: bool,
     /// Members beyond this many voters join as learners.
     #[arg(long, default_value_t = 5)]
     pub max_voters: usize,

@@ -6,7 +6,11 @@
 //! ```yaml
 //! hostname: m2
 //! herd:
-//!   token: 4f1c…            # the cluster's join token
+//!   token: herd1.…           # the cluster's join token (pins the CA)
+//!   ca:                      # only for the machine that founds the cluster
+//!     cert: "-----BEGIN CERTIFICATE-----…"
+//!     key: "-----BEGIN PRIVATE KEY-----…"
+//!   insecure_plaintext: false  # true: no TLS (tests only)
 //!   advertise: 10.77.0.12    # this machine's address: listen + advertise
 //!   bootstrap: 10.77.0.11    # the one machine that may found the cluster
 //!   peers: [10.77.0.11, 10.77.0.12, 10.77.0.13]
@@ -65,6 +69,11 @@ struct HerdSection {
     roles: Vec<Role>,
     #[serde(default)]
     install_disk: Option<PathBuf>,
+    /// The cluster CA, for the machine that founds the cluster.
+    #[serde(default)]
+    ca: Option<CaSection>,
+    #[serde(default)]
+    insecure_plaintext: bool,
     #[serde(default)]
     client_port: Option<u16>,
     #[serde(default)]
@@ -73,6 +82,19 @@ struct HerdSection {
 
 fn default_roles() -> Vec<Role> {
     vec![Role::Store]
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CaSection {
+    cert: String,
+    key: String,
+}
+
+impl std::fmt::Debug for CaSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("CaSection(<certificate and key>)")
+    }
 }
 
 /// How this machine enters the store cluster.
@@ -87,7 +109,7 @@ pub enum Membership {
 }
 
 /// Everything the agent needs from its cloud-config, typed.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct AgentBootstrap {
     pub name: String,
     pub token: String,
@@ -97,6 +119,9 @@ pub struct AgentBootstrap {
     pub membership: Membership,
     pub roles: Vec<Role>,
     pub install_disk: Option<PathBuf>,
+    /// The cluster CA (certificate and key) for the founding machine.
+    pub ca: Option<herd_pki::ClusterCa>,
+    pub insecure_plaintext: bool,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -166,6 +191,13 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         membership,
         roles: herd.roles,
         install_disk: herd.install_disk,
+        ca: herd.ca.map(|c| herd_pki::ClusterCa {
+            pair: herd_pki::CertKey {
+                cert_pem: c.cert,
+                key_pem: c.key,
+            },
+        }),
+        insecure_plaintext: herd.insecure_plaintext,
     })
 }
 

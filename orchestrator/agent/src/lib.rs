@@ -7,6 +7,7 @@
 pub mod cli;
 pub mod cloud_config;
 pub mod facts;
+pub mod join_token;
 pub mod registration;
 pub mod settings;
 pub mod supervisor;
@@ -24,9 +25,18 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
     // Bind first: a taken client port should fail before the store starts.
     let listener = herd_store::server::Listener::bind(settings.listen_client).await?;
     let resumed = herd_store::has_state(&settings.data_dir);
-    let member = herd_store::Member::start(settings.store_config())
+    let member = herd_store::Member::start(settings.store_config()?)
         .await
         .with_context(|| format!("starting store member {}", settings.name))?;
+    // The agent's own clients of its member speak as the member.
+    let credentials = match member.pki() {
+        Some(pki) => herd_client::Credentials::Tls {
+            ca_pem: pki.ca_cert.clone(),
+            identity: Some(pki.member.clone()),
+        },
+        None => herd_client::Credentials::Plaintext,
+    };
+    let local = herd_client::Client::lazy_with(&local_endpoint(settings.listen_client), &credentials)?;
     let member = Arc::new(member);
     tracing::info!(
         member = %settings.name,
@@ -51,8 +61,23 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             .await?;
         Ok(())
     });
+    // A founding member registers the join token it was given, once (a
+    // marker in the data dir remembers it, so a token the operator revoked
+    // does not come back when the founder restarts).
+    if let (Some(_), herd_store::Bootstrap::Found(_), Some(token)) =
+        (member.pki(), &settings.bootstrap, settings.join_token()?)
+        && !join_token::registered(&settings.data_dir)
+    {
+        let (client, cancel) = (local.clone(), supervisor.token());
+        let data_dir = settings.data_dir.clone();
+        supervisor.spawn("join-token", async move {
+            join_token::register(&client, &token, &data_dir, &cancel).await?;
+            cancel.cancelled().await;
+            Ok(())
+        });
+    }
     if let Some(record) = settings.machine.clone() {
-        let client = herd_client::Client::lazy(&settings.listen_client.to_string())?;
+        let client = local.clone();
         let cancel = supervisor.token();
         supervisor.spawn("machine-registration", async move {
             registration::run(client, record, registration::DEFAULT_TTL, cancel).await;
@@ -67,4 +92,14 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
     }
     AgentStage::Stopped.report();
     result
+}
+
+/// Where the agent's own clients reach its client API: its address, or
+/// loopback when it listens on every address.
+fn local_endpoint(addr: std::net::SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        std::net::SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()).to_string()
+    } else {
+        addr.to_string()
+    }
 }

@@ -222,7 +222,9 @@ mod tests {
             std::path::Path::new("etcd"),
             &member,
             Entry::Alone,
-            "test",
+            &launch::LaunchSecurity::Plaintext {
+                token: "test".into(),
+            },
             &[],
         )
         .stdout(std::process::Stdio::null())

@@ -6,9 +6,23 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use herd_store::{Bootstrap, StorageKind};
+use herd_pki::{ClusterCa, JoinToken};
+use herd_store::{Bootstrap, Security, StorageKind, TlsSettings};
 
 use crate::cli::AgentArgs;
+
+/// TLS (the default) or plaintext.
+#[derive(Debug, Clone)]
+pub enum SecurityMode {
+    /// Mutual TLS with the cluster CA; `ca`: given to a founding member.
+    Tls { ca: Option<ClusterCa> },
+    Plaintext,
+}
+
+/// Reads a PEM file given on the command line.
+fn read_pem(path: &std::path::Path, flag: &str) -> anyhow::Result<String> {
+    std::fs::read_to_string(path).with_context(|| format!("reading {flag} {}", path.display()))
+}
 
 /// Everything the agent needs to run, however it was configured.
 #[derive(Debug, Clone)]
@@ -19,7 +33,10 @@ pub struct AgentSettings {
     pub listen_peer: SocketAddr,
     /// How the store member enters its cluster when its data dir is new.
     pub bootstrap: Bootstrap,
+    /// The join token (TLS) or shared secret (plaintext); may be empty for
+    /// a TLS member that founds the cluster.
     pub token: String,
+    pub security: SecurityMode,
     pub max_voters: usize,
     pub max_request_bytes: usize,
     pub max_key_bytes: usize,
@@ -40,10 +57,27 @@ impl AgentSettings {
                 .with_context(|| format!("reading --token-file {}", path.display()))?
                 .trim()
                 .to_owned(),
-            (None, None) => bail!("--token or --token-file is required"),
+            (None, None) => String::new(),
         };
-        if token.is_empty() {
-            bail!("the cluster token is empty");
+        let security = if args.insecure_plaintext {
+            if token.is_empty() {
+                bail!("--insecure-plaintext needs the cluster's shared secret (--token or --token-file)");
+            }
+            SecurityMode::Plaintext
+        } else {
+            let ca = match (&args.ca_cert, &args.ca_key) {
+                (Some(cert), Some(key)) => Some(ClusterCa {
+                    pair: herd_pki::CertKey {
+                        cert_pem: read_pem(cert, "--ca-cert")?,
+                        key_pem: read_pem(key, "--ca-key")?,
+                    },
+                }),
+                _ => None,
+            };
+            SecurityMode::Tls { ca }
+        };
+        if args.join.is_some() && token.is_empty() {
+            bail!("joining needs a token (--token or --token-file)");
         }
         let initial_cluster = args
             .initial_cluster
@@ -77,6 +111,7 @@ impl AgentSettings {
             listen_peer: args.listen_peer,
             bootstrap,
             token,
+            security,
             max_voters: args.max_voters,
             max_request_bytes: args.max_request_bytes,
             max_key_bytes: args.max_key_bytes,
@@ -143,6 +178,11 @@ impl AgentSettings {
             listen_peer: boot.listen_peer,
             bootstrap,
             token: boot.token,
+            security: if boot.insecure_plaintext {
+                SecurityMode::Plaintext
+            } else {
+                SecurityMode::Tls { ca: boot.ca.clone() }
+            },
             max_voters: args.max_voters,
             max_request_bytes: args.max_request_bytes,
             max_key_bytes: args.max_key_bytes,
@@ -171,20 +211,38 @@ fn parse_member(s: &str) -> anyhow::Result<(String, SocketAddr)> {
 }
 
 impl AgentSettings {
+    /// The join token, when the token is one (TLS mode).
+    pub fn join_token(&self) -> anyhow::Result<Option<JoinToken>> {
+        match (&self.security, self.token.as_str()) {
+            (SecurityMode::Plaintext, _) | (_, "") => Ok(None),
+            (SecurityMode::Tls { .. }, t) => Ok(Some(t.parse().context(
+                "in TLS mode the token is a join token; give --insecure-plaintext for a shared secret",
+            )?)),
+        }
+    }
+
     /// The store configuration these settings describe.
-    pub fn store_config(&self) -> herd_store::Config {
+    pub fn store_config(&self) -> anyhow::Result<herd_store::Config> {
         let mut config = herd_store::Config::new(
             self.name.clone(),
             self.data_dir.clone(),
             self.listen_peer,
             self.token.clone(),
         );
+        if let SecurityMode::Tls { ca } = &self.security {
+            config.security = Security::Tls(TlsSettings {
+                ca: ca.clone(),
+                join_token: self.join_token()?,
+                names: Vec::new(),
+                ips: vec![self.listen_client.ip()],
+            });
+        }
         config.advertise_client = Some(self.listen_client.to_string());
         config.bootstrap = self.bootstrap.clone();
         config.max_voters = self.max_voters;
         config.limits.max_request_bytes = self.max_request_bytes;
         config.limits.max_key_bytes = self.max_key_bytes;
         config.storage = self.storage;
-        config
+        Ok(config)
     }
 }

@@ -60,6 +60,9 @@ pub const UNITS: Prefix = Prefix::new("/herd/units/");
 pub const REGISTRY: Prefix = Prefix::new("/registry/");
 /// OS updates: the reboot semaphore and per-machine update states.
 pub const UPDATE: Prefix = Prefix::new("/herd/update/");
+/// The cluster's PKI records: join tokens (hashes of their secrets, and
+/// their limits).
+pub const PKI: Prefix = Prefix::new("/herd/pki/");
 /// Elections of the controllers that run once per cluster.
 pub const ELECTIONS: Prefix = Prefix::new("/herd/elections/");
 

@@ -7,6 +7,7 @@
 //! It works against herd's store and against a real etcd alike.
 
 mod client;
+pub mod connect;
 pub mod election;
 pub mod keys;
 pub mod kit;
@@ -15,4 +16,4 @@ pub mod proto;
 pub mod session;
 pub mod stage;
 
-pub use client::{Client, ClientError, prefix_end};
+pub use client::{Client, ClientError, Credentials, Transport, prefix_end};

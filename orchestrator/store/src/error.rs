@@ -56,6 +56,15 @@ pub enum ConfigError {
         #[source]
         source: Arc<std::io::Error>,
     },
+    #[error("{what}: {reason}")]
+    Pki { what: &'static str, reason: String },
+    #[error("joining needs a join token (herd1.<CA hash>.<id>.<secret>)")]
+    NoJoinToken,
+    #[error(
+        "members that found a cluster together need its CA (--ca-cert and --ca-key); only a \
+         member founding alone creates one"
+    )]
+    FoundingWithoutCa,
     #[error("raft timing: {0}")]
     Raft(#[source] Arc<openraft::ConfigError>),
 }
@@ -81,6 +90,9 @@ pub enum StoreError {
     NoLeader,
     #[error("etcdserver: request timed out")]
     Timeout,
+    /// The caller did not say who it is in a way this member accepts.
+    #[error("{0}")]
+    Unauthenticated(String),
     #[error("etcdserver: requested lease not found")]
     LeaseNotFound,
     #[error("etcdserver: member not found")]
@@ -152,6 +164,7 @@ impl Clone for StoreError {
             StoreError::Apply(e) => StoreError::Apply(e.clone()),
             StoreError::NoLeader => StoreError::NoLeader,
             StoreError::Timeout => StoreError::Timeout,
+            StoreError::Unauthenticated(s) => StoreError::Unauthenticated(s.clone()),
             StoreError::LeaseNotFound => StoreError::LeaseNotFound,
             StoreError::MemberNotFound => StoreError::MemberNotFound,
             StoreError::Peer { addr, detail } => StoreError::Peer {

@@ -32,6 +32,33 @@ pub struct MemberSpec {
     pub data_dir: PathBuf,
 }
 
+/// How a cluster's members secure their traffic.
+#[derive(Debug, Clone)]
+pub enum LaunchSecurity {
+    /// herd `--insecure-plaintext` with this shared token; etcd over http.
+    Plaintext { token: String },
+    /// Mutual TLS from one CA. herd members get the CA (`--ca-cert`,
+    /// `--ca-key`: each issues its own member certificate) and, when given,
+    /// a join token to register or join with; etcd members get
+    /// certificates from the CA (`certs`, one per member name: cert and
+    /// key files) with client-certificate auth on both ports.
+    Tls {
+        ca_cert: PathBuf,
+        ca_key: PathBuf,
+        join_token: Option<String>,
+        certs: std::collections::BTreeMap<String, (PathBuf, PathBuf)>,
+    },
+}
+
+impl LaunchSecurity {
+    fn scheme(&self) -> &'static str {
+        match self {
+            LaunchSecurity::Plaintext { .. } => "http",
+            LaunchSecurity::Tls { .. } => "https",
+        }
+    }
+}
+
 /// How the members of one cluster enter it.
 #[derive(Debug, Clone)]
 pub enum Entry<'a> {
@@ -52,10 +79,11 @@ pub fn command(
     binary: &Path,
     member: &MemberSpec,
     entry: Entry<'_>,
-    token: &str,
+    security: &LaunchSecurity,
     extra: &[String],
 ) -> Command {
     let mut c = Command::new(binary);
+    let scheme = security.scheme();
     match server {
         Server::Herd => {
             c.arg("agent")
@@ -63,8 +91,26 @@ pub fn command(
                 .arg("--data-dir")
                 .arg(&member.data_dir)
                 .args(["--listen-client", &member.client.to_string()])
-                .args(["--listen-peer", &member.peer.to_string()])
-                .args(["--token", token]);
+                .args(["--listen-peer", &member.peer.to_string()]);
+            match security {
+                LaunchSecurity::Plaintext { token } => {
+                    c.args(["--insecure-plaintext", "--token", token]);
+                }
+                LaunchSecurity::Tls {
+                    ca_cert,
+                    ca_key,
+                    join_token,
+                    ..
+                } => {
+                    // A joiner gets its certificate by joining, not from the CA.
+                    if !matches!(entry, Entry::Join(_)) {
+                        c.arg("--ca-cert").arg(ca_cert).arg("--ca-key").arg(ca_key);
+                    }
+                    if let Some(t) = join_token {
+                        c.args(["--token", t]);
+                    }
+                }
+            }
             match entry {
                 Entry::Together(all) => {
                     let list: Vec<String> = all
@@ -89,28 +135,50 @@ pub fn command(
             };
             let list: Vec<String> = all
                 .iter()
-                .map(|m| format!("{}=http://{}", m.name, m.peer))
+                .map(|m| format!("{}={scheme}://{}", m.name, m.peer))
                 .collect();
             c.args(["--name", &member.name])
                 .arg("--data-dir")
                 .arg(&member.data_dir)
-                .args(["--listen-client-urls", &format!("http://{}", member.client)])
+                .args([
+                    "--listen-client-urls",
+                    &format!("{scheme}://{}", member.client),
+                ])
                 .args([
                     "--advertise-client-urls",
-                    &format!("http://{}", member.client),
+                    &format!("{scheme}://{}", member.client),
                 ])
-                .args(["--listen-peer-urls", &format!("http://{}", member.peer)])
+                .args(["--listen-peer-urls", &format!("{scheme}://{}", member.peer)])
                 .args([
                     "--initial-advertise-peer-urls",
-                    &format!("http://{}", member.peer),
+                    &format!("{scheme}://{}", member.peer),
                 ])
                 .args(["--initial-cluster", &list.join(",")])
                 .args([
                     "--initial-cluster-state",
                     "new",
                     "--initial-cluster-token",
-                    token,
+                    "herd-launch",
                 ]);
+            if let LaunchSecurity::Tls { ca_cert, certs, .. } = security {
+                let (cert, key) = certs
+                    .get(&member.name)
+                    .unwrap_or_else(|| panic!("no certificate for etcd member {}", member.name));
+                c.arg("--trusted-ca-file")
+                    .arg(ca_cert)
+                    .arg("--cert-file")
+                    .arg(cert)
+                    .arg("--key-file")
+                    .arg(key)
+                    .arg("--client-cert-auth")
+                    .arg("--peer-trusted-ca-file")
+                    .arg(ca_cert)
+                    .arg("--peer-cert-file")
+                    .arg(cert)
+                    .arg("--peer-key-file")
+                    .arg(key)
+                    .arg("--peer-client-cert-auth");
+            }
         }
     }
     c.args(extra);
@@ -155,4 +223,64 @@ pub fn members(n: usize, prefix: &str, dir: &Path) -> Vec<MemberSpec> {
             }
         })
         .collect()
+}
+
+/// Files of a TLS cluster made in `dir`: a CA, a certificate per member
+/// (for etcd; herd members issue their own from the CA), a client
+/// certificate for `root`. No join token: make one for each machine that
+/// joins (`herd admin token create`), as an operator would.
+#[derive(Debug, Clone)]
+pub struct TestPki {
+    pub security: LaunchSecurity,
+    pub ca_cert: PathBuf,
+    pub ca_pem: String,
+    pub root: herd_pki::CertKey,
+    pub root_cert: PathBuf,
+    pub root_key: PathBuf,
+}
+
+/// Makes a CA and certificates for `members` under `dir` (see [`TestPki`]).
+pub fn test_pki(dir: &Path, members: &[MemberSpec]) -> Result<TestPki, herd_pki::PkiError> {
+    use herd_pki::{ClusterCa, Identity, ca::LEAF_VALIDITY, files::write_atomic};
+    let ca = ClusterCa::generate("test")?;
+    let ca_cert = dir.join("ca.crt");
+    let ca_key = dir.join("ca.key");
+    write_atomic(&ca_cert, ca.pair.cert_pem.as_bytes(), 0o644)?;
+    write_atomic(&ca_key, ca.pair.key_pem.as_bytes(), 0o600)?;
+    let local = [std::net::IpAddr::from([127, 0, 0, 1])];
+    let mut certs = std::collections::BTreeMap::new();
+    for m in members {
+        let mut ips = local.to_vec();
+        ips.extend([m.client.ip(), m.peer.ip()]);
+        let pair = ca.issue(
+            &Identity::Member(m.name.clone()),
+            &[m.name.clone()],
+            &ips,
+            LEAF_VALIDITY,
+        )?;
+        let (cert, key) = (
+            dir.join(format!("{}.crt", m.name)),
+            dir.join(format!("{}.key", m.name)),
+        );
+        write_atomic(&cert, pair.cert_pem.as_bytes(), 0o644)?;
+        write_atomic(&key, pair.key_pem.as_bytes(), 0o600)?;
+        certs.insert(m.name.clone(), (cert, key));
+    }
+    let root = ca.issue(&Identity::User("root".into()), &[], &[], LEAF_VALIDITY)?;
+    let (root_cert, root_key) = (dir.join("root.crt"), dir.join("root.key"));
+    write_atomic(&root_cert, root.cert_pem.as_bytes(), 0o644)?;
+    write_atomic(&root_key, root.key_pem.as_bytes(), 0o600)?;
+    Ok(TestPki {
+        security: LaunchSecurity::Tls {
+            ca_cert: ca_cert.clone(),
+            ca_key,
+            join_token: None,
+            certs,
+        },
+        ca_cert,
+        ca_pem: ca.pair.cert_pem,
+        root,
+        root_cert,
+        root_key,
+    })
 }

@@ -11,6 +11,8 @@
 //! machine, the MVCC key space and the peer transport. Other crates reach
 //! the store only through its API (the `herd-client` crate).
 
+pub mod admin;
+pub mod auth;
 pub mod backup;
 pub mod bench;
 pub mod cli;
@@ -30,10 +32,15 @@ pub mod types;
 
 pub use engine::{StorageKind, disk_size};
 pub use error::{ConfigError, StoreError};
-pub use member::{Bootstrap, Config, Limits, Member, has_state, member_id};
+pub use member::{
+    Bootstrap, Config, Limits, Member, Security, TlsSettings, TokenRecord, has_state, member_id,
+    token_key,
+};
 pub use mvcc::KvHash;
 pub use peer::Partition;
 pub use sm::Watch;
 
+#[cfg(test)]
+mod security_tests;
 #[cfg(test)]
 mod tests;

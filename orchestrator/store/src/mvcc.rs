@@ -251,6 +251,8 @@ impl KeySpace {
             Command::LeaseRevoke { id } => self
                 .revoke(&mut tx, *id)
                 .map(|()| CommandResponse::LeaseRevoke(LeaseRevokeResponse::default())),
+            // Users and roles are the state machine's, not the key space's.
+            Command::Auth(_) => return (CommandResponse::None, Vec::new()),
             Command::Batch(cmds) => {
                 let mut events = Vec::new();
                 let resps = cmds
@@ -653,7 +655,10 @@ fn set_header_revision(resp: &mut CommandResponse, rev: i64) {
         CommandResponse::Compact(r) => &mut r.header,
         CommandResponse::LeaseGrant(r) => &mut r.header,
         CommandResponse::LeaseRevoke(r) => &mut r.header,
-        CommandResponse::None | CommandResponse::Failed(_) | CommandResponse::Batch(_) => return,
+        CommandResponse::None
+        | CommandResponse::Failed(_)
+        | CommandResponse::Batch(_)
+        | CommandResponse::Auth { .. } => return,
     };
     header.revision = rev;
 }

@@ -51,7 +51,10 @@ fn approx_size(cmd: &Command) -> usize {
         Command::DeleteRange(d) => d.key.len() + d.range_end.len() + 16,
         Command::Batch(cmds) => cmds.iter().map(approx_size).sum(),
         Command::Txn(_) => postcard::to_allocvec(cmd).map_or(usize::MAX / 2, |v| v.len()),
-        Command::Compact { .. } | Command::LeaseGrant { .. } | Command::LeaseRevoke { .. } => 32,
+        Command::Compact { .. }
+        | Command::LeaseGrant { .. }
+        | Command::LeaseRevoke { .. }
+        | Command::Auth(_) => 256,
     }
 }
 

@@ -20,6 +20,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
 use super::StoreError;
+use super::auth::AuthState;
 use super::log::Durable;
 use super::mvcc::KeySpace;
 use super::types::{
@@ -146,6 +147,8 @@ pub struct SmData {
     pub last_applied: Option<LogId<u64>>,
     pub membership: StoredMembership<u64, PeerNode>,
     pub kv: KeySpace,
+    /// Users, roles and whether auth is enabled.
+    pub auth: AuthState,
     watchers: BTreeMap<u64, WatcherState>,
     next_watch: u64,
     snapshot: Option<(SnapshotMeta<u64, PeerNode>, Vec<u8>)>,
@@ -291,14 +294,48 @@ fn check_crc<'a>(bytes: &'a [u8], what: &str) -> Result<&'a [u8], String> {
     Ok(payload)
 }
 
-/// Encodes a key space as snapshot data (postcard + crc32).
-fn encode_kv(kv: &KeySpace) -> Vec<u8> {
-    with_crc(postcard::to_allocvec(kv).expect("key space always serializes"))
+/// Marks snapshot data that holds the auth state after the key space;
+/// data without it (written before auth existed) is the key space alone.
+const STATE_V2: &[u8; 8] = b"HSTATE2\0";
+
+/// Encodes the key space and the auth state as snapshot data: `STATE_V2`,
+/// the key space's length (u64 LE), the key space, the auth state, each
+/// postcard + crc32.
+fn encode_state(kv: &KeySpace, auth: &AuthState) -> Vec<u8> {
+    let kv = with_crc(postcard::to_allocvec(kv).expect("key space always serializes"));
+    let auth = with_crc(postcard::to_allocvec(auth).expect("auth state always serializes"));
+    let mut out = Vec::with_capacity(16 + kv.len() + auth.len());
+    out.extend_from_slice(STATE_V2);
+    out.extend_from_slice(&(kv.len() as u64).to_le_bytes());
+    out.extend_from_slice(&kv);
+    out.extend_from_slice(&auth);
+    out
 }
 
 fn decode_kv(bytes: &[u8]) -> Result<KeySpace, String> {
     let payload = check_crc(bytes, "snapshot data")?;
     postcard::from_bytes(payload).map_err(|e| format!("snapshot data does not decode: {e}"))
+}
+
+fn decode_state(bytes: &[u8]) -> Result<(KeySpace, AuthState), String> {
+    let Some(rest) = bytes.strip_prefix(STATE_V2) else {
+        return Ok((decode_kv(bytes)?, AuthState::default()));
+    };
+    if rest.len() < 8 {
+        return Err("snapshot data is truncated".into());
+    }
+    let (len, rest) = rest.split_at(8);
+    let len = u64::from_le_bytes(len.try_into().expect("8 bytes")) as usize;
+    if rest.len() < len {
+        return Err("snapshot data is truncated".into());
+    }
+    let (kv, auth) = rest.split_at(len);
+    let auth = check_crc(auth, "snapshot auth state")?;
+    Ok((
+        decode_kv(kv)?,
+        postcard::from_bytes(auth)
+            .map_err(|e| format!("snapshot auth state does not decode: {e}"))?,
+    ))
 }
 
 fn sm_err(e: impl std::fmt::Display) -> StorageError<u64> {
@@ -335,7 +372,7 @@ pub fn write_snapshot_file(
     kv: &KeySpace,
 ) -> Result<(), StoreError> {
     std::fs::create_dir_all(dir).map_err(|e| StoreError::io(dir, e))?;
-    let file = snapshot_file(meta, encode_kv(kv));
+    let file = snapshot_file(meta, encode_state(kv, &AuthState::default()));
     write_file_durably(dir, SNAPSHOT_FILE, &file)
         .map_err(|e| StoreError::io(&dir.join(SNAPSHOT_FILE), e))
 }
@@ -356,6 +393,7 @@ impl StateMachine {
             last_applied: None,
             membership: StoredMembership::default(),
             kv: KeySpace::default(),
+            auth: AuthState::default(),
             watchers: BTreeMap::new(),
             next_watch: 1,
             snapshot: None,
@@ -369,7 +407,7 @@ impl StateMachine {
             let payload = check_crc(&bytes, "snapshot file").map_err(corrupt)?;
             let file: SnapshotFile = postcard::from_bytes(payload)
                 .map_err(|e| corrupt(format!("snapshot file does not decode: {e}")))?;
-            data.kv = decode_kv(&file.data).map_err(corrupt)?;
+            (data.kv, data.auth) = decode_state(&file.data).map_err(corrupt)?;
             data.last_applied = file.meta.last_log_id;
             data.membership = file.meta.last_membership.clone();
             data.snapshot = Some((file.meta, file.data));
@@ -504,7 +542,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     rand::random::<u32>()
                 ),
             };
-            (meta, encode_kv(&data.kv))
+            (meta, encode_state(&data.kv, &data.auth))
         };
         self.persist(&meta, &bytes).await?;
         Ok(Snapshot {
@@ -517,13 +555,24 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
 /// Applies one command; a batch is applied command by command so each gets
 /// its own revision and watchers see each revision's events on their own.
 fn apply_command(leases: &LeaseClock, data: &mut SmData, cmd: Command) -> CommandResponse {
-    if let Command::Batch(cmds) = cmd {
-        return CommandResponse::Batch(
-            cmds.into_iter()
-                .map(|c| apply_command(leases, data, c))
-                .collect(),
-        );
-    }
+    let cmd = match cmd {
+        Command::Batch(cmds) => {
+            return CommandResponse::Batch(
+                cmds.into_iter()
+                    .map(|c| apply_command(leases, data, c))
+                    .collect(),
+            );
+        }
+        Command::Auth(change) => {
+            return match data.auth.apply(change) {
+                Ok(()) => CommandResponse::Auth {
+                    revision: data.kv.revision(),
+                },
+                Err(e) => CommandResponse::Failed(e.into()),
+            };
+        }
+        other => other,
+    };
     let (resp, events) = data.kv.apply(&cmd);
     match (&cmd, &resp) {
         (Command::LeaseGrant { id, ttl }, CommandResponse::LeaseGrant(_)) => leases.set(*id, *ttl),
@@ -594,7 +643,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         snapshot: Box<Cursor<Vec<u8>>>,
     ) -> Result<(), StorageError<u64>> {
         let bytes = snapshot.into_inner();
-        let kv = decode_kv(&bytes).map_err(|e| {
+        let (kv, auth) = decode_state(&bytes).map_err(|e| {
             tracing::error!(error = %e, "rejecting a received snapshot");
             StorageError::from(StorageIOError::read_snapshot(
                 Some(meta.signature()),
@@ -610,6 +659,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                 .filter_map(|id| kv.lease(id).map(|l| (id, l.ttl))),
         );
         data.kv = kv;
+        data.auth = auth;
         data.last_applied = meta.last_log_id;
         data.membership = meta.last_membership.clone();
         // Watchers keep their exactly-once stream across the jump.

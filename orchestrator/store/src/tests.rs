@@ -441,7 +441,9 @@ async fn wrong_token_and_garbage_are_rejected() {
         s.write_all(&[0xde; 200]).await.unwrap();
     }
     let mut c = config("intruder", dir.path(), free_addr());
-    c.token = "wrong".into();
+    c.security = crate::Security::Insecure {
+        token: "wrong".into(),
+    };
     c.bootstrap = Bootstrap::Join(a_addr.to_string());
     c.join_timeout = Duration::from_secs(2);
     let err = Member::start(c).await.err().expect("join must fail");
@@ -547,7 +549,7 @@ async fn probe_concurrent_put_throughput() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn add_learner_timeout_is_an_error_not_silence() {
-    use super::peer::{Forward, PeerClient, Token, WireError};
+    use super::peer::{ClientSecurity, Forward, PeerClient, Token, WireError};
     let dir = tempfile::tempdir().unwrap();
     let addr = free_addr();
     let mut c = config("a", dir.path(), addr);
@@ -557,7 +559,7 @@ async fn add_learner_timeout_is_an_error_not_silence() {
     // A joiner whose peer address answers nothing can never catch up.
     let client = PeerClient::new(
         99,
-        Token::new("s3cret"),
+        ClientSecurity::Token(Token::new("s3cret")),
         std::sync::Arc::default(),
         super::Partition::default(),
     );
@@ -598,7 +600,7 @@ async fn add_learner_timeout_is_an_error_not_silence() {
 /// id yet (a joiner) is let in.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_member_of_another_cluster_with_the_same_token_is_refused() {
-    use super::peer::{CallError, Forward, PeerClient, Token};
+    use super::peer::{CallError, ClientSecurity, Forward, PeerClient, Token};
     use std::sync::Arc;
     use std::sync::atomic::AtomicU64;
     let dir = tempfile::tempdir().unwrap();
@@ -608,7 +610,7 @@ async fn a_member_of_another_cluster_with_the_same_token_is_refused() {
     let ask = |cluster: u64| {
         let client = PeerClient::new(
             99,
-            Token::new("s3cret"),
+            ClientSecurity::Token(Token::new("s3cret")),
             Arc::new(AtomicU64::new(cluster)),
             super::Partition::default(),
         );

@@ -293,6 +293,9 @@ pub enum Command {
     /// Concurrent client commands proposed as one log entry (one fsync, one
     /// replication round); applied in order, each with its own revision.
     Batch(Vec<Command>),
+    /// A change to users, roles or whether auth is enabled (last: logs
+    /// written before it still decode).
+    Auth(crate::auth::AuthCommand),
 }
 
 /// The applied outcome of one log entry. Deterministic errors (missing lease,
@@ -310,6 +313,10 @@ pub enum CommandResponse {
     Failed(ApplyError),
     /// One response per command of a [`Command::Batch`], in order.
     Batch(Vec<CommandResponse>),
+    /// An auth change was applied (at the key space's `revision`).
+    Auth {
+        revision: i64,
+    },
 }
 
 /// Errors decided while applying an entry, with etcd's wording.
@@ -325,6 +332,8 @@ pub enum ApplyError {
     LeaseExists,
     #[error("etcdserver: key not found")]
     KeyNotFound,
+    #[error(transparent)]
+    Auth(#[from] crate::auth::AuthError),
 }
 
 /// Watch parameters (etcd `WatchCreateRequest`).

@@ -18,6 +18,8 @@ pub use crate::launch::Server as System;
 #[derive(Debug)]
 pub struct Cluster {
     pub endpoints: Vec<String>,
+    /// How clients reach it (TLS with a root certificate, or plaintext).
+    pub credentials: herd_client::Credentials,
     data_dirs: Vec<PathBuf>,
     children: Vec<Child>,
 }
@@ -31,8 +33,27 @@ impl Cluster {
         members: usize,
         dir: &Path,
         etcd: &Path,
+        tls: bool,
     ) -> anyhow::Result<Cluster> {
         let specs = crate::launch::members(members, &system.to_string(), dir);
+        let (security, credentials) = if tls {
+            let pki = crate::launch::test_pki(dir, &specs)
+                .context("making the cluster's certificates")?;
+            (
+                pki.security,
+                herd_client::Credentials::Tls {
+                    ca_pem: pki.ca_pem,
+                    identity: Some(pki.root),
+                },
+            )
+        } else {
+            (
+                crate::launch::LaunchSecurity::Plaintext {
+                    token: "bench".into(),
+                },
+                herd_client::Credentials::Plaintext,
+            )
+        };
         let binary = match system {
             System::Herd => std::env::current_exe().context("locating the herd binary")?,
             System::Etcd => etcd.to_path_buf(),
@@ -51,7 +72,7 @@ impl Cluster {
                 &binary,
                 m,
                 crate::launch::Entry::Together(&specs),
-                "bench",
+                &security,
                 &extra,
             ));
             cmd.stdout(Stdio::from(log.try_clone()?))
@@ -66,6 +87,7 @@ impl Cluster {
         let client: Vec<SocketAddr> = specs.iter().map(|m| m.client).collect();
         let cluster = Cluster {
             endpoints: client.iter().map(ToString::to_string).collect(),
+            credentials,
             data_dirs,
             children,
         };
@@ -81,7 +103,9 @@ impl Cluster {
         for endpoint in &self.endpoints {
             loop {
                 let attempt = async {
-                    let client = Client::connect(std::slice::from_ref(endpoint)).await?;
+                    let client =
+                        Client::connect_with(std::slice::from_ref(endpoint), &self.credentials)
+                            .await?;
                     client
                         .kv()
                         .put(PutRequest {
@@ -111,7 +135,9 @@ impl Cluster {
             let mut leaders = Vec::new();
             for endpoint in &self.endpoints {
                 let status = async {
-                    let client = Client::connect(std::slice::from_ref(endpoint)).await?;
+                    let client =
+                        Client::connect_with(std::slice::from_ref(endpoint), &self.credentials)
+                            .await?;
                     let s = client.maintenance().status(StatusRequest {}).await?;
                     anyhow::Ok(s.into_inner())
                 };

@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 
-use herd_client::Client;
 use herd_client::proto::etcdserverpb::{PutRequest, RangeRequest};
+use herd_client::{Client, Credentials};
 
 /// Which client program drives the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -58,12 +58,37 @@ enum Conn {
 }
 
 impl Conn {
-    async fn open(kind: ClientKind, endpoint: &str) -> anyhow::Result<Conn> {
+    async fn open(
+        kind: ClientKind,
+        endpoint: &str,
+        credentials: &Credentials,
+    ) -> anyhow::Result<Conn> {
         Ok(match kind {
-            ClientKind::Tonic => Conn::Tonic(Client::connect(&[endpoint.to_owned()]).await?),
-            ClientKind::EtcdClient => Conn::EtcdClient(Box::new(
-                etcd_client::Client::connect([endpoint], None).await?,
-            )),
+            ClientKind::Tonic => {
+                Conn::Tonic(Client::connect_with(&[endpoint.to_owned()], credentials).await?)
+            }
+            ClientKind::EtcdClient => {
+                let (url, options) = match credentials {
+                    Credentials::Plaintext => (format!("http://{endpoint}"), None),
+                    Credentials::Tls { ca_pem, identity } => {
+                        let mut tls = etcd_client::TlsOptions::new()
+                            .ca_certificate(etcd_client::Certificate::from_pem(ca_pem));
+                        if let Some(id) = identity {
+                            tls = tls.identity(etcd_client::Identity::from_pem(
+                                &id.cert_pem,
+                                &id.key_pem,
+                            ));
+                        }
+                        (
+                            format!("https://{endpoint}"),
+                            Some(etcd_client::ConnectOptions::new().with_tls(tls)),
+                        )
+                    }
+                };
+                Conn::EtcdClient(Box::new(
+                    etcd_client::Client::connect([url], options).await?,
+                ))
+            }
         })
     }
 
@@ -105,6 +130,7 @@ pub const READ_KEY: &str = "bench/ready";
 pub async fn drive(
     kind: ClientKind,
     endpoints: &[String],
+    credentials: &Credentials,
     op: Op,
     clients: usize,
     total: usize,
@@ -117,7 +143,7 @@ pub async fn drive(
     for i in 0..conns {
         let endpoint = &endpoints[i % endpoints.len()];
         opened.push(
-            Conn::open(kind, endpoint)
+            Conn::open(kind, endpoint, credentials)
                 .await
                 .with_context(|| format!("connecting to {endpoint} with {kind}"))?,
         );

@@ -85,6 +85,11 @@ pub struct KvBenchArgs {
     /// compares them in one run).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [crate::StorageKind::DEFAULT])]
     pub storage: Vec<crate::StorageKind>,
+    /// Both systems with mutual TLS (herd's default; etcd with
+    /// client-certificate auth), clients presenting a root certificate;
+    /// without it both run plaintext (herd `--insecure-plaintext`).
+    #[arg(long)]
+    pub tls: bool,
     /// Scratch directory for the members' data.
     #[arg(long, default_value = "/tmp/herd-bench-kv")]
     pub work_dir: PathBuf,
@@ -142,7 +147,7 @@ async fn measure_cluster(
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
     let scratch = Scratch(dir.clone());
-    let cluster = Cluster::start(system, storage, args.members, &dir, &args.etcd).await?;
+    let cluster = Cluster::start(system, storage, args.members, &dir, &args.etcd, args.tls).await?;
     let leader = cluster.leader_endpoint().await?;
     eprintln!("round {round}: {label} up, leader at {leader}");
     let mut samples = Vec::new();
@@ -159,6 +164,7 @@ async fn measure_cluster(
         let m: Measured = drive(
             w.client,
             &endpoints,
+            &cluster.credentials,
             w.op,
             w.clients,
             total,

@@ -5,15 +5,8 @@ use herd_cli::Output;
 
 #[derive(Debug, Args)]
 pub struct KvArgs {
-    /// Client endpoints (HOST:PORT), comma separated; the first reachable one is used.
-    #[arg(
-        long,
-        global = true,
-        env = "HERD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: Vec<String>,
+    #[command(flatten)]
+    pub store: herd_client::connect::StoreArgs,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,

@@ -15,10 +15,19 @@ use super::args::MemberCommand;
 use super::render::{emit, header_json};
 
 /// Asks every endpoint for its key space hash (like `etcdctl endpoint hashkv`).
-pub(super) async fn hashkv(endpoints: &[String], rev: i64, out: Output) -> anyhow::Result<()> {
+pub(super) async fn hashkv(
+    store: &herd_client::connect::StoreArgs,
+    rev: i64,
+    out: Output,
+) -> anyhow::Result<()> {
     let mut rows = Vec::new();
-    for ep in endpoints {
-        let client = Client::connect(std::slice::from_ref(ep))
+    for ep in store.hosts() {
+        let one = herd_client::connect::StoreArgs {
+            endpoints: vec![ep.clone()],
+            ..store.clone()
+        };
+        let client = one
+            .connect()
             .await
             .with_context(|| format!("connecting to {ep}"))?;
         let resp = client

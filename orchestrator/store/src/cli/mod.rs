@@ -18,7 +18,6 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use serde_json::json;
 
-use herd_client::Client;
 use herd_client::proto::etcdserverpb::{
     CompactionRequest, DeleteRangeRequest, MoveLeaderRequest, PutRequest, RangeRequest,
     StatusRequest, response_op,
@@ -48,13 +47,15 @@ pub async fn run(args: KvArgs, shutdown: CancellationToken) -> anyhow::Result<()
             return snapshot_restore(restore, out).await;
         }
         KvCommand::Endpoint(EndpointCommand::Hashkv { rev }) => {
-            return hashkv(&args.endpoints, *rev, out).await;
+            return hashkv(&args.store, *rev, out).await;
         }
         _ => {}
     }
-    let client = Client::connect(&args.endpoints)
+    let client = args
+        .store
+        .connect()
         .await
-        .with_context(|| format!("connecting to {}", args.endpoints.join(",")))?;
+        .with_context(|| format!("connecting to {}", args.store.endpoints.join(",")))?;
     match args.command {
         KvCommand::Get {
             key,

@@ -21,7 +21,9 @@ use super::meta::{MemberMeta, cluster_id_of, read_meta, write_meta};
 use crate::StoreError;
 use crate::engine::StorageKind;
 use crate::log::LogStore;
-use crate::peer::{self, ForwardHandler, Network, Partition, PeerClient, Token};
+use crate::peer::{
+    self, ForwardHandler, JoinHandler, JoinRequest, MemberCheck, Network, Partition, PeerClient,
+};
 use crate::peer::{Forward, ForwardResponse, WireError};
 use crate::propose::Proposer;
 use crate::read_index::ReadIndex;
@@ -35,9 +37,6 @@ impl Member {
     pub async fn start(config: Config) -> Result<Member, StoreError> {
         if config.name.is_empty() {
             return Err(ConfigError::EmptyName.into());
-        }
-        if config.token.is_empty() {
-            return Err(ConfigError::EmptyToken.into());
         }
         if config.advertise_peer.is_none() && config.listen_peer.ip().is_unspecified() {
             return Err(ConfigError::WildcardPeer(config.listen_peer).into());
@@ -112,11 +111,16 @@ impl Member {
                     source: Arc::new(e),
                 })?;
         let partition = Partition::default();
-        let token = Token::new(&config.token);
-        let cluster_id = Arc::new(AtomicU64::new(meta.as_ref().map_or(0, |m| m.cluster_id)));
+        let creds = super::security::credentials(&config, meta.is_some()).await?;
+        let cluster_id = Arc::new(AtomicU64::new(
+            meta.as_ref()
+                .map(|m| m.cluster_id)
+                .or(creds.joined)
+                .unwrap_or(0),
+        ));
         let client = Arc::new(PeerClient::new(
             id,
-            token.clone(),
+            creds.peer_client.clone(),
             cluster_id.clone(),
             partition.clone(),
         ));
@@ -159,6 +163,7 @@ impl Member {
                 proposer: Proposer::start(raft.clone(), config.request_timeout),
                 reads,
                 transfer: tokio::sync::RwLock::new(()),
+                pki: creds.pki.clone(),
                 _lock: lock,
             }
         });
@@ -172,6 +177,22 @@ impl Member {
                 inner.handle_forward(f).await.map_err(WireError::from)
             })
         });
+        let weak: Weak<Inner> = Arc::downgrade(&inner);
+        let admit: JoinHandler = Arc::new(move |req: JoinRequest| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                let Some(inner) = weak.upgrade() else {
+                    return Err(WireError::Other("member is stopping".into()));
+                };
+                inner.admit(req).await.map_err(WireError::from)
+            })
+        });
+        let metrics = raft.metrics();
+        let is_member: MemberCheck = Arc::new(move |id| {
+            let m = metrics.borrow();
+            let membership = m.membership_config.membership();
+            membership.get_node(&id).is_some() || membership.nodes().next().is_none()
+        });
         let mut member = Member {
             inner: inner.clone(),
             tasks: Vec::new(),
@@ -179,10 +200,12 @@ impl Member {
         member.tasks.push(tokio::spawn(peer::serve(
             listener,
             raft.clone(),
-            token,
+            creds.peer_server,
             cluster_id,
             partition,
             handler,
+            admit,
+            is_member,
         )));
         member
             .tasks
@@ -219,6 +242,9 @@ impl Member {
                     inner.initialize(BTreeMap::from([(id, me)])).await?;
                     cluster_id_of(&[config.name.as_str()])
                 }
+                // Over TLS the member was admitted (and is a learner)
+                // before Raft started; in plaintext it asks now.
+                Bootstrap::Join(_) if creds.joined.is_some() => creds.joined.unwrap_or_default(),
                 Bootstrap::Join(peer) => inner.join(peer).await?,
                 Bootstrap::Resume => {
                     return Err(ConfigError::NothingToResume(config.data_dir.clone()).into());

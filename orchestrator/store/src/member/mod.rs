@@ -1,13 +1,17 @@
 //! One running store member: Raft and the peer listener, bootstrap, and the
 //! etcd-shaped API, one job per module.
 
+mod access;
 mod bootstrap;
 mod kv;
 mod lease;
 mod membership;
 mod meta;
 mod route;
+mod security;
 mod transfer;
+
+pub use security::{Security, TlsSettings, TokenRecord, token_key};
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -71,8 +75,8 @@ pub struct Config {
     pub advertise_peer: Option<String>,
     /// Client (gRPC) address shown by `member list`.
     pub advertise_client: Option<String>,
-    /// The cluster token: gates joining and all peer traffic.
-    pub token: String,
+    /// How members and clients prove who they are.
+    pub security: Security,
     /// How the member enters a cluster when its data dir holds none yet
     /// (a data dir that does is always resumed, whatever this says).
     pub bootstrap: Bootstrap,
@@ -106,7 +110,9 @@ impl Config {
             listen_peer,
             advertise_peer: None,
             advertise_client: None,
-            token: token.into(),
+            security: Security::Insecure {
+                token: token.into(),
+            },
             bootstrap: Bootstrap::Found(Vec::new()),
             max_voters: 5,
             limits: Limits::default(),
@@ -145,6 +151,8 @@ struct Inner {
     /// Writes hold it shared; a leadership transfer holds it exclusively so
     /// the log stands still while the target catches up and campaigns.
     transfer: tokio::sync::RwLock<()>,
+    /// Its certificates and the cluster CA (TLS mode).
+    pki: Option<herd_pki::files::MemberPki>,
     /// Held for the member's lifetime (exclusive lock on `data_dir/LOCK`).
     _lock: std::fs::File,
 }
@@ -224,6 +232,11 @@ impl Member {
     /// The current leader's id, if known.
     pub fn leader(&self) -> Option<u64> {
         self.inner.raft.metrics().borrow().current_leader
+    }
+
+    /// Its certificates and the cluster CA (`None` in plaintext mode).
+    pub fn pki(&self) -> Option<&herd_pki::files::MemberPki> {
+        self.inner.pki.as_ref()
     }
 
     /// A response header as of `revision`.

@@ -8,6 +8,8 @@ use std::pin::Pin;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::access::{Access, read, write};
+use crate::auth::Need;
 use herd_client::election::{self, ElectionError};
 use herd_client::lock;
 use herd_client::proto::etcdserverpb::ResponseHeader;
@@ -17,10 +19,30 @@ use herd_client::{Client, ClientError};
 
 pub struct LockService {
     pub client: Client,
+    pub access: Access,
 }
 
 pub struct ElectionService {
     pub client: Client,
+    pub access: Access,
+}
+
+/// The keys a lock or election `name` uses: `name/…`.
+fn under(name: &[u8]) -> (Vec<u8>, Vec<u8>) {
+    let mut prefix = name.to_vec();
+    prefix.push(b'/');
+    let end = herd_client::prefix_end(&prefix);
+    (prefix, end)
+}
+
+fn write_under(name: &[u8]) -> Need {
+    let (k, e) = under(name);
+    write(&k, &e)
+}
+
+fn read_under(name: &[u8]) -> Need {
+    let (k, e) = under(name);
+    read(&k, &e)
 }
 
 fn client_status(e: ClientError) -> Status {
@@ -51,6 +73,8 @@ impl Lock for LockService {
         &self,
         req: Request<lpb::LockRequest>,
     ) -> Result<Response<lpb::LockResponse>, Status> {
+        self.access
+            .check(&req, &[write_under(&req.get_ref().name)])?;
         let req = req.into_inner();
         if req.name.is_empty() {
             return Err(Status::invalid_argument("etcdserver: lock name is empty"));
@@ -68,6 +92,7 @@ impl Lock for LockService {
         &self,
         req: Request<lpb::UnlockRequest>,
     ) -> Result<Response<lpb::UnlockResponse>, Status> {
+        self.access.check(&req, &[write(&req.get_ref().key, &[])])?;
         let revision = lock::unlock(&self.client, &req.into_inner().key)
             .await
             .map_err(client_status)?;
@@ -85,6 +110,8 @@ impl Election for ElectionService {
         &self,
         req: Request<epb::CampaignRequest>,
     ) -> Result<Response<epb::CampaignResponse>, Status> {
+        self.access
+            .check(&req, &[write_under(&req.get_ref().name)])?;
         let req = req.into_inner();
         if req.name.is_empty() {
             return Err(Status::invalid_argument(
@@ -104,6 +131,17 @@ impl Election for ElectionService {
         &self,
         req: Request<epb::ProclaimRequest>,
     ) -> Result<Response<epb::ProclaimResponse>, Status> {
+        self.access.check(
+            &req,
+            &[write(
+                &req.get_ref()
+                    .leader
+                    .as_ref()
+                    .map(|l| l.key.clone())
+                    .unwrap_or_default(),
+                &[],
+            )],
+        )?;
         let req = req.into_inner();
         let leader = req
             .leader
@@ -118,6 +156,8 @@ impl Election for ElectionService {
         &self,
         req: Request<epb::LeaderRequest>,
     ) -> Result<Response<epb::LeaderResponse>, Status> {
+        self.access
+            .check(&req, &[read_under(&req.get_ref().name)])?;
         let (kv, revision) = election::leader(&self.client, &req.into_inner().name)
             .await
             .map_err(election_status)?;
@@ -133,6 +173,8 @@ impl Election for ElectionService {
         &self,
         req: Request<epb::LeaderRequest>,
     ) -> Result<Response<Self::ObserveStream>, Status> {
+        self.access
+            .check(&req, &[read_under(&req.get_ref().name)])?;
         let name = req.into_inner().name;
         let (kv_tx, mut kv_rx) = tokio::sync::mpsc::channel(16);
         let (tx, rx) = tokio::sync::mpsc::channel(16);
@@ -170,6 +212,17 @@ impl Election for ElectionService {
         &self,
         req: Request<epb::ResignRequest>,
     ) -> Result<Response<epb::ResignResponse>, Status> {
+        self.access.check(
+            &req,
+            &[write(
+                &req.get_ref()
+                    .leader
+                    .as_ref()
+                    .map(|l| l.key.clone())
+                    .unwrap_or_default(),
+                &[],
+            )],
+        )?;
         let leader = req
             .into_inner()
             .leader

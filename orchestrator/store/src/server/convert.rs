@@ -207,15 +207,16 @@ pub fn event(e: &st::Event) -> mvccpb::Event {
     }
 }
 
-pub fn member(m: &st::MemberInfo) -> pb::Member {
+/// A member as etcd lists it; `scheme` is `https` on a TLS cluster.
+pub fn member(m: &st::MemberInfo, scheme: &str) -> pb::Member {
     pb::Member {
         id: m.id,
         name: m.name.clone(),
-        peer_urls: vec![format!("http://{}", m.peer_addr)],
+        peer_urls: vec![format!("{scheme}://{}", m.peer_addr)],
         client_urls: m
             .client_addr
             .iter()
-            .map(|a| format!("http://{a}"))
+            .map(|a| format!("{scheme}://{a}"))
             .collect(),
         is_learner: m.is_learner,
     }
@@ -231,8 +232,10 @@ pub fn status(e: StoreError) -> Status {
             ApplyError::LeaseNotFound => (Code::NotFound, a.to_string()),
             ApplyError::LeaseExists => (Code::FailedPrecondition, a.to_string()),
             ApplyError::KeyNotFound => (Code::InvalidArgument, a.to_string()),
+            ApplyError::Auth(auth) => (auth_code(auth), a.to_string()),
         },
         StoreError::InvalidRequest(_) => (Code::InvalidArgument, e.to_string()),
+        StoreError::Unauthenticated(_) => (Code::Unauthenticated, e.to_string()),
         StoreError::LeaseNotFound | StoreError::MemberNotFound => (Code::NotFound, e.to_string()),
         StoreError::NoLeader | StoreError::Timeout | StoreError::Stopped => {
             (Code::Unavailable, e.to_string())
@@ -253,4 +256,21 @@ pub fn status(e: StoreError) -> Status {
         }
     };
     Status::new(code, message)
+}
+
+/// The gRPC code etcd uses for an auth error.
+fn auth_code(e: &crate::auth::AuthError) -> Code {
+    use crate::auth::AuthError::*;
+    match e {
+        AuthFailed => Code::InvalidArgument,
+        PermissionDenied => Code::PermissionDenied,
+        UserNotFound | RoleNotFound | RoleNotGranted | PermissionNotGranted => {
+            Code::FailedPrecondition
+        }
+        UserAlreadyExist | RoleAlreadyExist => Code::FailedPrecondition,
+        RootUserNotExist | RootRoleNotExist | InvalidAuthMgmt | AuthNotEnabled => {
+            Code::FailedPrecondition
+        }
+        UserEmpty | RoleEmpty | BadUserName(_) => Code::InvalidArgument,
+    }
 }

@@ -7,13 +7,16 @@ use futures::Stream;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::access::{Access, write};
 use super::convert;
+use crate::auth::Need;
 use crate::types::ApplyError;
 use crate::{Member, StoreError};
 use herd_client::proto::etcdserverpb::{self as pb, lease_server::Lease};
 
 pub struct LeaseService {
     pub member: Arc<Member>,
+    pub access: Access,
 }
 
 type KeepAliveStream =
@@ -25,6 +28,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseGrantRequest>,
     ) -> Result<Response<pb::LeaseGrantResponse>, Status> {
+        self.access.check(&req, &[Need::Authenticated])?;
         let req = req.into_inner();
         let resp = self
             .member
@@ -43,6 +47,18 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseRevokeRequest>,
     ) -> Result<Response<pb::LeaseRevokeResponse>, Status> {
+        // Revoking deletes the lease's keys: the caller must be allowed to
+        // delete each of them (as etcd requires).
+        let id = req.get_ref().id;
+        let keys = self
+            .member
+            .lease_time_to_live(id, true)
+            .await
+            .map_err(convert::status)?
+            .keys;
+        let mut needs = vec![Need::Authenticated];
+        needs.extend(keys.iter().map(|k| write(k, &[])));
+        self.access.check(&req, &needs)?;
         let resp = self
             .member
             .lease_revoke(req.into_inner().id)
@@ -59,6 +75,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<Streaming<pb::LeaseKeepAliveRequest>>,
     ) -> Result<Response<Self::LeaseKeepAliveStream>, Status> {
+        self.access.check(&req, &[Need::Authenticated])?;
         let member = Arc::clone(&self.member);
         let responses = req.into_inner().then(move |item| {
             let member = Arc::clone(&member);
@@ -90,6 +107,7 @@ impl Lease for LeaseService {
         &self,
         req: Request<pb::LeaseTimeToLiveRequest>,
     ) -> Result<Response<pb::LeaseTimeToLiveResponse>, Status> {
+        self.access.check(&req, &[Need::Authenticated])?;
         let req = req.into_inner();
         let r = self
             .member
@@ -107,8 +125,9 @@ impl Lease for LeaseService {
 
     async fn lease_leases(
         &self,
-        _req: Request<pb::LeaseLeasesRequest>,
+        req: Request<pb::LeaseLeasesRequest>,
     ) -> Result<Response<pb::LeaseLeasesResponse>, Status> {
+        self.access.check(&req, &[Need::Authenticated])?;
         let r = self.member.lease_leases().await.map_err(convert::status)?;
         Ok(Response::new(pb::LeaseLeasesResponse {
             header: convert::header(r.header),

@@ -9,12 +9,15 @@ use std::sync::Arc;
 use futures::Stream;
 use tonic::{Request, Response, Status};
 
+use super::access::Access;
 use super::convert;
 use crate::Member;
+use crate::auth::Need;
 use herd_client::proto::etcdserverpb::{self as pb, maintenance_server::Maintenance};
 
 pub struct MaintenanceService {
     pub member: Arc<Member>,
+    pub access: Access,
 }
 
 /// Bytes per `SnapshotResponse` message (etcd sends 32 KiB too).
@@ -26,8 +29,9 @@ type SnapshotStream = Pin<Box<dyn Stream<Item = Result<pb::SnapshotResponse, Sta
 impl Maintenance for MaintenanceService {
     async fn alarm(
         &self,
-        _req: Request<pb::AlarmRequest>,
+        req: Request<pb::AlarmRequest>,
     ) -> Result<Response<pb::AlarmResponse>, Status> {
+        self.access.check(&req, &[Need::Authenticated])?;
         // herd raises no etcd-style alarms (no space quota; corruption stops the member).
         Ok(Response::new(pb::AlarmResponse {
             header: convert::header(self.member.header(self.member.revision())),
@@ -37,8 +41,9 @@ impl Maintenance for MaintenanceService {
 
     async fn status(
         &self,
-        _req: Request<pb::StatusRequest>,
+        req: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
+        self.access.check(&req, &[Need::Authenticated])?;
         let s = self.member.status().await.map_err(convert::status)?;
         Ok(Response::new(pb::StatusResponse {
             header: convert::header(s.header),
@@ -56,8 +61,9 @@ impl Maintenance for MaintenanceService {
 
     async fn defragment(
         &self,
-        _req: Request<pb::DefragmentRequest>,
+        req: Request<pb::DefragmentRequest>,
     ) -> Result<Response<pb::DefragmentResponse>, Status> {
+        self.access.check(&req, &[Need::Root])?;
         Ok(Response::new(pb::DefragmentResponse {
             header: convert::header(self.member.header(self.member.revision())),
         }))
@@ -65,8 +71,9 @@ impl Maintenance for MaintenanceService {
 
     async fn hash(
         &self,
-        _req: Request<pb::HashRequest>,
+        req: Request<pb::HashRequest>,
     ) -> Result<Response<pb::HashResponse>, Status> {
+        self.access.check(&req, &[Need::Root])?;
         // etcd hashes its whole backend file; herd's durable state is the
         // Raft log, so this is the key space hash at the current revision.
         let h = self.member.hash_kv(0).await.map_err(convert::status)?;
@@ -80,6 +87,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<pb::HashKvRequest>,
     ) -> Result<Response<pb::HashKvResponse>, Status> {
+        self.access.check(&req, &[Need::Root])?;
         let h = self
             .member
             .hash_kv(req.into_inner().revision)
@@ -96,8 +104,9 @@ impl Maintenance for MaintenanceService {
 
     async fn snapshot(
         &self,
-        _req: Request<pb::SnapshotRequest>,
+        req: Request<pb::SnapshotRequest>,
     ) -> Result<Response<Self::SnapshotStream>, Status> {
+        self.access.check(&req, &[Need::Root])?;
         let (revision, bytes) = self.member.backup().await.map_err(convert::status)?;
         let header = convert::header(self.member.header(revision));
         let total = bytes.len();
@@ -117,6 +126,7 @@ impl Maintenance for MaintenanceService {
         &self,
         req: Request<pb::MoveLeaderRequest>,
     ) -> Result<Response<pb::MoveLeaderResponse>, Status> {
+        self.access.check(&req, &[Need::Root])?;
         self.member
             .move_leader(req.into_inner().target_id)
             .await

@@ -3,8 +3,11 @@
 //! own types ([`convert`]); Lock and Election reuse the client's algorithms
 //! over loopback, as etcd does.
 
+mod access;
+mod auth;
 mod cluster;
 mod concurrency;
+mod conn;
 pub mod convert;
 mod kv;
 mod lease;
@@ -19,9 +22,11 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use herd_pki::tls::{ClientAuth, Current};
 use tokio::net::TcpListener;
-use tokio_stream::StreamExt;
 
+use self::access::Access;
+use self::auth::AuthService;
 use self::cluster::ClusterService;
 use self::concurrency::{ElectionService, LockService};
 use self::kv::KvService;
@@ -30,12 +35,12 @@ use self::maintenance::MaintenanceService;
 use self::watch::{DEFAULT_PROGRESS_INTERVAL, WatchService};
 use crate::Member;
 use herd_client::proto::etcdserverpb::{
-    cluster_server::ClusterServer, kv_server::KvServer, lease_server::LeaseServer,
-    maintenance_server::MaintenanceServer, watch_server::WatchServer,
+    auth_server::AuthServer, cluster_server::ClusterServer, kv_server::KvServer,
+    lease_server::LeaseServer, maintenance_server::MaintenanceServer, watch_server::WatchServer,
 };
 use herd_client::proto::v3electionpb::election_server::ElectionServer;
 use herd_client::proto::v3lockpb::lock_server::LockServer;
-use herd_client::{Client, ClientError};
+use herd_client::{Client, ClientError, Credentials};
 
 /// Why the client API stopped.
 #[derive(Debug, thiserror::Error)]
@@ -52,6 +57,8 @@ pub enum ServeError {
     },
     #[error(transparent)]
     Client(#[from] ClientError),
+    #[error("client API TLS: {0}")]
+    Tls(String),
 }
 
 /// gRPC room around the largest request the store accepts (etcd adds the same 512 KiB).
@@ -98,6 +105,37 @@ impl ServeOptions {
     }
 }
 
+/// The client API's TLS: the server configuration (client certificates
+/// optional at the handshake: users may come with a password token), and
+/// the member's own credentials for the loopback client the Lock and
+/// Election services use.
+struct ClientApiTls {
+    config: Arc<Current<rustls::ServerConfig>>,
+    loopback: Credentials,
+}
+
+/// TLS for `member`'s client API when it has certificates (`None` in
+/// plaintext mode).
+fn tls_for(member: &Member) -> Result<Option<ClientApiTls>, ServeError> {
+    let Some(pki) = member.pki() else {
+        return Ok(None);
+    };
+    let config = herd_pki::tls::server_config(
+        &pki.ca_cert,
+        &pki.member,
+        ClientAuth::Optional,
+        &[herd_pki::tls::ALPN_H2],
+    )
+    .map_err(|e| ServeError::Tls(e.to_string()))?;
+    Ok(Some(ClientApiTls {
+        config: Arc::new(Current::new(config)),
+        loopback: Credentials::Tls {
+            ca_pem: pki.ca_cert.clone(),
+            identity: Some(pki.member.clone()),
+        },
+    }))
+}
+
 /// Serves the KV, Watch, Lease, Cluster, Maintenance, Lock and Election
 /// services of `member` until `shutdown` resolves.
 pub async fn serve(
@@ -124,43 +162,66 @@ pub async fn serve_with(
 ) -> Result<(), ServeError> {
     let addr = listener.addr;
     let max = options.max_request_bytes + GRPC_OVERHEAD;
-    let own = Client::lazy(&addr.to_string())?;
-    // Small gRPC replies must leave at once: without TCP_NODELAY, Nagle's
-    // algorithm holds a reply until the client's delayed ACK (40 ms) for
-    // clients that send a request's headers and body in separate writes
-    // (the `etcd-client` crate: 44 ms per Range, issue 18).
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener.listener).map(
-        |conn: std::io::Result<tokio::net::TcpStream>| {
-            let conn = conn?;
-            conn.set_nodelay(true)?;
-            Ok::<_, std::io::Error>(conn)
-        },
-    );
+    let tls = tls_for(&member)?;
+    let own = match &tls {
+        Some(t) => Client::lazy_with(&loopback(addr), &t.loopback)?,
+        None => Client::lazy(&loopback(addr))?,
+    };
+    let incoming = match tls {
+        Some(t) => conn::tls(listener.listener, t.config),
+        None => conn::plaintext(listener.listener),
+    };
+    let access = Access {
+        member: Arc::clone(&member),
+    };
     tonic::transport::Server::builder()
         .add_service(
             KvServer::new(KvService {
                 member: Arc::clone(&member),
+                access: access.clone(),
             })
             .max_decoding_message_size(max),
         )
         .add_service(WatchServer::new(WatchService {
             member: Arc::clone(&member),
+            access: access.clone(),
             progress_interval: options.watch_progress_interval,
         }))
         .add_service(LeaseServer::new(LeaseService {
             member: Arc::clone(&member),
+            access: access.clone(),
         }))
         .add_service(ClusterServer::new(ClusterService {
             member: Arc::clone(&member),
+            access: access.clone(),
         }))
         .add_service(MaintenanceServer::new(MaintenanceService {
             member: Arc::clone(&member),
+            access: access.clone(),
+        }))
+        .add_service(AuthServer::new(AuthService {
+            member: Arc::clone(&member),
+            access: access.clone(),
         }))
         .add_service(LockServer::new(LockService {
             client: own.clone(),
+            access: access.clone(),
         }))
-        .add_service(ElectionServer::new(ElectionService { client: own }))
+        .add_service(ElectionServer::new(ElectionService {
+            client: own,
+            access,
+        }))
         .serve_with_incoming_shutdown(incoming, shutdown)
         .await
         .map_err(|source| ServeError::Serve { addr, source })
+}
+
+/// Where the member's own client reaches this listener: the listening
+/// address, or loopback for a wildcard one.
+fn loopback(addr: SocketAddr) -> String {
+    if addr.ip().is_unspecified() {
+        SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port()).to_string()
+    } else {
+        addr.to_string()
+    }
 }

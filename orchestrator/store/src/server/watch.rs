@@ -15,8 +15,10 @@ use tokio::time::MissedTickBehavior;
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
+use super::access::{Access, read};
 use super::convert;
 use crate::Member;
+use crate::auth::Need;
 use crate::types::{WatchBatch, WatchRequest};
 use herd_client::proto::etcdserverpb::{
     self as pb, watch_create_request::FilterType, watch_request::RequestUnion, watch_server::Watch,
@@ -24,6 +26,7 @@ use herd_client::proto::etcdserverpb::{
 
 pub struct WatchService {
     pub member: Arc<Member>,
+    pub access: Access,
     /// How long a `progress_notify` watch may stay silent before it gets an
     /// empty response with the current revision (etcd: 10 minutes).
     pub progress_interval: Duration,
@@ -55,6 +58,10 @@ impl Watch for WatchService {
         &self,
         req: Request<Streaming<pb::WatchRequest>>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        // Who the stream is decided once; each watch it creates is checked.
+        let (who, plaintext) = self.access.caller(&req)?;
+        self.access.allow(&who, plaintext, &[Need::Authenticated])?;
+        let access = self.access.clone();
         let mut requests = req.into_inner();
         let (tx, rx) = mpsc::channel(QUEUE);
         let member = Arc::clone(&self.member);
@@ -73,7 +80,18 @@ impl Watch for WatchService {
                             }
                             next_id
                         };
+                        let allowed =
+                            access.allow(&who, plaintext, &[read(&create.key, &create.range_end)]);
                         match watches.entry(id) {
+                            _ if allowed.is_err() => canceled(
+                                &member,
+                                id,
+                                allowed
+                                    .err()
+                                    .map(|s| s.message().to_owned())
+                                    .unwrap_or_default()
+                                    .as_str(),
+                            ),
                             Entry::Occupied(_) => {
                                 canceled(&member, id, "etcdserver: duplicate watch ID")
                             }
