@@ -47,7 +47,11 @@ pub fn write_client(
     write_atomic(&key, pair.key_pem.as_bytes(), 0o600)?;
     write_atomic(&cert, pair.cert_pem.as_bytes(), 0o644)?;
     let env = out.join("env");
-    write_atomic(&env, env_file(endpoints, &ca_path, &cert, &key).as_bytes(), 0o644)?;
+    write_atomic(
+        &env,
+        env_file(endpoints, &ca_path, &cert, &key).as_bytes(),
+        0o644,
+    )?;
     Ok(env)
 }
 
@@ -60,12 +64,7 @@ fn env_file(endpoints: &[String], ca: &Path, cert: &Path, key: &Path) -> String 
             None => format!("https://{e}"),
         })
         .collect();
-    let (urls, ca, cert, key) = (
-        urls.join(","),
-        ca.display(),
-        cert.display(),
-        key.display(),
-    );
+    let (urls, ca, cert, key) = (urls.join(","), ca.display(), cert.display(), key.display());
     format!(
         "# herd and etcdctl clients: `. {{this file}}`\n\
          export HERD_ENDPOINTS={urls}\n\
@@ -93,11 +92,16 @@ mod tests {
         let err = write_new_ca(dir.path(), &ca).unwrap_err().to_string();
         assert!(err.contains("refusing to replace"), "{err}");
         let out = dir.path().join("alice");
-        let env = write_client(&ca, "alice", &out, &["10.0.0.1:2379".into()], LEAF)
-            .unwrap();
+        let env = write_client(&ca, "alice", &out, &["10.0.0.1:2379".into()], LEAF).unwrap();
         let text = std::fs::read_to_string(env).unwrap();
-        assert!(text.contains("export ETCDCTL_ENDPOINTS=https://10.0.0.1:2379\n"), "{text}");
-        let mode = std::fs::metadata(out.join("alice.key")).unwrap().permissions().mode();
+        assert!(
+            text.contains("export ETCDCTL_ENDPOINTS=https://10.0.0.1:2379\n"),
+            "{text}"
+        );
+        let mode = std::fs::metadata(out.join("alice.key"))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
         let cert = std::fs::read_to_string(out.join("alice.crt")).unwrap();
         let der = crate::tls::certs_from_pem(&cert, "alice").unwrap();

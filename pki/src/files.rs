@@ -93,7 +93,15 @@ impl MemberPki {
         if let Some(key) = &self.ca_key {
             write_atomic(&dir.join("ca.key"), key.as_bytes(), 0o600)?;
         }
-        write_atomic(&dir.join("member.key"), self.member.key_pem.as_bytes(), 0o600)?;
-        write_atomic(&dir.join("member.crt"), self.member.cert_pem.as_bytes(), 0o644)
+        write_atomic(
+            &dir.join("member.key"),
+            self.member.key_pem.as_bytes(),
+            0o600,
+        )?;
+        write_atomic(
+            &dir.join("member.crt"),
+            self.member.cert_pem.as_bytes(),
+            0o644,
+        )
     }
 }

@@ -190,7 +190,10 @@ impl ServerCertVerifier for PinnedCa {
 
 /// A client configuration for a machine that knows the cluster only by its
 /// CA's hash (see [`PinnedCa`]); it presents no certificate.
-pub fn pinned_client_config(ca_hash: [u8; 32], alpn: &[&[u8]]) -> Result<Arc<ClientConfig>, PkiError> {
+pub fn pinned_client_config(
+    ca_hash: [u8; 32],
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, PkiError> {
     let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .dangerous()

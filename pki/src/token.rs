@@ -63,14 +63,20 @@ impl JoinToken {
 
 /// The hash under which the store keeps a token's secret.
 pub fn hash_secret(secret: &str) -> String {
-    hex::encode(Sha256::digest(format!("herd-join-token:{secret}").as_bytes()))
+    hex::encode(Sha256::digest(
+        format!("herd-join-token:{secret}").as_bytes(),
+    ))
 }
 
 impl FromStr for JoinToken {
     type Err = PkiError;
 
     fn from_str(s: &str) -> Result<JoinToken, PkiError> {
-        let bad = |why: &str| PkiError::Token(format!("not a herd join token ({why}); expected {PREFIX}.<64 hex digits>.<id>.<secret>"));
+        let bad = |why: &str| {
+            PkiError::Token(format!(
+                "not a herd join token ({why}); expected {PREFIX}.<64 hex digits>.<id>.<secret>"
+            ))
+        };
         let mut parts = s.trim().split('.');
         if parts.next() != Some(PREFIX) {
             return Err(bad("it does not start with herd1."));
@@ -80,8 +86,14 @@ impl FromStr for JoinToken {
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| bad("the CA hash is not 64 hex digits"))?;
-        let id = parts.next().filter(|i| !i.is_empty()).ok_or_else(|| bad("no id"))?;
-        let secret = parts.next().filter(|s| s.len() >= 16).ok_or_else(|| bad("no secret, or a short one"))?;
+        let id = parts
+            .next()
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| bad("no id"))?;
+        let secret = parts
+            .next()
+            .filter(|s| s.len() >= 16)
+            .ok_or_else(|| bad("no secret, or a short one"))?;
         if parts.next().is_some() {
             return Err(bad("too many parts"));
         }
@@ -101,7 +113,12 @@ impl std::fmt::Debug for JoinToken {
 
 impl std::fmt::Display for JoinToken {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{PREFIX}.{}….{}.<secret>", &hex::encode(self.ca_hash)[..12], self.id)
+        write!(
+            f,
+            "{PREFIX}.{}….{}.<secret>",
+            &hex::encode(self.ca_hash)[..12],
+            self.id
+        )
     }
 }
 
@@ -116,7 +133,13 @@ mod tests {
         assert_eq!(parsed, t);
         assert!(!format!("{t} {t:?}").contains(t.secret()));
         assert!(t.reveal().contains(t.secret()));
-        for bad in ["", "herd1", "herd2.aa.b.cccccccccccccccccccc", "herd1.zz.id.cccccccccccccccccccc", &format!("herd1.{}.id.short", "ab".repeat(32))] {
+        for bad in [
+            "",
+            "herd1",
+            "herd2.aa.b.cccccccccccccccccccc",
+            "herd1.zz.id.cccccccccccccccccccc",
+            &format!("herd1.{}.id.short", "ab".repeat(32)),
+        ] {
             let e = bad.parse::<JoinToken>().unwrap_err().to_string();
             assert!(e.contains("not a herd join token"), "{bad}: {e}");
         }

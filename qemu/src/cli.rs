@@ -197,7 +197,11 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                 .collect::<Vec<_>>()
                 .join(",");
             let settings = [
-                ("--endpoints", "ENDPOINTS", std::ffi::OsString::from(endpoints)),
+                (
+                    "--endpoints",
+                    "ENDPOINTS",
+                    std::ffi::OsString::from(endpoints),
+                ),
                 ("--cacert", "CACERT", ca.into_os_string()),
                 ("--cert", "CERT", cert.into_os_string()),
                 ("--key", "KEY", key.into_os_string()),

@@ -10,10 +10,10 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use herd_client::{Client, Credentials};
 use herd_client::keys::MachineRecord;
 use herd_client::kit::Scope;
 use herd_client::proto::etcdserverpb::{MemberListRequest, StatusRequest};
+use herd_client::{Client, Credentials};
 use serde::Serialize;
 
 use crate::layout::MachineId;

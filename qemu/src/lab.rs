@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::layout::{self, MachineId};
 use crate::net::{self, NetError};
-use crate::prereq::{self, Missing};
 use crate::pki;
+use crate::prereq::{self, Missing};
 use crate::process;
 use crate::pxe;
 use crate::state::{LabState, MachineIdRepr, MachineState, StateError, now_ms};

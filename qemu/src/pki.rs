@@ -8,8 +8,8 @@
 use std::path::{Path, PathBuf};
 
 use herd_client::Credentials;
-use herd_pki::{CertKey, ClusterCa, JoinToken, PkiError};
 use herd_pki::bundle::{write_client, write_new_ca};
+use herd_pki::{CertKey, ClusterCa, JoinToken, PkiError};
 
 /// `LAB/pki`.
 pub fn dir(lab_dir: &Path) -> PathBuf {
@@ -27,10 +27,7 @@ pub struct LabPki {
 #[derive(Debug, thiserror::Error)]
 pub enum LabPkiError {
     #[error("making the lab's credentials in {dir}: {source}")]
-    Make {
-        dir: PathBuf,
-        source: PkiError,
-    },
+    Make { dir: PathBuf, source: PkiError },
     #[error("the lab's credentials in {dir} are unusable: {source} (run `herd lab up` again)")]
     Read { dir: PathBuf, source: PkiError },
     #[error("removing the old credentials in {dir}: {source}")]
@@ -57,24 +54,21 @@ pub fn create(lab_dir: &Path, endpoints: &[String]) -> Result<LabPki, LabPkiErro
         }
         _ => {}
     }
-    let ca = ClusterCa::generate("lab").map_err(|e| make(e))?;
-    write_new_ca(&dir, &ca).map_err(make)?;
-    write_client(
-        &ca,
-        "root",
-        &dir,
-        endpoints,
-        herd_pki::ca::LEAF_VALIDITY,
-    )
-    .map_err(make)?;
-    let token = JoinToken::generate(ca.fingerprint().map_err(|e| make(e))?);
+    let ca = ClusterCa::generate("lab").map_err(&make)?;
+    write_new_ca(&dir, &ca).map_err(&make)?;
+    write_client(&ca, "root", &dir, endpoints, herd_pki::ca::LEAF_VALIDITY).map_err(&make)?;
+    let token = JoinToken::generate(ca.fingerprint().map_err(&make)?);
     Ok(LabPki { ca, token })
 }
 
 /// The host's files: CA certificate, root's certificate and key.
 pub fn files(lab_dir: &Path) -> [PathBuf; 3] {
     let dir = dir(lab_dir);
-    [dir.join("ca.crt"), dir.join("root.crt"), dir.join("root.key")]
+    [
+        dir.join("ca.crt"),
+        dir.join("root.crt"),
+        dir.join("root.key"),
+    ]
 }
 
 /// Root's credentials for the lab's store.

@@ -39,6 +39,10 @@ pub const KERNEL_CMDLINE: &str =
 /// sits beside it) and whom it tells that the install is done.
 pub const INSTALL_CMDLINE: &str = " herd.install=/dev/vda herd.image={{ server_url }}/assets/lab/files/disk.img herd.installed={{ server_url }}/api/machines/{{ mac }}/installed";
 
+/// Raft timing for the lab's emulated machines (see the template).
+pub const LAB_HEARTBEAT_MS: u64 = 500;
+pub const LAB_ELECTION_MS: u64 = 5000;
+
 /// The machines' cloud-config template. Per-machine values come from each
 /// machine's group (`metadata.name`, `metadata.ip`); the founder and peer
 /// list are the first machines of the lab. The founder's (`ca`: given)
@@ -57,6 +61,12 @@ fn cloud_config_template(state: &LabState, founders: u32, ca: Option<&ClusterCa>
     if state.install {
         t.push_str("  install_disk: /dev/vda\n");
     }
+    // Emulated (TCG) machines sharing two cores take hundreds of
+    // milliseconds for a replication round trip with fsync; at the default
+    // 100 ms heartbeat every append would time out and be resent.
+    t.push_str(&format!(
+        "  heartbeat_interval_ms: {LAB_HEARTBEAT_MS}\n  election_timeout_ms: {LAB_ELECTION_MS}\n"
+    ));
     if let Some(ca) = ca {
         let quote = |s: &str| serde_json::to_string(s).expect("strings serialise");
         t.push_str(&format!(
@@ -225,7 +235,10 @@ mod tests {
         );
         assert!(!text.contains("m6"), "{text}");
         // Only machine 1 gets the founder's profile, with the CA.
-        assert!(text.contains("  - id: m1\n    profile: lab-founder\n"), "{text}");
+        assert!(
+            text.contains("  - id: m1\n    profile: lab-founder\n"),
+            "{text}"
+        );
         assert!(text.contains("  - id: m2\n    profile: lab\n"), "{text}");
         assert_eq!(text.matches("BEGIN PRIVATE KEY").count(), 1, "{text}");
         let template = cloud_config_template(&state, 3, None);

@@ -74,7 +74,8 @@ impl LabStatus {
     pub async fn gather(lab: &crate::lab::Lab, state: &LabState) -> LabStatus {
         let (mut rows, inventory_error) = machines(lab, state).await;
         let ids: Vec<MachineId> = state.machines.iter().map(|m| m.id()).collect();
-        let (cluster, cluster_error) = match crate::cluster::view(&lab.dir, &state.netns, ids).await {
+        let (cluster, cluster_error) = match crate::cluster::view(&lab.dir, &state.netns, ids).await
+        {
             Ok(view) => (view, None),
             Err(e) => (crate::cluster::ClusterView::default(), Some(e.to_string())),
         };

@@ -55,7 +55,8 @@ pub fn serving(status: &Value) -> Vec<String> {
         .collect()
 }
 
-/// `etcdctl` (Debian's, a real etcd v3 client) run inside the lab network.
+/// `etcdctl` (Debian's, a real etcd v3 client) run inside the lab network,
+/// over TLS with root's certificate; bare `HOST:PORT` endpoints get `https://`.
 pub fn etcdctl(lab_dir: &Path, endpoints: &str, args: &[&str]) -> Output {
     let mut full = vec![
         "exec",
@@ -64,6 +65,15 @@ pub fn etcdctl(lab_dir: &Path, endpoints: &str, args: &[&str]) -> Output {
         "--dial-timeout=3s",
         "--command-timeout=5s",
     ];
+    // The lab is TLS; `lab exec` hands etcdctl the root credentials.
+    let endpoints = endpoints
+        .split(',')
+        .map(|e| match e.contains("://") {
+            true => e.to_owned(),
+            false => format!("https://{e}"),
+        })
+        .collect::<Vec<_>>()
+        .join(",");
     let endpoints = format!("--endpoints={endpoints}");
     full.push(&endpoints);
     full.extend_from_slice(args);
@@ -82,8 +92,7 @@ pub fn etcdctl(lab_dir: &Path, endpoints: &str, args: &[&str]) -> Output {
 pub fn credentials(lab_dir: &Path) -> herd_client::Credentials {
     let read = |name: &str| {
         let path = lab_dir.join("pki").join(name);
-        std::fs::read_to_string(&path)
-            .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
     };
     herd_client::Credentials::Tls {
         ca_pem: read("ca.crt"),

@@ -155,8 +155,11 @@ pub fn etcdctl_path() -> PathBuf {
 /// certificate (`--cacert --cert --key`).
 #[derive(Debug, Clone, Default)]
 pub struct Etcdctl {
-    netns: Option<String>,
-    tls: Option<[PathBuf; 3]>,
+    pub netns: Option<String>,
+    /// `--cacert`: the CA that signed the server (TLS endpoints).
+    pub cacert: Option<PathBuf>,
+    /// `--cert`, `--key`: the client's certificate.
+    pub identity: Option<(PathBuf, PathBuf)>,
 }
 
 impl Etcdctl {
@@ -172,8 +175,11 @@ impl Etcdctl {
             None => Command::new(etcdctl_path()),
         };
         cmd.arg(format!("--endpoints={endpoints}"));
-        if let Some([ca, cert, key]) = &self.tls {
-            cmd.arg("--cacert").arg(ca).arg("--cert").arg(cert).arg("--key").arg(key);
+        if let Some(ca) = &self.cacert {
+            cmd.arg("--cacert").arg(ca);
+        }
+        if let Some((cert, key)) = &self.identity {
+            cmd.arg("--cert").arg(cert).arg("--key").arg(key);
         }
         cmd.env("ETCDCTL_API", "3");
         cmd
@@ -288,8 +294,7 @@ impl Cluster {
     }
 
     fn start_secured(server: Server, n: usize, tls: bool) -> Cluster {
-        let mut cluster =
-            Cluster::unlaunched(server, n, "m", tls, |_| (free_addr(), free_addr()));
+        let mut cluster = Cluster::unlaunched(server, n, "m", tls, |_| (free_addr(), free_addr()));
         for i in 0..n {
             cluster.launch(i);
         }
@@ -349,7 +354,9 @@ impl Cluster {
     /// before the first start (`herd kv snapshot restore`). Start them with
     /// [`Cluster::start_all`].
     pub fn unstarted(n: usize, prefix: &str) -> Cluster {
-        Cluster::unlaunched(Server::Herd, n, prefix, true, |_| (free_addr(), free_addr()))
+        Cluster::unlaunched(Server::Herd, n, prefix, true, |_| {
+            (free_addr(), free_addr())
+        })
     }
 
     /// Starts every member that is not running and waits until each serves.
@@ -428,21 +435,51 @@ impl Cluster {
     pub fn etcdctl_tool(&self) -> Etcdctl {
         Etcdctl {
             netns: self.net.as_ref().map(|n| n.client.name().to_owned()),
-            tls: self
+            cacert: self.pki.as_ref().map(|p| p.ca_cert.clone()),
+            identity: self
                 .pki
                 .as_ref()
-                .map(|p| [p.ca_cert.clone(), p.root_cert.clone(), p.root_key.clone()]),
+                .map(|p| (p.root_cert.clone(), p.root_key.clone())),
         }
+    }
+
+    /// Issues `user` a client certificate from this cluster's CA with
+    /// `herd admin credentials`, into `out`; returns its (cert, key).
+    pub fn user_certificate(&self, user: &str, out: &Path) -> (PathBuf, PathBuf) {
+        let pki = self.pki.as_ref().expect("a TLS cluster");
+        let output = Command::new(bin::herd())
+            .args(["admin", "credentials", "--user", user])
+            .arg("--ca-cert")
+            .arg(&pki.ca_cert)
+            .arg("--ca-key")
+            .arg(pki.ca_cert.with_file_name("ca.key"))
+            .arg("--out")
+            .arg(out)
+            .output()
+            .expect("herd admin credentials");
+        assert!(
+            output.status.success(),
+            "herd admin credentials --user {user}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        (
+            out.join(format!("{user}.crt")),
+            out.join(format!("{user}.key")),
+        )
     }
 
     /// `--cacert --cert --key` for `root` on a TLS cluster (etcdctl's and
     /// `herd kv`'s flags), nothing on a plaintext one.
     pub fn client_flags(&self) -> Vec<String> {
         match &self.pki {
-            Some(p) => [("--cacert", &p.ca_cert), ("--cert", &p.root_cert), ("--key", &p.root_key)]
-                .into_iter()
-                .flat_map(|(flag, path)| [flag.to_owned(), path.display().to_string()])
-                .collect(),
+            Some(p) => [
+                ("--cacert", &p.ca_cert),
+                ("--cert", &p.root_cert),
+                ("--key", &p.root_key),
+            ]
+            .into_iter()
+            .flat_map(|(flag, path)| [flag.to_owned(), path.display().to_string()])
+            .collect(),
             None => Vec::new(),
         }
     }

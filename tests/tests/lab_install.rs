@@ -187,7 +187,7 @@ fn qemu_lab_install_machines_come_back_from_disk_as_the_same_member() {
         wait::for_marker(
             &lab_dir.join(m).join("serial.log"),
             "A is good",
-            Duration::from_secs(120),
+            Duration::from_secs(300),
         );
     }
 

@@ -22,7 +22,12 @@ fn fails(ctl: &Etcdctl, endpoints: &str, args: &[&str], stdin: Option<&str>) -> 
 
 /// Runs a blocking etcdctl command (watch, elect -l) for `secs` and returns its output.
 fn for_a_while(ctl: &Etcdctl, endpoints: &str, args: &[&str], secs: u32) -> String {
-    let out = ctl.run_for(std::time::Duration::from_secs(secs.into()), endpoints, args, None);
+    let out = ctl.run_for(
+        std::time::Duration::from_secs(secs.into()),
+        endpoints,
+        args,
+        None,
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -127,7 +132,10 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
     );
 
     // lock: the command runs while the lock is held.
-    assert_eq!(ok(&ctl, &all, &["lock", "door", "echo", "inside"]), "inside\n");
+    assert_eq!(
+        ok(&ctl, &all, &["lock", "door", "echo", "inside"]),
+        "inside\n"
+    );
 
     // elect: a candidate leads, an observer sees it.
     let mut candidate = herd_tests::process::spawn(
@@ -249,7 +257,10 @@ fn etcdctl_commands_work_against_a_three_member_herd_cluster() {
     );
 
     // compaction, and reads below it fail with etcd's message.
-    assert_eq!(ok(&ctl, &all, &["compaction", "3"]), "compacted revision 3\n");
+    assert_eq!(
+        ok(&ctl, &all, &["compaction", "3"]),
+        "compacted revision 3\n"
+    );
     let err = fails(&ctl, &all, &["get", "--rev=2", "greeting"], None);
     assert!(
         err.contains("etcdserver: mvcc: required revision has been compacted"),

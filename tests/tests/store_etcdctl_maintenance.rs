@@ -93,7 +93,11 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
     let one = cluster.members[0].client.to_string();
 
     for i in 0..50 {
-        ok(&ctl, &all, &["put", &format!("key/{}", i % 10), &format!("v{i}")]);
+        ok(
+            &ctl,
+            &all,
+            &["put", &format!("key/{}", i % 10), &format!("v{i}")],
+        );
     }
     ok(&ctl, &all, &["del", "key/3"]);
     ok(&ctl, &all, &["compaction", "20"]);
@@ -113,8 +117,12 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
     let out = ok(&ctl, &all, &["endpoint", "hashkv", &format!("--rev={rev}")]);
     assert_eq!(hashes(&out), at_rev, "{out}");
     // herd kv asks each endpoint too.
-    let json: Value =
-        serde_json::from_str(&herd_kv(&cluster, &all, &["endpoint", "hashkv", "-o", "json"])).unwrap();
+    let json: Value = serde_json::from_str(&herd_kv(
+        &cluster,
+        &all,
+        &["endpoint", "hashkv", "-o", "json"],
+    ))
+    .unwrap();
     let rows = json.as_array().expect("rows");
     assert_eq!(rows.len(), 3, "{json}");
     for r in rows {
@@ -139,19 +147,31 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
         saved.contains(&format!("Snapshot saved at {file}")),
         "{saved}"
     );
-    let status: Value =
-        serde_json::from_str(&herd_kv(&cluster, &one, &["snapshot", "status", file, "-o", "json"])).unwrap();
+    let status: Value = serde_json::from_str(&herd_kv(
+        &cluster,
+        &one,
+        &["snapshot", "status", file, "-o", "json"],
+    ))
+    .unwrap();
     assert_eq!(status["revision"], rev + 1, "{status}");
     assert_eq!(status["total_keys"], 10, "{status}"); // key/0..9 minus key/3, plus key/new
     assert_eq!(status["hash"].as_u64(), Some(now[0]), "{status}");
     // herd kv's own download lands the same key space.
     let file2 = dir.path().join("snap2.db");
     let file2 = file2.to_str().unwrap();
-    let saved: Value =
-        serde_json::from_str(&herd_kv(&cluster, &one, &["snapshot", "save", file2, "-o", "json"])).unwrap();
+    let saved: Value = serde_json::from_str(&herd_kv(
+        &cluster,
+        &one,
+        &["snapshot", "save", file2, "-o", "json"],
+    ))
+    .unwrap();
     assert_eq!(saved["revision"], rev + 1, "{saved}");
-    let status2: Value =
-        serde_json::from_str(&herd_kv(&cluster, &one, &["snapshot", "status", file2, "-o", "json"])).unwrap();
+    let status2: Value = serde_json::from_str(&herd_kv(
+        &cluster,
+        &one,
+        &["snapshot", "status", file2, "-o", "json"],
+    ))
+    .unwrap();
     assert_eq!(status2["hash"], status["hash"]);
     // A damaged file is refused with the reason.
     let mut bytes = std::fs::read(file).unwrap();
@@ -202,7 +222,9 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
     assert!(list.contains(&format!("https://{moved}")), "{list}");
     assert!(!list.contains(&format!("https://{spare}")), "{list}");
     let back = herd_tests::store::free_addr();
-    let json: Value = serde_json::from_str(&herd_kv(&cluster, &all,
+    let json: Value = serde_json::from_str(&herd_kv(
+        &cluster,
+        &all,
         &[
             "member",
             "update",
@@ -265,7 +287,8 @@ fn etcdctl_hashkv_snapshot_member_update_and_move_leader_against_herd() {
             let mut acked = 0;
             while !stop.load(Ordering::Relaxed) {
                 // A write may fail while the election runs; later ones must not.
-                if ctl.run(&all, &["put", "load", &acked.to_string()], None)
+                if ctl
+                    .run(&all, &["put", "load", &acked.to_string()], None)
                     .status
                     .success()
                 {

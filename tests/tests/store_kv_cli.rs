@@ -6,13 +6,29 @@ use std::process::{Command, Output};
 use herd_tests::bin;
 use herd_tests::store::{Cluster, Server};
 
-fn herd_kv(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
+/// One member's client endpoint with the cluster's client credentials.
+struct Endpoint {
+    addr: String,
+    flags: Vec<String>,
+}
+
+impl Endpoint {
+    fn of(cluster: &Cluster, member: usize) -> Endpoint {
+        Endpoint {
+            addr: cluster.members[member].client.to_string(),
+            flags: cluster.client_flags(),
+        }
+    }
+}
+
+fn herd_kv(endpoint: &Endpoint, args: &[&str], stdin: Option<&str>) -> Output {
     let mut cmd = Command::new("timeout");
     cmd.arg("20")
         .arg(bin::herd())
         .arg("kv")
         .arg("--endpoints")
-        .arg(endpoint)
+        .arg(&endpoint.addr)
+        .args(&endpoint.flags)
         .args(args);
     if let Some(input) = stdin {
         use std::io::Write;
@@ -31,7 +47,7 @@ fn herd_kv(endpoint: &str, args: &[&str], stdin: Option<&str>) -> Output {
     cmd.output().expect("herd kv")
 }
 
-fn ok(endpoint: &str, args: &[&str]) -> String {
+fn ok(endpoint: &Endpoint, args: &[&str]) -> String {
     let out = herd_kv(endpoint, args, None);
     assert!(
         out.status.success(),
@@ -44,7 +60,7 @@ fn ok(endpoint: &str, args: &[&str]) -> String {
 #[test]
 fn herd_kv_reads_writes_and_transacts_on_a_single_member() {
     let cluster = Cluster::start(Server::Herd, 1);
-    let ep = cluster.members[0].client.to_string();
+    let ep = Endpoint::of(&cluster, 0);
     assert_eq!(ok(&ep, &["put", "app/a", "1"]), "OK\n");
     assert_eq!(ok(&ep, &["put", "app/b", "2"]), "OK\n");
     assert_eq!(
@@ -107,10 +123,22 @@ fn herd_agent_refuses_to_start_without_a_token_or_with_a_bad_cluster() {
             .output()
             .unwrap()
     };
-    let out = base(&[]);
+    // A founder may start without a token (it makes the cluster CA); a
+    // joiner and a plaintext member may not.
+    for flags in [&["--join", "127.0.0.1:1"][..], &["--insecure-plaintext"]] {
+        let out = base(flags);
+        assert!(!out.status.success());
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains("--token"),
+            "{flags:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // In TLS mode the token is a join token, not any string.
+    let out = base(&["--token", "t", "--join", "127.0.0.1:1"]);
     assert!(!out.status.success());
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--token"),
+        String::from_utf8_lossy(&out.stderr).contains("join token"),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );

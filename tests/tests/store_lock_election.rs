@@ -29,9 +29,10 @@ fn lock_service_excludes_a_second_holder_until_unlock() {
         cluster.members[0].client.to_string(),
         cluster.members[2].client.to_string(),
     );
+    let credentials = cluster.credentials();
     run(async move {
-        let ca = Client::connect(&[a]).await.unwrap();
-        let cb = Client::connect(&[b]).await.unwrap();
+        let ca = Client::connect_with(&[a], &credentials).await.unwrap();
+        let cb = Client::connect_with(&[b], &credentials).await.unwrap();
         let sa = Session::new(&ca, Duration::from_secs(30)).await.unwrap();
         let sb = Session::new(&cb, Duration::from_secs(30)).await.unwrap();
         let first = ca
@@ -82,8 +83,9 @@ fn lock_helper_released_by_lease_revocation_and_election_passes_on_resign() {
         .split(',')
         .map(str::to_owned)
         .collect::<Vec<_>>();
+    let credentials = cluster.credentials();
     run(async move {
-        let c = Client::connect(&eps).await.unwrap();
+        let c = Client::connect_with(&eps, &credentials).await.unwrap();
         // A holder that dies (its lease revoked) releases the lock.
         let s1 = Session::new(&c, Duration::from_secs(30)).await.unwrap();
         let s2 = Session::new(&c, Duration::from_secs(30)).await.unwrap();

@@ -163,12 +163,7 @@ fn scenario(
         .iter()
         .map(|&i| cluster.members[i].client.to_string())
         .collect();
-    let recording = start_recording(
-        &rt,
-        &endpoints,
-        cluster.credentials(),
-        Workload::CONTENDED,
-    );
+    let recording = start_recording(&rt, &endpoints, cluster.credentials(), Workload::CONTENDED);
     std::thread::sleep(Duration::from_secs(2));
     fault(cluster);
     std::thread::sleep(Duration::from_secs(3));
@@ -657,12 +652,7 @@ fn store_robustness_follower_partitioned_caught_up_by_snapshot() {
     let mut endpoints = cluster.endpoints.clone();
     let follower_endpoint = endpoints.remove(lag);
     endpoints.push(follower_endpoint);
-    let recording = start_recording(
-        &rt,
-        &endpoints,
-        Credentials::Plaintext,
-        Workload::CONTENDED,
-    );
+    let recording = start_recording(&rt, &endpoints, Credentials::Plaintext, Workload::CONTENDED);
     std::thread::sleep(Duration::from_secs(2));
 
     let follower = &cluster.members[lag];

@@ -137,7 +137,8 @@ fn store_snapshot_restore_into_a_new_three_member_cluster() {
     let before_hash = hashkv(&ctl, &old.members[0].client.to_string(), before_rev);
 
     let backup = tempfile::tempdir().expect("scratch dir");
-    let file = save_snapshot(&ctl, 
+    let file = save_snapshot(
+        &ctl,
         &old.members[1].client.to_string(),
         before_rev,
         backup.path(),

@@ -53,7 +53,7 @@ impl Agent {
             .arg(&self.data_dir)
             .args(["--listen-client", &self.client.to_string()])
             .args(["--listen-peer", &self.peer.to_string()])
-            .args(["--token", "test-token"])
+            .args(["--token", "test-token", "--insecure-plaintext"])
             .env("HERD_LOG", "info,openraft=warn")
             .stdout(Stdio::from(log.try_clone().expect("log handle")))
             .stderr(Stdio::from(log));

@@ -19,7 +19,14 @@ async fn an_idle_progress_notify_watch_hears_the_current_revision() {
     let _agent = process::spawn(
         "herd agent",
         Command::new(bin::herd())
-            .args(["agent", "--name", "solo", "--token", "t"])
+            .args([
+                "agent",
+                "--name",
+                "solo",
+                "--token",
+                "t",
+                "--insecure-plaintext",
+            ])
             .arg("--data-dir")
             .arg(dir.path().join("solo"))
             .args(["--listen-client", &client_addr.to_string()])

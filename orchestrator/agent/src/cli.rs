@@ -41,7 +41,12 @@ pub struct AgentArgs {
     /// a founding member registers it so others can join with it (without
     /// one it makes one and writes it to DATA_DIR/join-token). With
     /// --insecure-plaintext: the cluster's shared secret.
-    #[arg(long, env = "HERD_TOKEN", hide_env_values = true, conflicts_with = "token_file")]
+    #[arg(
+        long,
+        env = "HERD_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "token_file"
+    )]
     pub token: Option<String>,
     /// File holding the token.
     #[arg(long)]
@@ -76,6 +81,15 @@ pub struct AgentArgs {
     /// current revision (etcd's --experimental-watch-progress-notify-interval).
     #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub watch_progress_notify_interval: u64,
+    /// Milliseconds between the leader's heartbeats; also the deadline of a
+    /// replication RPC (etcd's --heartbeat-interval). A cloud-config's
+    /// `herd.heartbeat_interval_ms` wins over it.
+    #[arg(long, value_name = "MS", default_value_t = 100)]
+    pub heartbeat_interval: u64,
+    /// Milliseconds a follower waits without a heartbeat before it
+    /// campaigns, at least 5 heartbeats (etcd's --election-timeout).
+    #[arg(long, value_name = "MS", default_value_t = 800)]
+    pub election_timeout: u64,
 }
 
 /// `herd agent`: settings from the flags or the cloud-config, then the

@@ -78,6 +78,12 @@ struct HerdSection {
     client_port: Option<u16>,
     #[serde(default)]
     peer_port: Option<u16>,
+    /// Raft timing in milliseconds, as etcd's flags of the same names:
+    /// slow machines (emulated ones) need longer than the defaults.
+    #[serde(default)]
+    heartbeat_interval_ms: Option<u64>,
+    #[serde(default)]
+    election_timeout_ms: Option<u64>,
 }
 
 fn default_roles() -> Vec<Role> {
@@ -122,6 +128,8 @@ pub struct AgentBootstrap {
     /// The cluster CA (certificate and key) for the founding machine.
     pub ca: Option<herd_pki::ClusterCa>,
     pub insecure_plaintext: bool,
+    /// Raft timing, when the cloud-config sets it.
+    pub timing: Option<crate::timing::RaftTiming>,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -167,6 +175,20 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
             reason: "empty: give at least one of store, worker".into(),
         });
     }
+    let defaults = crate::timing::RaftTiming::default();
+    let timing = match (herd.heartbeat_interval_ms, herd.election_timeout_ms) {
+        (None, None) => None,
+        (heartbeat, election) => Some(
+            crate::timing::RaftTiming::new(
+                heartbeat.unwrap_or(defaults.heartbeat_ms),
+                election.unwrap_or(defaults.election_ms),
+            )
+            .map_err(|e| CloudConfigError::Invalid {
+                field: "herd.election_timeout_ms",
+                reason: e.to_string(),
+            })?,
+        ),
+    };
     let client_port = herd.client_port.unwrap_or(CLIENT_PORT);
     let peer_port = herd.peer_port.unwrap_or(PEER_PORT);
     // The founder first: it is the most likely to be up already.
@@ -198,6 +220,7 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
             },
         }),
         insecure_plaintext: herd.insecure_plaintext,
+        timing,
     })
 }
 

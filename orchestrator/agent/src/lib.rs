@@ -11,6 +11,7 @@ pub mod join_token;
 pub mod registration;
 pub mod settings;
 pub mod supervisor;
+pub mod timing;
 
 use std::sync::Arc;
 
@@ -34,9 +35,11 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             ca_pem: pki.ca_cert.clone(),
             identity: Some(pki.member.clone()),
         },
+        // The store logs the INSECURE warning for plaintext itself.
         None => herd_client::Credentials::Plaintext,
     };
-    let local = herd_client::Client::lazy_with(&local_endpoint(settings.listen_client), &credentials)?;
+    let local =
+        herd_client::Client::lazy_with(&local_endpoint(settings.listen_client), &credentials)?;
     let member = Arc::new(member);
     tracing::info!(
         member = %settings.name,

@@ -10,12 +10,15 @@ use herd_pki::{ClusterCa, JoinToken};
 use herd_store::{Bootstrap, Security, StorageKind, TlsSettings};
 
 use crate::cli::AgentArgs;
+use crate::timing::RaftTiming;
 
 /// TLS (the default) or plaintext.
 #[derive(Debug, Clone)]
 pub enum SecurityMode {
     /// Mutual TLS with the cluster CA; `ca`: given to a founding member.
-    Tls { ca: Option<ClusterCa> },
+    Tls {
+        ca: Option<ClusterCa>,
+    },
     Plaintext,
 }
 
@@ -42,6 +45,7 @@ pub struct AgentSettings {
     pub max_key_bytes: usize,
     pub storage: Option<StorageKind>,
     pub watch_progress_notify_interval: Duration,
+    pub timing: RaftTiming,
     /// Register this machine under /herd/machines (set from cloud-config).
     pub machine: Option<herd_client::keys::MachineRecord>,
 }
@@ -49,6 +53,7 @@ pub struct AgentSettings {
 impl AgentSettings {
     /// Validates the flags into settings (reads the token file).
     pub fn from_args(args: AgentArgs) -> anyhow::Result<AgentSettings> {
+        let timing = timing_flags(&args)?;
         let name = args.name.context("--name is required")?;
         let data_dir = args.data_dir.context("--data-dir is required")?;
         let token = match (args.token, args.token_file) {
@@ -61,7 +66,9 @@ impl AgentSettings {
         };
         let security = if args.insecure_plaintext {
             if token.is_empty() {
-                bail!("--insecure-plaintext needs the cluster's shared secret (--token or --token-file)");
+                bail!(
+                    "--insecure-plaintext needs the cluster's shared secret (--token or --token-file)"
+                );
             }
             SecurityMode::Plaintext
         } else {
@@ -119,6 +126,7 @@ impl AgentSettings {
             watch_progress_notify_interval: Duration::from_secs(
                 args.watch_progress_notify_interval,
             ),
+            timing,
             machine: None,
         })
     }
@@ -181,7 +189,9 @@ impl AgentSettings {
             security: if boot.insecure_plaintext {
                 SecurityMode::Plaintext
             } else {
-                SecurityMode::Tls { ca: boot.ca.clone() }
+                SecurityMode::Tls {
+                    ca: boot.ca.clone(),
+                }
             },
             max_voters: args.max_voters,
             max_request_bytes: args.max_request_bytes,
@@ -190,9 +200,19 @@ impl AgentSettings {
             watch_progress_notify_interval: Duration::from_secs(
                 args.watch_progress_notify_interval,
             ),
+            timing: match boot.timing {
+                Some(timing) => timing,
+                None => timing_flags(&args)?,
+            },
             machine: Some(record),
         })
     }
+}
+
+/// The Raft timing the flags give.
+fn timing_flags(args: &AgentArgs) -> anyhow::Result<RaftTiming> {
+    RaftTiming::new(args.heartbeat_interval, args.election_timeout)
+        .context("--heartbeat-interval and --election-timeout")
 }
 
 /// Parses one `NAME=HOST:PORT` of `--initial-cluster`.
@@ -243,6 +263,7 @@ impl AgentSettings {
         config.limits.max_request_bytes = self.max_request_bytes;
         config.limits.max_key_bytes = self.max_key_bytes;
         config.storage = self.storage;
+        self.timing.apply(&mut config);
         Ok(config)
     }
 }

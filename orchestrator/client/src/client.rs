@@ -6,8 +6,8 @@ use std::time::Duration;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::proto::etcdserverpb::{
-    auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient, lease_client::LeaseClient,
-    maintenance_client::MaintenanceClient, watch_client::WatchClient,
+    auth_client::AuthClient, cluster_client::ClusterClient, kv_client::KvClient,
+    lease_client::LeaseClient, maintenance_client::MaintenanceClient, watch_client::WatchClient,
 };
 use crate::proto::v3electionpb::election_client::ElectionClient;
 use crate::proto::v3lockpb::lock_client::LockClient;
@@ -114,12 +114,19 @@ impl tower_service::Service<http::Uri> for TlsConnector {
     fn call(&mut self, uri: http::Uri) -> Self::Future {
         let config = self.config.clone();
         Box::pin(async move {
-            let host = uri.host().unwrap_or("localhost").trim_start_matches('[').trim_end_matches(']').to_owned();
+            let host = uri
+                .host()
+                .unwrap_or("localhost")
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned();
             let port = uri.port_u16().unwrap_or(2379);
             let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
             tcp.set_nodelay(true)?;
             let name = herd_pki::tls::server_name(&host).map_err(std::io::Error::other)?;
-            let tls = tokio_rustls::TlsConnector::from(config).connect(name, tcp).await?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
             Ok(hyper_util::rt::TokioIo::new(tls))
         })
     }
@@ -130,12 +137,9 @@ fn tls_connector(credentials: &Credentials) -> Result<Option<TlsConnector>, Clie
         Credentials::Plaintext => Ok(None),
         Credentials::Tls { ca_pem, identity } => {
             herd_pki::install_crypto_provider();
-            let config = herd_pki::tls::client_config(
-                ca_pem,
-                identity.as_ref(),
-                &[herd_pki::tls::ALPN_H2],
-            )
-            .map_err(|e| ClientError::Tls(e.to_string()))?;
+            let config =
+                herd_pki::tls::client_config(ca_pem, identity.as_ref(), &[herd_pki::tls::ALPN_H2])
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
             Ok(Some(TlsConnector { config }))
         }
     }
@@ -160,7 +164,11 @@ fn endpoint(addr: &str, credentials: &Credentials) -> Result<Endpoint, ClientErr
         (Some(other), _) => {
             return Err(ClientError::Tls(format!(
                 "{addr}: scheme {other}:// does not go with {}",
-                if tls { "TLS credentials" } else { "a plaintext connection" }
+                if tls {
+                    "TLS credentials"
+                } else {
+                    "a plaintext connection"
+                }
             )));
         }
     }
@@ -250,7 +258,10 @@ impl Client {
     }
 
     fn transport(&self) -> Transport {
-        tonic::service::interceptor::InterceptedService::new(self.channel.clone(), self.token.clone())
+        tonic::service::interceptor::InterceptedService::new(
+            self.channel.clone(),
+            self.token.clone(),
+        )
     }
 
     pub fn auth(&self) -> AuthClient<Transport> {

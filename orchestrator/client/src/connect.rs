@@ -24,10 +24,18 @@ pub struct StoreArgs {
     #[arg(long, global = true, env = "HERD_CACERT")]
     pub cacert: Option<PathBuf>,
     /// This client's certificate (its common name is the user).
-    #[arg(long, global = true, env = "HERD_CERT", requires = "key")]
+    #[arg(long, global = true, env = "HERD_CERT", requires = "client_key")]
     pub cert: Option<PathBuf>,
-    /// This client's key.
-    #[arg(long, global = true, env = "HERD_KEY", requires = "cert")]
+    /// This client's key. (Its id is not `key`: subcommands have a KEY
+    /// argument, and clap's ids are global.)
+    #[arg(
+        id = "client_key",
+        long = "key",
+        value_name = "KEY",
+        global = true,
+        env = "HERD_KEY",
+        requires = "cert"
+    )]
     pub key: Option<PathBuf>,
     /// An etcd auth user, `NAME` or `NAME:PASSWORD` (the password is asked
     /// for in HERD_PASSWORD when not given).
@@ -38,7 +46,7 @@ pub struct StoreArgs {
 /// Why connection settings are unusable.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("reading {what} {path}: {source}")]
+    #[error("reading {what} {path}")]
     Read {
         what: &'static str,
         path: PathBuf,

@@ -254,7 +254,7 @@ pub fn test_pki(dir: &Path, members: &[MemberSpec]) -> Result<TestPki, herd_pki:
         ips.extend([m.client.ip(), m.peer.ip()]);
         let pair = ca.issue(
             &Identity::Member(m.name.clone()),
-            &[m.name.clone()],
+            std::slice::from_ref(&m.name),
             &ips,
             LEAF_VALIDITY,
         )?;

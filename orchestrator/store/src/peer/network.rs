@@ -21,8 +21,6 @@ use super::{PeerRequest, PeerResponse};
 use crate::log::Durable;
 use crate::types::{PeerNode, TypeConfig};
 
-const MIN_RPC_TIMEOUT: Duration = Duration::from_secs(1);
-
 #[derive(Clone)]
 /// openraft's connection factory. `durable` holds back commit indexes the
 /// local log has not yet made durable (see `store::log`, the leader's flush
@@ -65,11 +63,13 @@ fn rpc_error(e: CallError) -> RPCError<u64, PeerNode, RaftError<u64>> {
     }
 }
 
-/// openraft's per-RPC deadline is the heartbeat interval; an append that
-/// carries entries waits for the follower's fsync, which can take longer.
-/// Timing out early would only resend the same entries.
+/// openraft bounds every append by the heartbeat interval and every vote
+/// by the election timeout, around this call; the call gets the same
+/// deadline so the connection gives up at that moment too. A machine whose
+/// round trip with fsync exceeds the heartbeat never completes an append:
+/// it needs a longer one (the agent's `--heartbeat-interval`).
 fn rpc_timeout(option: &RPCOption) -> Duration {
-    option.hard_ttl().max(MIN_RPC_TIMEOUT)
+    option.hard_ttl()
 }
 
 impl RaftNetwork<TypeConfig> for PeerConn {

@@ -83,9 +83,8 @@ impl Watch for WatchService {
                         let allowed =
                             access.allow(&who, plaintext, &[read(&create.key, &create.range_end)]);
                         match watches.entry(id) {
-                            _ if allowed.is_err() => canceled(
+                            _ if allowed.is_err() => refused(
                                 &member,
-                                id,
                                 allowed
                                     .err()
                                     .map(|s| s.message().to_owned())
@@ -93,7 +92,7 @@ impl Watch for WatchService {
                                     .as_str(),
                             ),
                             Entry::Occupied(_) => {
-                                canceled(&member, id, "etcdserver: duplicate watch ID")
+                                refused(&member, "etcdserver: duplicate watch ID")
                             }
                             Entry::Vacant(slot) => {
                                 match start(&member, id, create, interval, tx.clone()) {
@@ -101,7 +100,7 @@ impl Watch for WatchService {
                                         slot.insert(forwarder);
                                         continue;
                                     }
-                                    Err(status) => canceled(&member, id, status.message()),
+                                    Err(status) => refused(&member, status.message()),
                                 }
                             }
                         }
@@ -145,6 +144,19 @@ impl Watch for WatchService {
         )))
     }
 }
+
+/// The answer to a create request that starts no watch: `created` too,
+/// with etcd's invalid watch id, because clients match a create's answer
+/// by `created` (etcd-client keeps waiting for it otherwise).
+fn refused(member: &Member, reason: &str) -> pb::WatchResponse {
+    pb::WatchResponse {
+        created: true,
+        ..canceled(member, INVALID_WATCH_ID, reason)
+    }
+}
+
+/// etcd's `clientv3.InvalidWatchID`.
+const INVALID_WATCH_ID: i64 = -1;
 
 fn canceled(member: &Member, watch_id: i64, reason: &str) -> pb::WatchResponse {
     pb::WatchResponse {
