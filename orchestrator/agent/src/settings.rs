@@ -27,6 +27,45 @@ pub struct AgentSettings {
     pub watch_progress_notify_interval: Duration,
     /// Register this machine under /herd/machines (set from cloud-config).
     pub machine: Option<herd_client::keys::MachineRecord>,
+    /// This machine's id (the registered record's, else `--machine-id`,
+    /// else the member name).
+    pub machine_id: String,
+    /// The cluster network role, when this machine takes part.
+    pub net: Option<herd_net::NetSettings>,
+}
+
+/// The network role's settings from the flags (and a cloud-config's
+/// `herd.network`), or `None` when nothing asks for the role.
+fn net_settings(
+    args: &AgentArgs,
+    machine_id: &str,
+    data_dir: &std::path::Path,
+    from_cloud: Option<(&crate::cloud_config::NetworkBootstrap, std::net::IpAddr)>,
+) -> Option<herd_net::NetSettings> {
+    let (iface, ip, proposed) = match from_cloud {
+        Some((n, advertise)) => (
+            args.cluster_iface.clone().or_else(|| n.cluster_iface.clone()),
+            args.public_ip.or(n.public_ip).or(match advertise {
+                std::net::IpAddr::V4(v4) => Some(v4),
+                std::net::IpAddr::V6(_) => None,
+            }),
+            Some(n.config.clone()),
+        ),
+        None if args.cluster_iface.is_some() || args.public_ip.is_some() => {
+            (args.cluster_iface.clone(), args.public_ip, None)
+        }
+        None => return None,
+    };
+    Some(herd_net::NetSettings {
+        machine_id: machine_id.to_owned(),
+        cluster_iface: iface,
+        public_ip: ip,
+        proposed,
+        subnet_env: args.subnet_env.clone(),
+        remembered: data_dir.join("net-subnet.json"),
+        lease_ttl: Duration::from_secs(args.subnet_lease_ttl.max(3)),
+        repair_interval: Duration::from_secs(args.route_check_interval.max(1)),
+    })
 }
 
 impl AgentSettings {
@@ -70,7 +109,11 @@ impl AgentSettings {
             (None, None) => Bootstrap::Found(vec![(name.clone(), args.listen_peer.to_string())]),
             (Some(_), Some(_)) => bail!("--initial-cluster and --join are mutually exclusive"),
         };
+        let machine_id = args.machine_id.clone().unwrap_or_else(|| name.clone());
+        let net = net_settings(&args, &machine_id, &data_dir, None);
         Ok(AgentSettings {
+            machine_id,
+            net,
             name,
             data_dir,
             listen_client: args.listen_client,
@@ -136,7 +179,18 @@ impl AgentSettings {
                 .await
                 .context("gathering machine facts")?
                 .context("gathering machine facts")?;
+        let machine_id = args
+            .machine_id
+            .clone()
+            .unwrap_or_else(|| record.machine_id.clone());
+        let net = boot
+            .network
+            .as_ref()
+            .and_then(|n| net_settings(&args, &machine_id, &data_dir, Some((n, boot.advertise))))
+            .or_else(|| net_settings(&args, &machine_id, &data_dir, None));
         Ok(AgentSettings {
+            machine_id,
+            net,
             name: boot.name,
             data_dir,
             listen_client: boot.listen_client,
