@@ -91,7 +91,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             BenchCommand::Pxe(b) => herd_pxe::cli::run_bench(b).await,
             BenchCommand::Image(b) => herd_image::cli::run_bench(b).await,
             BenchCommand::Lab(b) => herd_qemu::cli::run_bench(b).await,
-            BenchCommand::Net(b) => herd_net::bench::run(b, shutdown).await,
+            BenchCommand::Net(herd_net::bench::BenchCommand::Net(b)) => {
+                herd_net::bench::run(b, shutdown).await
+            }
         },
         Command::Completions { shell } => {
             // Rendered into memory first: clap_complete panics on a write

@@ -34,10 +34,32 @@ pub struct AgentSettings {
     pub net: Option<herd_net::NetSettings>,
 }
 
+/// The network role's flags, taken before the rest of the flags are consumed.
+#[derive(Debug, Clone)]
+struct NetFlags {
+    cluster_iface: Option<String>,
+    public_ip: Option<std::net::Ipv4Addr>,
+    subnet_env: PathBuf,
+    subnet_lease_ttl: u64,
+    route_check_interval: u64,
+}
+
+impl NetFlags {
+    fn of(args: &AgentArgs) -> NetFlags {
+        NetFlags {
+            cluster_iface: args.cluster_iface.clone(),
+            public_ip: args.public_ip,
+            subnet_env: args.subnet_env.clone(),
+            subnet_lease_ttl: args.subnet_lease_ttl,
+            route_check_interval: args.route_check_interval,
+        }
+    }
+}
+
 /// The network role's settings from the flags (and a cloud-config's
 /// `herd.network`), or `None` when nothing asks for the role.
 fn net_settings(
-    args: &AgentArgs,
+    args: &NetFlags,
     machine_id: &str,
     data_dir: &std::path::Path,
     from_cloud: Option<(&crate::cloud_config::NetworkBootstrap, std::net::IpAddr)>,
@@ -71,6 +93,8 @@ fn net_settings(
 impl AgentSettings {
     /// Validates the flags into settings (reads the token file).
     pub fn from_args(args: AgentArgs) -> anyhow::Result<AgentSettings> {
+        let net_flags = NetFlags::of(&args);
+        let machine_id_flag = args.machine_id.clone();
         let name = args.name.context("--name is required")?;
         let data_dir = args.data_dir.context("--data-dir is required")?;
         let token = match (args.token, args.token_file) {
@@ -109,8 +133,8 @@ impl AgentSettings {
             (None, None) => Bootstrap::Found(vec![(name.clone(), args.listen_peer.to_string())]),
             (Some(_), Some(_)) => bail!("--initial-cluster and --join are mutually exclusive"),
         };
-        let machine_id = args.machine_id.clone().unwrap_or_else(|| name.clone());
-        let net = net_settings(&args, &machine_id, &data_dir, None);
+        let machine_id = machine_id_flag.unwrap_or_else(|| name.clone());
+        let net = net_settings(&net_flags, &machine_id, &data_dir, None);
         Ok(AgentSettings {
             machine_id,
             net,
@@ -186,8 +210,15 @@ impl AgentSettings {
         let net = boot
             .network
             .as_ref()
-            .and_then(|n| net_settings(&args, &machine_id, &data_dir, Some((n, boot.advertise))))
-            .or_else(|| net_settings(&args, &machine_id, &data_dir, None));
+            .and_then(|n| {
+                net_settings(
+                    &NetFlags::of(&args),
+                    &machine_id,
+                    &data_dir,
+                    Some((n, boot.advertise)),
+                )
+            })
+            .or_else(|| net_settings(&NetFlags::of(&args), &machine_id, &data_dir, None));
         Ok(AgentSettings {
             machine_id,
             net,
