@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use crate::cidr::Ipv4Net;
 use crate::config::{Backend, ConfigError, NetworkConfig};
 use crate::env_file::{self, FileError, Remembered};
-use crate::masq::{self, MasqError};
+use crate::masq;
 use crate::netlink::{Kernel, KernelError, Link};
 
 /// The pod bridge.
@@ -42,8 +42,6 @@ pub enum HostError {
     NoAddress(String),
     #[error(transparent)]
     Overlap(#[from] ConfigError),
-    #[error(transparent)]
-    Masq(#[from] MasqError),
     #[error("writing {0}")]
     File(#[from] FileError),
 }
@@ -168,10 +166,19 @@ pub async fn set_up(
     if !removed.is_empty() {
         tracing::warn!(bridge = BRIDGE, ?removed, %subnet, "the pod bridge had other addresses; replaced them (pods on the old subnet lose their network)");
     }
-    masq::install(config.network).await?;
+    // Without masquerade pods still reach every other pod; only traffic
+    // leaving the cluster network fails. That is no reason to take the
+    // machine's pod network down: say so loudly, and in subnet.env.
+    let ipmasq = match masq::install(config.network).await {
+        Ok(()) => true,
+        Err(e) => {
+            tracing::error!(error = %e, "no masquerade for pod traffic leaving the cluster network");
+            false
+        }
+    };
     env_file::write_atomic(
         &files.subnet_env,
-        env_file::subnet_env(config.network, subnet, mtu, true).as_bytes(),
+        env_file::subnet_env(config.network, subnet, mtu, ipmasq).as_bytes(),
     )
     .await?;
     env_file::write_remembered(
