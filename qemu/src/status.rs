@@ -95,7 +95,12 @@ impl LabStatus {
                 .registered
                 .iter()
                 .find(|m| m.hostname == r.name)
-                .and_then(|m| cluster.subnets.iter().find(|s| s.machine_id == m.machine_id))
+                .and_then(|m| {
+                    cluster
+                        .subnets
+                        .iter()
+                        .find(|s| s.machine_id == m.machine_id)
+                })
                 .map(|s| s.subnet.clone());
             r.health = match (r.store_role, r.powered) {
                 (Some(_), _) => Health::Healthy,

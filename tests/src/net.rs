@@ -72,7 +72,16 @@ impl Pod {
         let ns = Netns::new();
         let outer = machine.ifname("vpod");
         machine.ip(&[
-            "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", ns.name(),
+            "link",
+            "add",
+            &outer,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "eth0",
+            "netns",
+            ns.name(),
         ]);
         machine.ip(&["link", "set", &outer, "master", "herd0", "up"]);
         let addr = Ipv4Addr::from(u32::from(env.network()) + host);

@@ -108,7 +108,12 @@ fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean(
             let v: Vec<(String, String)> = s["machines"]
                 .as_array()?
                 .iter()
-                .filter_map(|m| Some((m["name"].as_str()?.to_owned(), m["subnet"].as_str()?.to_owned())))
+                .filter_map(|m| {
+                    Some((
+                        m["name"].as_str()?.to_owned(),
+                        m["subnet"].as_str()?.to_owned(),
+                    ))
+                })
                 .collect();
             (v.len() == 3).then_some(v)
         },
@@ -120,18 +125,42 @@ fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean(
     let ok = |out: std::process::Output| {
         assert!(out.status.success(), "{out:?}");
     };
-    ok(exec(&lab_dir, &["sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"]));
+    ok(exec(
+        &lab_dir,
+        &["sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"],
+    ));
     for (via, _) in &subnets {
         let n: u8 = via.trim_start_matches('m').parse().unwrap();
-        ok(exec(&lab_dir, &["ip", "route", "replace", "10.244.0.0/16", "via", &format!("10.77.0.{}", 10 + n)]));
+        ok(exec(
+            &lab_dir,
+            &[
+                "ip",
+                "route",
+                "replace",
+                "10.244.0.0/16",
+                "via",
+                &format!("10.77.0.{}", 10 + n),
+            ],
+        ));
         for (to, subnet) in subnets.iter().filter(|(m, _)| m != via) {
-            let net: Vec<u8> = subnet.split('/').next().unwrap().split('.').map(|o| o.parse().unwrap()).collect();
+            let net: Vec<u8> = subnet
+                .split('/')
+                .next()
+                .unwrap()
+                .split('.')
+                .map(|o| o.parse().unwrap())
+                .collect();
             let gateway = format!("{}.{}.{}.{}", net[0], net[1], net[2], net[3] + 1);
             wait::until(
                 &format!("{to}'s pod bridge {gateway} through {via}"),
                 Duration::from_secs(30),
                 Duration::from_millis(500),
-                || exec(&lab_dir, &["ping", "-c1", "-W2", &gateway]).status.success().then_some(()),
+                || {
+                    exec(&lab_dir, &["ping", "-c1", "-W2", &gateway])
+                        .status
+                        .success()
+                        .then_some(())
+                },
             );
         }
     }

@@ -50,8 +50,15 @@ fn herd_ok(cluster: &Cluster, args: &[&str]) -> String {
 /// `herd net subnets -o json`, by machine id.
 fn subnets(cluster: &Cluster) -> Vec<Value> {
     let eps = cluster.endpoints();
-    let text = herd_ok(cluster, &["net", "subnets", "-o", "json", "--endpoints", &eps]);
-    serde_json::from_str::<Value>(&text).unwrap().as_array().unwrap().clone()
+    let text = herd_ok(
+        cluster,
+        &["net", "subnets", "-o", "json", "--endpoints", &eps],
+    );
+    serde_json::from_str::<Value>(&text)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
 }
 
 fn subnet_of(cluster: &Cluster, machine: &str) -> Option<String> {
@@ -74,14 +81,50 @@ fn scenario(backend: &str) {
     let eps = cluster.endpoints();
 
     // A network that does not fit its subnet length is refused, naming why.
-    let bad = cluster.herd(&["net", "config", "set", "--endpoints", &eps, "--network", "10.244.0.0/24", "--subnet-len", "24"]);
+    let bad = cluster.herd(&[
+        "net",
+        "config",
+        "set",
+        "--endpoints",
+        &eps,
+        "--network",
+        "10.244.0.0/24",
+        "--subnet-len",
+        "24",
+    ]);
     assert!(!bad.status.success());
     let text = String::from_utf8_lossy(&bad.stderr);
-    assert!(text.contains("SubnetLen 24 does not fit network 10.244.0.0/24"), "{text}");
-    herd_ok(&cluster, &["net", "config", "set", "--endpoints", &eps, "--backend", backend]);
+    assert!(
+        text.contains("SubnetLen 24 does not fit network 10.244.0.0/24"),
+        "{text}"
+    );
+    herd_ok(
+        &cluster,
+        &[
+            "net",
+            "config",
+            "set",
+            "--endpoints",
+            &eps,
+            "--backend",
+            backend,
+        ],
+    );
     // The backend cannot change under running machines.
-    let other = if backend == "vxlan" { "host-gw" } else { "vxlan" };
-    let change = cluster.herd(&["net", "config", "set", "--endpoints", &eps, "--backend", other]);
+    let other = if backend == "vxlan" {
+        "host-gw"
+    } else {
+        "vxlan"
+    };
+    let change = cluster.herd(&[
+        "net",
+        "config",
+        "set",
+        "--endpoints",
+        &eps,
+        "--backend",
+        other,
+    ]);
     assert!(!change.status.success());
     let text = String::from_utf8_lossy(&change.stderr);
     assert!(text.contains("Backend cannot change"), "{text}");
@@ -92,21 +135,31 @@ fn scenario(backend: &str) {
     cidrs.sort();
     cidrs.dedup();
     assert_eq!(cidrs.len(), 3, "{envs:?}");
-    wait::until("three leases with addresses", Duration::from_secs(30), Duration::from_millis(300), || {
-        (0..3)
-            .all(|i| subnet_of(&cluster, &format!("machine-{i}")) == Some(envs[i].cidr()))
-            .then_some(())
-    });
+    wait::until(
+        "three leases with addresses",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            (0..3)
+                .all(|i| subnet_of(&cluster, &format!("machine-{i}")) == Some(envs[i].cidr()))
+                .then_some(())
+        },
+    );
     for r in subnets(&cluster) {
         assert_eq!(r["backend"], backend, "{r}");
-        assert!(r["expires_in_s"].as_i64().unwrap() > 23 * 3600, "a 24 h lease: {r}");
+        assert!(
+            r["expires_in_s"].as_i64().unwrap() > 23 * 3600,
+            "a 24 h lease: {r}"
+        );
         assert_eq!(r["vtep_mac"].is_string(), backend == "vxlan", "{r}");
     }
     let expected_mtu = if backend == "vxlan" { 1450 } else { 1500 };
     assert!(envs.iter().all(|e| e.mtu == expected_mtu), "{envs:?}");
 
     // A pod on each machine reaches a pod on every other.
-    let mut pods: Vec<Pod> = (0..3).map(|i| Pod::plug(cluster.member_ns(i), envs[i], 10)).collect();
+    let mut pods: Vec<Pod> = (0..3)
+        .map(|i| Pod::plug(cluster.member_ns(i), envs[i], 10))
+        .collect();
     for a in 0..3 {
         for b in 0..3 {
             if a != b {
@@ -123,11 +176,18 @@ fn scenario(backend: &str) {
     // A route deleted by hand comes back.
     let m0 = cluster.member_ns(0);
     let to1 = envs[1].cidr();
-    assert!(route_to(m0, &to1).contains("proto 104"), "{}", route_to(m0, &to1));
+    assert!(
+        route_to(m0, &to1).contains("proto 104"),
+        "{}",
+        route_to(m0, &to1)
+    );
     m0.ip(&["route", "del", &to1]);
-    wait::until("the deleted route to come back", Duration::from_secs(30), Duration::from_millis(200), || {
-        route_to(m0, &to1).contains("proto 104").then_some(())
-    });
+    wait::until(
+        "the deleted route to come back",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || route_to(m0, &to1).contains("proto 104").then_some(()),
+    );
     pods[0].reaches(pods[1].addr, Duration::from_secs(10));
 
     // A restarted machine keeps its subnet, and pod traffic flows while it is down.
@@ -135,9 +195,12 @@ fn scenario(backend: &str) {
     assert!(pods[0].ping(pods[1].addr), "pod traffic needs no agent");
     cluster.restart(1);
     assert_eq!(wait_env(&env_path(&dir, 1)), envs[1]);
-    wait::until("machine-1's lease after its restart", Duration::from_secs(30), Duration::from_millis(300), || {
-        (subnet_of(&cluster, "machine-1") == Some(envs[1].cidr())).then_some(())
-    });
+    wait::until(
+        "machine-1's lease after its restart",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || (subnet_of(&cluster, "machine-1") == Some(envs[1].cidr())).then_some(()),
+    );
 
     // Restarted while the store has no quorum: machine 1 alone is up; it
     // comes back on its remembered subnet, routes in place.
@@ -146,18 +209,31 @@ fn scenario(backend: &str) {
     cluster.kill(1);
     std::fs::remove_file(env_path(&dir, 1)).unwrap();
     cluster.launch(1);
-    assert_eq!(wait_env(&env_path(&dir, 1)), envs[1], "{}", log_tail(&cluster, 1));
-    assert!(pods[1].ping(pods[0].addr) && pods[1].ping(pods[2].addr), "routes survive without a store");
+    assert_eq!(
+        wait_env(&env_path(&dir, 1)),
+        envs[1],
+        "{}",
+        log_tail(&cluster, 1)
+    );
+    assert!(
+        pods[1].ping(pods[0].addr) && pods[1].ping(pods[2].addr),
+        "routes survive without a store"
+    );
     cluster.launch(0);
     cluster.launch(2);
     for i in 0..3 {
         cluster.wait_serving(i);
     }
-    wait::until("every lease as before after the outage", Duration::from_secs(60), Duration::from_millis(500), || {
-        (0..3)
-            .all(|i| subnet_of(&cluster, &format!("machine-{i}")) == Some(envs[i].cidr()))
-            .then_some(())
-    });
+    wait::until(
+        "every lease as before after the outage",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            (0..3)
+                .all(|i| subnet_of(&cluster, &format!("machine-{i}")) == Some(envs[i].cidr()))
+                .then_some(())
+        },
+    );
     assert_eq!(read_env(&env_path(&dir, 0)), Some(envs[0]));
 
     // A fourth machine joins later: every pod reaches its pod within seconds.
@@ -173,13 +249,23 @@ fn scenario(backend: &str) {
     // Removed from the cluster: its agent stops and its subnet is
     // released; every machine drops the route to it.
     let clean = cluster.terminate(i3);
-    assert!(clean, "{}", std::fs::read_to_string(&cluster.members[i3].log).unwrap_or_default());
-    herd_ok(&cluster, &["net", "release", "--endpoints", &eps, &env3.cidr()]);
+    assert!(
+        clean,
+        "{}",
+        std::fs::read_to_string(&cluster.members[i3].log).unwrap_or_default()
+    );
+    herd_ok(
+        &cluster,
+        &["net", "release", "--endpoints", &eps, &env3.cidr()],
+    );
     for i in 0..3 {
         let ns = cluster.member_ns(i);
-        wait::until(&format!("machine {i} to drop the route to the removed machine"), Duration::from_secs(15), Duration::from_millis(200), || {
-            route_to(ns, &env3.cidr()).is_empty().then_some(())
-        });
+        wait::until(
+            &format!("machine {i} to drop the route to the removed machine"),
+            Duration::from_secs(15),
+            Duration::from_millis(200),
+            || route_to(ns, &env3.cidr()).is_empty().then_some(()),
+        );
     }
     assert!(!ping_from(&pods[0].ns, pod3.addr));
     assert!(subnet_of(&cluster, "machine-3").is_none());

@@ -361,7 +361,9 @@ mod tests {
 
     #[test]
     fn a_network_block_is_parsed_strictly() {
-        let yaml = format!("{M2}  network:\n    network: 10.250.0.0/16\n    backend: vxlan\n    cluster_iface: eth0\n");
+        let yaml = format!(
+            "{M2}  network:\n    network: 10.250.0.0/16\n    backend: vxlan\n    cluster_iface: eth0\n"
+        );
         let n = parse(&yaml).unwrap().network.unwrap();
         assert_eq!(n.config.network.to_string(), "10.250.0.0/16");
         assert_eq!(
@@ -369,7 +371,10 @@ mod tests {
             herd_net::config::Backend::Vxlan { vni: 1, port: 8472 }
         );
         assert_eq!(n.cluster_iface.as_deref(), Some("eth0"));
-        let n = parse(&format!("{M2}  network: {{}}\n")).unwrap().network.unwrap();
+        let n = parse(&format!("{M2}  network: {{}}\n"))
+            .unwrap()
+            .network
+            .unwrap();
         assert_eq!(n.config, herd_net::config::NetworkConfig::default());
         let e = parse(&format!("{M2}  network:\n    netwrok: 10.250.0.0/16\n"))
             .unwrap_err()
@@ -378,7 +383,10 @@ mod tests {
         let e = parse(&format!("{M2}  network:\n    network: 10.250.0.0/24\n"))
             .unwrap_err()
             .to_string();
-        assert!(e.contains("herd.network") && e.contains("SubnetLen 24 does not fit"), "{e}");
+        assert!(
+            e.contains("herd.network") && e.contains("SubnetLen 24 does not fit"),
+            "{e}"
+        );
         let e = parse(&format!("{M2}  network:\n    backend: udp\n"))
             .unwrap_err()
             .to_string();

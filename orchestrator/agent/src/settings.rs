@@ -66,7 +66,9 @@ fn net_settings(
 ) -> Option<herd_net::NetSettings> {
     let (iface, ip, proposed) = match from_cloud {
         Some((n, advertise)) => (
-            args.cluster_iface.clone().or_else(|| n.cluster_iface.clone()),
+            args.cluster_iface
+                .clone()
+                .or_else(|| n.cluster_iface.clone()),
             args.public_ip.or(n.public_ip).or(match advertise {
                 std::net::IpAddr::V4(v4) => Some(v4),
                 std::net::IpAddr::V6(_) => None,

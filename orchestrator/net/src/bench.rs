@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand};
 use herd_client::Client;
-use herd_client::proto::etcdserverpb::{DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op};
+use herd_client::proto::etcdserverpb::{
+    DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, request_op,
+};
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
@@ -96,7 +98,14 @@ fn table(r: &Report) -> String {
         "convergence ({} leases at once, one machine's routes controller):\n",
         c.machines
     );
-    let mut t = herd_cli::Table::new(["CONVERGED", "ROUTES/S", "REMOVED", "STORE IN", "STORE OUT", "ONE FULL READ"]);
+    let mut t = herd_cli::Table::new([
+        "CONVERGED",
+        "ROUTES/S",
+        "REMOVED",
+        "STORE IN",
+        "STORE OUT",
+        "ONE FULL READ",
+    ]);
     t.row([
         format!("{:.0} ms", c.converge_ms),
         format!("{:.0}", c.routes_per_s),
@@ -119,7 +128,9 @@ fn table(r: &Report) -> String {
                 f.path.clone(),
                 format!("{:.2}", f.gbit_s),
                 format!("{:.3} ms", f.rtt_ms),
-                host.map_or("-".into(), |h| format!("{:.1} %", 100.0 * f.gbit_s / h.gbit_s)),
+                host.map_or("-".into(), |h| {
+                    format!("{:.1} %", 100.0 * f.gbit_s / h.gbit_s)
+                }),
             ]);
         }
         out.push_str(&t.render());
@@ -150,7 +161,10 @@ pub async fn run(args: NetBenchArgs, shutdown: CancellationToken) -> anyhow::Res
             datapath.extend(figures);
         }
     }
-    let report = Report { convergence, datapath };
+    let report = Report {
+        convergence,
+        datapath,
+    };
     args.output.print(&report, table)?;
     Ok(())
 }
@@ -194,7 +208,13 @@ async fn connect(endpoint: &str) -> anyhow::Result<Client> {
 }
 
 /// Counts bytes each way between clients and `upstream`.
-async fn counting_proxy(upstream: std::net::SocketAddr) -> anyhow::Result<(std::net::SocketAddr, Arc<(AtomicU64, AtomicU64)>, tokio::task::JoinHandle<()>)> {
+async fn counting_proxy(
+    upstream: std::net::SocketAddr,
+) -> anyhow::Result<(
+    std::net::SocketAddr,
+    Arc<(AtomicU64, AtomicU64)>,
+    tokio::task::JoinHandle<()>,
+)> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
@@ -258,7 +278,17 @@ async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
     let store = "127.0.0.1:23790";
     let _agent = Agent(
         std::process::Command::new(herd)
-            .args(["agent", "--name", "bench", "--listen-client", store, "--listen-peer", "127.0.0.1:23800", "--token", "bench"])
+            .args([
+                "agent",
+                "--name",
+                "bench",
+                "--listen-client",
+                store,
+                "--listen-peer",
+                "127.0.0.1:23800",
+                "--token",
+                "bench",
+            ])
             .arg("--data-dir")
             .arg(dir.join("store"))
             .env("HERD_LOG", "warn")
@@ -284,7 +314,9 @@ async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
         "bench-self".into(),
         own,
         config.network,
-        RoutePath::HostGw { uplink: uplink.index },
+        RoutePath::HostGw {
+            uplink: uplink.index,
+        },
         Duration::from_secs(3600),
     ));
     let cancel = CancellationToken::new();
@@ -297,7 +329,12 @@ async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
                 config.network.subnet(24, u64::from(i) + 2),
                 SubnetLease {
                     machine_id: format!("sim{i:04}"),
-                    public_ip: Some(Ipv4Addr::new(10, 96, (i / 250 + 1) as u8, (i % 250 + 2) as u8)),
+                    public_ip: Some(Ipv4Addr::new(
+                        10,
+                        96,
+                        (i / 250 + 1) as u8,
+                        (i % 250 + 2) as u8,
+                    )),
                     backend_type: Some(crate::config::BackendKind::HostGw),
                     backend_data: None,
                 },
@@ -333,12 +370,20 @@ async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
     let deadline = start + Duration::from_secs(300);
     while ctx.stats.added.load(Ordering::Relaxed) < u64::from(machines) {
         if Instant::now() > deadline {
-            bail!("only {} of {machines} routes after 300 s", ctx.stats.added.load(Ordering::Relaxed));
+            bail!(
+                "only {} of {machines} routes after 300 s",
+                ctx.stats.added.load(Ordering::Relaxed)
+            );
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     let converge = start.elapsed();
-    let in_kernel = kernel.routes().await?.iter().filter(|r| r.is_herds()).count();
+    let in_kernel = kernel
+        .routes()
+        .await?
+        .iter()
+        .filter(|r| r.is_herds())
+        .count();
     if in_kernel != machines as usize {
         bail!("{in_kernel} herd routes in the kernel, expected {machines}");
     }
@@ -362,7 +407,10 @@ async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
     let remove = start.elapsed();
     cancel.cancel();
     let _ = controller.await;
-    let (store_in, store_out) = (counts.0.load(Ordering::Relaxed), counts.1.load(Ordering::Relaxed));
+    let (store_in, store_out) = (
+        counts.0.load(Ordering::Relaxed),
+        counts.1.load(Ordering::Relaxed),
+    );
     // One full read of what the leases were: the cost per event of a
     // controller without a cache.
     for (s, l) in &leases {
@@ -384,7 +432,11 @@ async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
         })
         .await?
         .into_inner();
-    let full_read_bytes = full.kvs.iter().map(|kv| (kv.key.len() + kv.value.len() + 24) as u64).sum();
+    let full_read_bytes = full
+        .kvs
+        .iter()
+        .map(|kv| (kv.key.len() + kv.value.len() + 24) as u64)
+        .sum();
     proxy_task.abort();
     let _ = std::fs::remove_dir_all(&dir);
     Ok(Convergence {
@@ -400,9 +452,16 @@ async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
 
 /// Runs `ip ARGS`, failing with its stderr.
 fn ip(args: &[&str]) -> anyhow::Result<()> {
-    let out = std::process::Command::new("ip").args(args).output().context("running ip (iproute2)")?;
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .context("running ip (iproute2)")?;
     if !out.status.success() {
-        bail!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim());
+        bail!(
+            "ip {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
     }
     Ok(())
 }
@@ -455,28 +514,63 @@ impl DataLab {
             ip(&["netns", "add", &ns])?;
             ip(&["-n", &ns, "link", "set", "lo", "up"])?;
             let outer = format!("v{m}");
-            ip(&["-n", &hub, "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns", &ns])?;
+            ip(&[
+                "-n", &hub, "link", "add", &outer, "type", "veth", "peer", "name", "eth0", "netns",
+                &ns,
+            ])?;
             ip(&["-n", &hub, "link", "set", &outer, "master", "br0", "up"])?;
             let addr = Ipv4Addr::new(10, 97, 0, 11 + i as u8);
-            ip(&["-n", &ns, "addr", "add", &format!("{addr}/24"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &ns,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
             let mut cmd = in_ns(&ns, &herd.display().to_string());
-            cmd.args(["agent", "--name", &format!("m{m}"), "--token", "bench", "--cluster-iface", "eth0"])
-                .arg("--data-dir")
-                .arg(dir.join(m))
-                .arg("--subnet-env")
-                .arg(dir.join(format!("{m}.env")))
-                .args(["--listen-client", &format!("{addr}:2379"), "--listen-peer", &format!("{addr}:2380")])
-                .env("HERD_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(dir.join(format!("{m}.log")))?);
+            cmd.args([
+                "agent",
+                "--name",
+                &format!("m{m}"),
+                "--token",
+                "bench",
+                "--cluster-iface",
+                "eth0",
+            ])
+            .arg("--data-dir")
+            .arg(dir.join(m))
+            .arg("--subnet-env")
+            .arg(dir.join(format!("{m}.env")))
+            .args([
+                "--listen-client",
+                &format!("{addr}:2379"),
+                "--listen-peer",
+                &format!("{addr}:2380"),
+            ])
+            .env("HERD_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join(format!("{m}.log")))?);
             if i == 1 {
                 cmd.args(["--join", "10.97.0.11:2380"]);
             }
-            lab._agents.push(Agent(cmd.spawn().context("starting an agent")?));
+            lab._agents
+                .push(Agent(cmd.spawn().context("starting an agent")?));
             if i == 0 {
                 let mut set = in_ns(&ns, &herd.display().to_string());
-                set.args(["net", "config", "set", "--endpoints", "10.97.0.11:2379", "--network", "10.240.0.0/16", "--backend", backend]);
+                set.args([
+                    "net",
+                    "config",
+                    "set",
+                    "--endpoints",
+                    "10.97.0.11:2379",
+                    "--network",
+                    "10.240.0.0/16",
+                    "--backend",
+                    backend,
+                ]);
                 let deadline = Instant::now() + Duration::from_secs(60);
                 loop {
                     let out = set.output()?;
@@ -484,12 +578,16 @@ impl DataLab {
                         break;
                     }
                     if Instant::now() > deadline {
-                        bail!("herd net config set: {}", String::from_utf8_lossy(&out.stderr));
+                        bail!(
+                            "herd net config set: {}",
+                            String::from_utf8_lossy(&out.stderr)
+                        );
                     }
                     std::thread::sleep(Duration::from_millis(300));
                 }
             }
-            lab.machines.push((ns, addr, format!("{tag}p{m}"), Ipv4Addr::UNSPECIFIED));
+            lab.machines
+                .push((ns, addr, format!("{tag}p{m}"), Ipv4Addr::UNSPECIFIED));
         }
         // Each machine's subnet, from its subnet.env; then a pod on herd0.
         for (i, m) in ["a", "b"].iter().enumerate() {
@@ -502,7 +600,11 @@ impl DataLab {
                     break s.to_owned();
                 }
                 if Instant::now() > deadline {
-                    bail!("machine {m} never wrote {}: {}", env.display(), std::fs::read_to_string(dir.join(format!("{m}.log"))).unwrap_or_default());
+                    bail!(
+                        "machine {m} never wrote {}: {}",
+                        env.display(),
+                        std::fs::read_to_string(dir.join(format!("{m}.log"))).unwrap_or_default()
+                    );
                 }
                 std::thread::sleep(Duration::from_millis(200));
             };
@@ -512,11 +614,30 @@ impl DataLab {
             let (ns, _, pod, _) = lab.machines[i].clone();
             ip(&["netns", "add", &pod])?;
             ip(&["-n", &pod, "link", "set", "lo", "up"])?;
-            ip(&["-n", &ns, "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns", &pod])?;
+            ip(&[
+                "-n", &ns, "link", "add", "vpod", "type", "veth", "peer", "name", "eth0", "netns",
+                &pod,
+            ])?;
             ip(&["-n", &ns, "link", "set", "vpod", "master", "herd0", "up"])?;
-            ip(&["-n", &pod, "addr", "add", &format!("{pod_addr}/{len}"), "dev", "eth0"])?;
+            ip(&[
+                "-n",
+                &pod,
+                "addr",
+                "add",
+                &format!("{pod_addr}/{len}"),
+                "dev",
+                "eth0",
+            ])?;
             ip(&["-n", &pod, "link", "set", "eth0", "up"])?;
-            ip(&["-n", &pod, "route", "add", "default", "via", &gw.to_string()])?;
+            ip(&[
+                "-n",
+                &pod,
+                "route",
+                "add",
+                "default",
+                "via",
+                &gw.to_string(),
+            ])?;
             if backend == "vxlan" {
                 ip(&["-n", &pod, "link", "set", "eth0", "mtu", "1450"])?;
             }
@@ -537,7 +658,13 @@ impl DataLab {
         Ok(lab)
     }
 
-    fn iperf(&self, client_ns: &str, server_ns: &str, server: Ipv4Addr, seconds: u32) -> anyhow::Result<f64> {
+    fn iperf(
+        &self,
+        client_ns: &str,
+        server_ns: &str,
+        server: Ipv4Addr,
+        seconds: u32,
+    ) -> anyhow::Result<f64> {
         let mut srv = in_ns(server_ns, "iperf3")
             .args(["-s", "-1", "-B", &server.to_string()])
             .stdout(Stdio::null())
@@ -550,7 +677,8 @@ impl DataLab {
             .output()?;
         let _ = srv.kill();
         let _ = srv.wait();
-        let v: serde_json::Value = serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
+        let v: serde_json::Value =
+            serde_json::from_slice(&out.stdout).context("iperf3 -J output")?;
         v["end"]["sum_received"]["bits_per_second"]
             .as_f64()
             .map(|b| b / 1e9)
@@ -564,7 +692,10 @@ impl DataLab {
         let text = String::from_utf8_lossy(&out.stdout);
         // rtt min/avg/max/mdev = 0.030/0.041/0.090/0.010 ms
         text.lines()
-            .find_map(|l| l.split_once(" = ").map(|(_, v)| v.split('/').nth(1).map(str::to_owned)))
+            .find_map(|l| {
+                l.split_once(" = ")
+                    .map(|(_, v)| v.split('/').nth(1).map(str::to_owned))
+            })
             .flatten()
             .and_then(|v| v.parse().ok())
             .with_context(|| format!("ping output: {text}"))

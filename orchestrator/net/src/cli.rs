@@ -12,13 +12,21 @@ use herd_client::proto::etcdserverpb::LeaseTimeToLiveRequest;
 use serde::Serialize;
 
 use crate::cidr::Ipv4Net;
-use crate::config::{Backend, BackendKind, ConfigError, DEFAULT_VNI, DEFAULT_VXLAN_PORT, NetworkConfig};
+use crate::config::{
+    Backend, BackendKind, ConfigError, DEFAULT_VNI, DEFAULT_VXLAN_PORT, NetworkConfig,
+};
 use crate::registry::{self, Applied};
 
 #[derive(Debug, Args)]
 pub struct NetArgs {
     /// Client endpoints (HOST:PORT), comma separated; the first reachable one is used.
-    #[arg(long, global = true, env = "HERD_ENDPOINTS", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+    #[arg(
+        long,
+        global = true,
+        env = "HERD_ENDPOINTS",
+        value_delimiter = ',',
+        default_value = "127.0.0.1:2379"
+    )]
     pub endpoints: Vec<String>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
@@ -144,7 +152,10 @@ pub async fn subnet_rows(client: &Client) -> Result<Vec<SubnetRow>, registry::Re
         } else {
             let t = client
                 .lease()
-                .lease_time_to_live(LeaseTimeToLiveRequest { id: o.lease, keys: false })
+                .lease_time_to_live(LeaseTimeToLiveRequest {
+                    id: o.lease,
+                    keys: false,
+                })
                 .await
                 .ok()
                 .map(|r| r.into_inner().ttl)
@@ -254,7 +265,9 @@ pub async fn run(args: NetArgs) -> anyhow::Result<()> {
         NetCommand::Reserve { subnet, machine } => {
             let config = registry::config(&client)
                 .await?
-                .context("the cluster has no network config yet: set it with `herd net config set`")?
+                .context(
+                    "the cluster has no network config yet: set it with `herd net config set`",
+                )?
                 .value;
             if !config.allows(subnet) {
                 bail!(

@@ -151,7 +151,9 @@ pub enum ConfigError {
         old: String,
         new: String,
     },
-    #[error("network {network} overlaps {what} {other}: pod and machine addresses would be ambiguous")]
+    #[error(
+        "network {network} overlaps {what} {other}: pod and machine addresses would be ambiguous"
+    )]
     Overlap {
         network: Ipv4Net,
         what: String,
@@ -171,7 +173,10 @@ impl NetworkConfig {
                 subnet_len: self.subnet_len,
             });
         }
-        for (field, addr) in [("SubnetMin", self.subnet_min), ("SubnetMax", self.subnet_max)] {
+        for (field, addr) in [
+            ("SubnetMin", self.subnet_min),
+            ("SubnetMax", self.subnet_max),
+        ] {
             if let Some(addr) = addr {
                 let sub = Ipv4Net::containing(addr, self.subnet_len);
                 if sub.addr() != addr || !self.network.contains_net(sub) {
@@ -279,17 +284,13 @@ mod tests {
     fn a_flannel_config_reads_as_is() {
         let c = parse(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"vxlan"}}"#);
         assert_eq!(c.subnet_len, 24);
-        assert_eq!(
-            c.backend,
-            Backend::Vxlan {
-                vni: 1,
-                port: 8472
-            }
-        );
+        assert_eq!(c.backend, Backend::Vxlan { vni: 1, port: 8472 });
         c.validate().unwrap();
         assert_eq!(c.range(), (1, 255));
         assert_eq!(c.capacity(), 255);
-        let c = parse(r#"{"Network":"10.5.0.0/16","SubnetLen":20,"SubnetMin":"10.5.32.0","SubnetMax":"10.5.64.0","Backend":{"Type":"host-gw"}}"#);
+        let c = parse(
+            r#"{"Network":"10.5.0.0/16","SubnetLen":20,"SubnetMin":"10.5.32.0","SubnetMax":"10.5.64.0","Backend":{"Type":"host-gw"}}"#,
+        );
         c.validate().unwrap();
         assert_eq!(c.range(), (2, 4));
         assert!(c.allows("10.5.48.0/20".parse().unwrap()));
@@ -299,9 +300,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("Bakend"), "{e}");
-        let e = serde_json::from_str::<NetworkConfig>(r#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#)
-            .unwrap_err()
-            .to_string();
+        let e = serde_json::from_str::<NetworkConfig>(
+            r#"{"Network":"10.5.0.0/16","Backend":{"Type":"udp"}}"#,
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("udp"), "{e}");
     }
 
@@ -309,7 +312,10 @@ mod tests {
     fn bad_configs_name_what_is_wrong() {
         let mut c = parse(r#"{"Network":"10.244.0.0/24","SubnetLen":24}"#);
         let e = c.validate().unwrap_err().to_string();
-        assert!(e.contains("SubnetLen 24 does not fit network 10.244.0.0/24"), "{e}");
+        assert!(
+            e.contains("SubnetLen 24 does not fit network 10.244.0.0/24"),
+            "{e}"
+        );
         c.subnet_len = 26;
         c.validate().unwrap();
         assert_eq!(c.capacity(), 3);
@@ -320,7 +326,10 @@ mod tests {
         c.subnet_max = Some("10.244.0.64".parse().unwrap());
         assert!(matches!(c.validate(), Err(ConfigError::Range { .. })));
         let mut v = NetworkConfig::default();
-        v.backend = Backend::Vxlan { vni: 1 << 24, port: 8472 };
+        v.backend = Backend::Vxlan {
+            vni: 1 << 24,
+            port: 8472,
+        };
         assert!(v.validate().unwrap_err().to_string().contains("VNI"));
     }
 
@@ -336,11 +345,20 @@ mod tests {
         let mut new = old.clone();
         new.network = "10.245.0.0/16".parse().unwrap();
         let e = old.check_change(&new).unwrap_err().to_string();
-        assert!(e.contains("Network cannot change") && e.contains("10.245.0.0/16"), "{e}");
+        assert!(
+            e.contains("Network cannot change") && e.contains("10.245.0.0/16"),
+            "{e}"
+        );
         let e = old
-            .check_machine_network("the network of interface eth0", "10.0.0.0/8".parse().unwrap())
+            .check_machine_network(
+                "the network of interface eth0",
+                "10.0.0.0/8".parse().unwrap(),
+            )
             .unwrap_err()
             .to_string();
-        assert!(e.contains("overlaps the network of interface eth0 10.0.0.0/8"), "{e}");
+        assert!(
+            e.contains("overlaps the network of interface eth0 10.0.0.0/8"),
+            "{e}"
+        );
     }
 }

@@ -76,22 +76,24 @@ pub async fn uplink(
         .ok_or_else(|| KernelError::NoLink(name.clone()))?;
     let addrs = kernel.addresses(link.index).await?;
     let (ip, len) = match public_ip {
-        Some(ip) => *addrs
-            .iter()
-            .find(|(a, _)| *a == ip)
-            .ok_or_else(|| HostError::NotOnInterface {
-                ip,
-                iface: name.clone(),
-                have: if addrs.is_empty() {
-                    "no IPv4 address".into()
-                } else {
-                    addrs
-                        .iter()
-                        .map(|(a, l)| format!("{a}/{l}"))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                },
-            })?,
+        Some(ip) => {
+            *addrs
+                .iter()
+                .find(|(a, _)| *a == ip)
+                .ok_or_else(|| HostError::NotOnInterface {
+                    ip,
+                    iface: name.clone(),
+                    have: if addrs.is_empty() {
+                        "no IPv4 address".into()
+                    } else {
+                        addrs
+                            .iter()
+                            .map(|(a, l)| format!("{a}/{l}"))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    },
+                })?
+        }
         None => *addrs
             .first()
             .ok_or_else(|| HostError::NoAddress(name.clone()))?,

@@ -90,8 +90,7 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<SubnetLease>) -> Result<Action, K
         Some(o) => {
             let lease = ctx.lease().await?;
             if (o.lease != lease || o.value != ctx.desired)
-                && registry::adopt(&ctx.client, subnet, &ctx.desired, lease, o.mod_revision)
-                    .await?
+                && registry::adopt(&ctx.client, subnet, &ctx.desired, lease, o.mod_revision).await?
             {
                 tracing::info!(%subnet, lease = format!("{lease:x}"), "subnet lease renewed onto this run's store lease");
                 if o.lease != lease {
@@ -120,9 +119,10 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let name = subnet.key_name();
-    let controller = Controller::<SubnetLease>::new("subnet-lease", client.clone(), Scope::Name(name.clone()))
-        .seed([name])
-        .concurrency(1);
+    let controller =
+        Controller::<SubnetLease>::new("subnet-lease", client.clone(), Scope::Name(name.clone()))
+            .seed([name])
+            .concurrency(1);
     let ctx = Arc::new(Ctx {
         client,
         subnet,

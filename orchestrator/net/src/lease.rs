@@ -38,9 +38,17 @@ pub struct SubnetLease {
     /// a reservation no machine has taken up yet.
     #[serde(rename = "PublicIP", default, skip_serializing_if = "Option::is_none")]
     pub public_ip: Option<Ipv4Addr>,
-    #[serde(rename = "BackendType", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "BackendType",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_type: Option<BackendKind>,
-    #[serde(rename = "BackendData", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "BackendData",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub backend_data: Option<BackendData>,
 }
 
@@ -182,30 +190,45 @@ mod tests {
         let mut h = Holdings::default();
         assert_eq!(
             choose(&c, "a", None, &h),
-            Choice::Claim { subnet: net("10.9.0.64/26"), reclaim: None }
+            Choice::Claim {
+                subnet: net("10.9.0.64/26"),
+                reclaim: None
+            }
         );
         h.leases.insert(net("10.9.0.64/26"), "a".into());
         h.owners.insert("a".into(), (net("10.9.0.64/26"), 5));
         assert_eq!(choose(&c, "a", None, &h), Choice::Held(net("10.9.0.64/26")));
         assert_eq!(
             choose(&c, "b", None, &h),
-            Choice::Claim { subnet: net("10.9.0.128/26"), reclaim: None }
+            Choice::Claim {
+                subnet: net("10.9.0.128/26"),
+                reclaim: None
+            }
         );
         // a's lease expired: a gets it back; b does not take it while
         // another subnet is free.
         h.leases.clear();
         assert_eq!(
             choose(&c, "a", None, &h),
-            Choice::Claim { subnet: net("10.9.0.64/26"), reclaim: None }
+            Choice::Claim {
+                subnet: net("10.9.0.64/26"),
+                reclaim: None
+            }
         );
         assert_eq!(
             choose(&c, "b", None, &h),
-            Choice::Claim { subnet: net("10.9.0.128/26"), reclaim: None }
+            Choice::Claim {
+                subnet: net("10.9.0.128/26"),
+                reclaim: None
+            }
         );
         // A local record wins over the owner record.
         assert_eq!(
             choose(&c, "a", Some(net("10.9.0.192/26")), &h),
-            Choice::Claim { subnet: net("10.9.0.192/26"), reclaim: None }
+            Choice::Claim {
+                subnet: net("10.9.0.192/26"),
+                reclaim: None
+            }
         );
     }
 
@@ -222,7 +245,10 @@ mod tests {
         h.registered.clear();
         assert_eq!(
             choose(&c, "d", None, &h),
-            Choice::Claim { subnet: net("10.9.0.64/26"), reclaim: Some(("a".into(), 7)) }
+            Choice::Claim {
+                subnet: net("10.9.0.64/26"),
+                reclaim: Some(("a".into(), 7))
+            }
         );
         // A reservation for e is e's; nobody else's.
         h.leases.insert(net("10.9.0.64/26"), "e".into());
@@ -273,6 +299,9 @@ mod tests {
         for p in [SUBNETS, OWNERS] {
             assert!(p.as_str().starts_with(herd_client::keys::NETWORK.as_str()));
         }
-        assert_eq!(subnet_key(net("10.244.3.0/24")), "/herd/network/subnets/10.244.3.0-24");
+        assert_eq!(
+            subnet_key(net("10.244.3.0/24")),
+            "/herd/network/subnets/10.244.3.0-24"
+        );
     }
 }

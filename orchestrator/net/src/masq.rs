@@ -76,7 +76,10 @@ mod tests {
     #[test]
     fn the_rule_masquerades_only_leaving_traffic() {
         let r = ruleset("10.244.0.0/16".parse().unwrap());
-        assert!(r.starts_with("add table ip herd\ndelete table ip herd\n"), "{r}");
+        assert!(
+            r.starts_with("add table ip herd\ndelete table ip herd\n"),
+            "{r}"
+        );
         assert!(
             r.contains("ip saddr 10.244.0.0/16 ip daddr != 10.244.0.0/16 masquerade"),
             "{r}"

@@ -161,7 +161,12 @@ impl Kernel {
 
     /// The link named `name`, if it exists.
     pub async fn link(&self, name: &str) -> Result<Option<Link>, KernelError> {
-        let mut links = self.handle.link().get().match_name(name.to_owned()).execute();
+        let mut links = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute();
         match links.try_next().await {
             Ok(l) => Ok(l.map(link_of)),
             Err(e) if matches!(code(&e), Some(c) if c == -libc::ENODEV) => Ok(None),
@@ -307,7 +312,9 @@ impl Kernel {
                 .build();
             match self.handle.link().add(msg).execute().await {
                 Err(e) if code(&e) != Some(EEXIST) => {
-                    return Err(nl(format!("creating VXLAN device {name} (VNI {vni}, port {port})"))(e));
+                    return Err(nl(format!(
+                        "creating VXLAN device {name} (VNI {vni}, port {port})"
+                    ))(e));
                 }
                 _ => {}
             }
@@ -429,7 +436,12 @@ impl Kernel {
     }
 
     /// A permanent neighbour entry `ip` → `mac` on link `dev` (replaced).
-    pub async fn set_neighbour(&self, dev: u32, ip: Ipv4Addr, mac: &[u8]) -> Result<(), KernelError> {
+    pub async fn set_neighbour(
+        &self,
+        dev: u32,
+        ip: Ipv4Addr,
+        mac: &[u8],
+    ) -> Result<(), KernelError> {
         self.handle
             .neighbours()
             .add(dev, IpAddr::V4(ip))

@@ -75,10 +75,12 @@ fn put(key: &str, value: Vec<u8>, lease: i64) -> RequestOp {
 
 fn delete(key: &str) -> RequestOp {
     RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..Default::default()
-        })),
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )),
     }
 }
 
@@ -209,7 +211,11 @@ pub async fn claim(
     let owner = OWNERS.key(&lease.machine_id);
     let mut compare = vec![version_is(&key, 0)];
     let mut success = vec![
-        put(&key, serde_json::to_vec(lease).expect("serializes"), store_lease),
+        put(
+            &key,
+            serde_json::to_vec(lease).expect("serializes"),
+            store_lease,
+        ),
         put(
             &owner,
             serde_json::to_vec(&Owner { subnet }).expect("serializes"),
@@ -240,7 +246,11 @@ pub async fn adopt(
         client,
         vec![mod_revision_is(&key, mod_revision)],
         vec![
-            put(&key, serde_json::to_vec(lease).expect("serializes"), store_lease),
+            put(
+                &key,
+                serde_json::to_vec(lease).expect("serializes"),
+                store_lease,
+            ),
             put(
                 &owner,
                 serde_json::to_vec(&Owner { subnet }).expect("serializes"),
@@ -292,7 +302,11 @@ pub async fn reserve(client: &Client, subnet: Ipv4Net, machine: &str) -> Result<
         ],
     )
     .await?;
-    if ok { Ok(()) } else { Err(RegistryError::Raced) }
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::Raced)
+    }
 }
 
 /// Removes `subnet`'s lease or reservation and its holder's record of it:
@@ -329,4 +343,3 @@ pub async fn machines(client: &Client) -> Result<Vec<MachineRecord>, RegistryErr
 pub async fn leases(client: &Client) -> Result<Vec<Object<SubnetLease>>, RegistryError> {
     Ok(kit::list::<SubnetLease>(client, &Scope::All).await?.0)
 }
-

@@ -56,7 +56,11 @@ pub enum NetError {
 /// Runs the role until `cancel` fires. Refuses to start (an error) when the
 /// public address is not on the interface, or the pod network overlaps the
 /// machines' own; everything the store causes is retried.
-pub async fn run(client: Client, settings: NetSettings, cancel: CancellationToken) -> Result<(), NetError> {
+pub async fn run(
+    client: Client,
+    settings: NetSettings,
+    cancel: CancellationToken,
+) -> Result<(), NetError> {
     let kernel = Arc::new(Kernel::new()?);
     let uplink = host::uplink(
         &kernel,
@@ -75,14 +79,25 @@ pub async fn run(client: Client, settings: NetSettings, cancel: CancellationToke
     if let Some(r) = &remembered {
         // Before the store answers: pods keep their addresses and the
         // routes in the kernel stay as they are.
-        host::set_up(&kernel, &r.config, &uplink, r.subnet, &settings.machine_id, &files).await?;
+        host::set_up(
+            &kernel,
+            &r.config,
+            &uplink,
+            r.subnet,
+            &settings.machine_id,
+            &files,
+        )
+        .await?;
         tracing::info!(subnet = %r.subnet, "using the remembered subnet until the store confirms it");
     }
     let Some(config) = cluster_config(&client, settings.proposed.as_ref(), &cancel).await else {
         return Ok(());
     };
     config.validate()?;
-    config.check_machine_network(&format!("the network of interface {}", uplink.name), uplink.network)?;
+    config.check_machine_network(
+        &format!("the network of interface {}", uplink.name),
+        uplink.network,
+    )?;
     if let Some(r) = &remembered
         && r.config.check_change(&config).is_err()
     {
@@ -91,10 +106,26 @@ pub async fn run(client: Client, settings: NetSettings, cancel: CancellationToke
     }
     let mut preferred = remembered.map(|r: Remembered| r.subnet);
     while !cancel.is_cancelled() {
-        let Some(subnet) = acquire(&client, &config, &settings.machine_id, preferred.take(), &cancel).await else {
+        let Some(subnet) = acquire(
+            &client,
+            &config,
+            &settings.machine_id,
+            preferred.take(),
+            &cancel,
+        )
+        .await
+        else {
             return Ok(());
         };
-        let local = host::set_up(&kernel, &config, &uplink, subnet, &settings.machine_id, &files).await?;
+        let local = host::set_up(
+            &kernel,
+            &config,
+            &uplink,
+            subnet,
+            &settings.machine_id,
+            &files,
+        )
+        .await?;
         tracing::info!(%subnet, bridge = host::BRIDGE, "subnet set up");
         let desired = SubnetLease {
             machine_id: settings.machine_id.clone(),
@@ -106,7 +137,9 @@ pub async fn run(client: Client, settings: NetSettings, cancel: CancellationToke
         };
         let path = match (&config.backend, &local.vxlan) {
             (Backend::Vxlan { .. }, Some(v)) => Path::Vxlan { device: v.index },
-            _ => Path::HostGw { uplink: uplink.link.index },
+            _ => Path::HostGw {
+                uplink: uplink.link.index,
+            },
         };
         let lost = CancellationToken::new();
         let stop = cancel.child_token();
@@ -119,7 +152,14 @@ pub async fn run(client: Client, settings: NetSettings, cancel: CancellationToke
             settings.repair_interval,
         ));
         tokio::join!(
-            keeper::run(client.clone(), subnet, desired, settings.lease_ttl, lost.clone(), stop.clone()),
+            keeper::run(
+                client.clone(),
+                subnet,
+                desired,
+                settings.lease_ttl,
+                lost.clone(),
+                stop.clone()
+            ),
             async {
                 tokio::select! {
                     () = routes::run(client.clone(), ctx, stop.clone()) => {}
@@ -142,7 +182,8 @@ async fn cluster_config(
     proposed: Option<&NetworkConfig>,
     cancel: &CancellationToken,
 ) -> Option<NetworkConfig> {
-    let mut watcher = Watcher::<NetworkConfig>::new(client.clone(), Scope::Name(CONFIG_NAME.into()));
+    let mut watcher =
+        Watcher::<NetworkConfig>::new(client.clone(), Scope::Name(CONFIG_NAME.into()));
     let mut told = false;
     loop {
         let event = tokio::select! {
@@ -163,12 +204,18 @@ async fn cluster_config(
             }
             (Some(config), None) => return Some(config),
             (None, Some(p)) => match registry::set_config(client, p).await {
-                Ok(applied) => tracing::info!(?applied, network = %p.network, "cluster network config set from this machine's settings"),
-                Err(e) => tracing::warn!(error = %e, "setting the cluster network config; retrying"),
+                Ok(applied) => {
+                    tracing::info!(?applied, network = %p.network, "cluster network config set from this machine's settings")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "setting the cluster network config; retrying")
+                }
             },
             (None, None) if !told => {
                 told = true;
-                tracing::warn!("the cluster has no network config yet: set it with `herd net config set`; waiting");
+                tracing::warn!(
+                    "the cluster has no network config yet: set it with `herd net config set`; waiting"
+                );
             }
             (None, None) => {}
         }

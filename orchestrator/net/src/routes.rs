@@ -114,7 +114,12 @@ impl Ctx {
         Ok(())
     }
 
-    async fn ensure(&self, subnet: Ipv4Net, lease: &SubnetLease, public_ip: Ipv4Addr) -> Result<(), RouteError> {
+    async fn ensure(
+        &self,
+        subnet: Ipv4Net,
+        lease: &SubnetLease,
+        public_ip: Ipv4Addr,
+    ) -> Result<(), RouteError> {
         let (vtep, oif, gateway, onlink) = match self.path {
             Path::HostGw { uplink } => (None, uplink, public_ip, false),
             Path::Vxlan { device } => {
@@ -175,8 +180,13 @@ impl Ctx {
                     });
                 }
                 // Herd's own, from an earlier run or an older address.
-                if !existing.iter().any(|r| r.gateway == Some(gateway) && r.oif == Some(oif)) {
-                    self.kernel.replace_route(subnet, gateway, oif, onlink).await?;
+                if !existing
+                    .iter()
+                    .any(|r| r.gateway == Some(gateway) && r.oif == Some(oif))
+                {
+                    self.kernel
+                        .replace_route(subnet, gateway, oif, onlink)
+                        .await?;
                     tracing::info!(%subnet, via = %gateway, "route updated");
                 }
                 self.stats
