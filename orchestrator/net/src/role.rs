@@ -224,7 +224,7 @@ async fn cluster_config(
 
 /// Chooses and claims a subnet, retrying store failures and a full
 /// network (saying so). `None`: cancelled.
-async fn acquire(
+pub async fn acquire(
     client: &Client,
     config: &NetworkConfig,
     machine_id: &str,
