@@ -269,6 +269,46 @@ fn scenario(backend: &str) {
     }
     assert!(!ping_from(&pods[0].ns, pod3.addr));
     assert!(subnet_of(&cluster, "machine-3").is_none());
+
+    // A route herd did not add, occupying a machine's subnet, is left
+    // alone and reported naming the subnet and its machine; once it is
+    // gone, herd's own route takes its place. (Machine 3 comes back on its
+    // remembered subnet while machine 0 has a static route there.)
+    let to3 = env3.cidr();
+    cluster
+        .member_ns(0)
+        .ip(&["route", "add", &to3, "via", "10.77.1.1", "proto", "static"]);
+    std::fs::remove_file(env_path(&dir, i3)).unwrap();
+    cluster.launch(i3);
+    cluster.wait_serving(i3);
+    assert_eq!(wait_env(&env_path(&dir, i3)), env3, "sticky after release");
+    let m0_log = cluster.members[0].log.clone();
+    let expected = format!("a route herd did not add occupies subnet {to3} of machine machine-3");
+    wait::until(
+        "machine 0 to report the foreign route",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            std::fs::read_to_string(&m0_log)
+                .unwrap_or_default()
+                .contains(&expected)
+                .then_some(())
+        },
+    );
+    let m0 = cluster.member_ns(0);
+    assert!(
+        route_to(m0, &to3).contains("proto static"),
+        "left alone: {}",
+        route_to(m0, &to3)
+    );
+    m0.ip(&["route", "del", &to3]);
+    wait::until(
+        "herd's route in place of the foreign one",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || route_to(m0, &to3).contains("proto 104").then_some(()),
+    );
+    pods[0].reaches(pod3.addr, Duration::from_secs(15));
     pods.clear();
 }
 
@@ -280,4 +320,54 @@ fn net_lab_host_gw_subnets_routes_restarts_and_removal() {
 #[test]
 fn net_lab_vxlan_subnets_routes_restarts_and_removal() {
     scenario("vxlan");
+}
+
+/// A public address that is not on the cluster interface (a machine behind
+/// NAT: other machines could not route to it) is refused: the agent does
+/// not start, and says why.
+#[test]
+fn net_agent_refuses_a_public_address_not_on_its_interface() {
+    herd_tests::require::root();
+    let ns = herd_tests::netns::Netns::new();
+    ns.ip(&["link", "add", "uplink0", "type", "dummy"]);
+    ns.ip(&["addr", "add", "10.66.0.2/24", "dev", "uplink0"]);
+    ns.ip(&["link", "set", "uplink0", "up"]);
+    let scratch = tempfile::tempdir().unwrap();
+    let log = scratch.path().join("agent.log");
+    let mut cmd = ns.command(herd_tests::bin::herd());
+    cmd.args([
+        "agent",
+        "--name",
+        "behind-nat",
+        "--token",
+        "t",
+        "--listen-client",
+        "127.0.0.1:2379",
+        "--listen-peer",
+        "127.0.0.1:2380",
+        "--cluster-iface",
+        "uplink0",
+        "--public-ip",
+        "10.66.9.9",
+    ])
+    .arg("--data-dir")
+    .arg(scratch.path().join("data"))
+    .arg("--subnet-env")
+    .arg(scratch.path().join("subnet.env"))
+    .stdout(std::fs::File::create(scratch.path().join("agent.out")).unwrap())
+    .stderr(std::fs::File::create(&log).unwrap());
+    let mut agent = herd_tests::process::spawn("agent", &mut cmd);
+    wait::until(
+        "the agent to refuse to start",
+        Duration::from_secs(30),
+        Duration::from_millis(100),
+        || (!agent.is_running()).then_some(()),
+    );
+    let text = std::fs::read_to_string(&log).unwrap()
+        + &std::fs::read_to_string(scratch.path().join("agent.out")).unwrap();
+    assert!(
+        text.contains("public address 10.66.9.9 is not on interface uplink0"),
+        "{text}"
+    );
+    assert!(!scratch.path().join("subnet.env").exists());
 }

@@ -48,7 +48,8 @@ impl Ipv4Net {
         self.addr
     }
 
-    pub fn len(self) -> u8 {
+    /// The prefix length (`24` in `10.244.3.0/24`).
+    pub fn prefix_len(self) -> u8 {
         self.len
     }
 

@@ -127,7 +127,7 @@ impl Resource for NetworkConfig {
 pub enum ConfigError {
     #[error(
         "SubnetLen {subnet_len} does not fit network {network}: it must be longer than /{} and at most /{MAX_SUBNET_LEN}",
-        network.len()
+        network.prefix_len()
     )]
     SubnetLen { network: Ipv4Net, subnet_len: u8 },
     #[error("{field} {addr} is not a /{subnet_len} subnet inside {network}")]
@@ -167,7 +167,7 @@ pub const MAX_SUBNET_LEN: u8 = 28;
 impl NetworkConfig {
     /// Checks the config on its own.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        if self.subnet_len <= self.network.len() || self.subnet_len > MAX_SUBNET_LEN {
+        if self.subnet_len <= self.network.prefix_len() || self.subnet_len > MAX_SUBNET_LEN {
             return Err(ConfigError::SubnetLen {
                 network: self.network,
                 subnet_len: self.subnet_len,
@@ -229,7 +229,7 @@ impl NetworkConfig {
     /// Whether `subnet` is one this config hands out.
     pub fn allows(&self, subnet: Ipv4Net) -> bool {
         let (min, max) = self.range();
-        subnet.len() == self.subnet_len
+        subnet.prefix_len() == self.subnet_len
             && self
                 .network
                 .subnet_index(subnet)
@@ -325,10 +325,12 @@ mod tests {
         c.subnet_min = Some("10.244.0.192".parse().unwrap());
         c.subnet_max = Some("10.244.0.64".parse().unwrap());
         assert!(matches!(c.validate(), Err(ConfigError::Range { .. })));
-        let mut v = NetworkConfig::default();
-        v.backend = Backend::Vxlan {
-            vni: 1 << 24,
-            port: 8472,
+        let v = NetworkConfig {
+            backend: Backend::Vxlan {
+                vni: 1 << 24,
+                port: 8472,
+            },
+            ..NetworkConfig::default()
         };
         assert!(v.validate().unwrap_err().to_string().contains("VNI"));
     }

@@ -30,7 +30,7 @@ pub fn subnet_env(network: Ipv4Net, subnet: Ipv4Net, mtu: u32, ipmasq: bool) -> 
     format!(
         "FLANNEL_NETWORK={network}\nFLANNEL_SUBNET={}/{}\nFLANNEL_MTU={mtu}\nFLANNEL_IPMASQ={ipmasq}\n",
         subnet.nth(1),
-        subnet.len()
+        subnet.prefix_len()
     )
 }
 

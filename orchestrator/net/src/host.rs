@@ -163,7 +163,7 @@ pub async fn set_up(
     };
     let bridge = kernel.ensure_bridge(BRIDGE, mtu).await?;
     let removed = kernel
-        .set_only_address(bridge.index, subnet.nth(1), subnet.len())
+        .set_only_address(bridge.index, subnet.nth(1), subnet.prefix_len())
         .await?;
     if !removed.is_empty() {
         tracing::warn!(bridge = BRIDGE, ?removed, %subnet, "the pod bridge had other addresses; replaced them (pods on the old subnet lose their network)");

@@ -339,7 +339,7 @@ impl Kernel {
 
     fn route(dst: Ipv4Net, gateway: Ipv4Addr, oif: u32, onlink: bool) -> RouteMessage {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(dst.addr(), dst.len())
+            .destination_prefix(dst.addr(), dst.prefix_len())
             .gateway(gateway)
             .output_interface(oif)
             .protocol(RouteProtocol::Other(ROUTE_PROTOCOL))
@@ -419,7 +419,7 @@ impl Kernel {
     /// Deletes `route`; one already gone is fine.
     pub async fn delete_route(&self, route: &Route) -> Result<(), KernelError> {
         let mut b = RouteMessageBuilder::<Ipv4Addr>::new()
-            .destination_prefix(route.dst.addr(), route.dst.len())
+            .destination_prefix(route.dst.addr(), route.dst.prefix_len())
             .protocol(route.protocol);
         if let Some(gw) = route.gateway {
             b = b.gateway(gw);
@@ -537,20 +537,6 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
     parts.try_into().ok()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn macs_round_trip() {
-        let mac = [0x52, 0x54, 0, 0x77, 0, 0x0a];
-        assert_eq!(mac_string(&mac), "52:54:00:77:00:0a");
-        assert_eq!(parse_mac("52:54:00:77:00:0a"), Some(mac));
-        assert_eq!(parse_mac("52:54:00:77:00"), None);
-        assert_eq!(parse_mac("zz:54:00:77:00:0a"), None);
-    }
-}
-
 impl Kernel {
     /// The name of the link carrying IPv4 address `ip`.
     pub async fn link_with_address(&self, ip: Ipv4Addr) -> Result<Option<String>, KernelError> {
@@ -607,5 +593,19 @@ impl Kernel {
                 .map_err(nl(format!("creating dummy link {name}")))?;
         }
         self.link_up(name).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn macs_round_trip() {
+        let mac = [0x52, 0x54, 0, 0x77, 0, 0x0a];
+        assert_eq!(mac_string(&mac), "52:54:00:77:00:0a");
+        assert_eq!(parse_mac("52:54:00:77:00:0a"), Some(mac));
+        assert_eq!(parse_mac("52:54:00:77:00"), None);
+        assert_eq!(parse_mac("zz:54:00:77:00:0a"), None);
     }
 }
