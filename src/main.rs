@@ -39,6 +39,8 @@ enum Command {
     Kv(herd_store::cli::KvArgs),
     /// The cluster's identity: a CA, client credentials, join tokens.
     Admin(herd_store::admin::AdminArgs),
+    /// The cluster network (flannel's role): config, subnet leases, reservations.
+    Net(herd_net::cli::NetArgs),
     /// The QEMU lab: a rack of VMs that PXE-boot and form one cluster.
     Lab(herd_qemu::cli::LabArgs),
     /// Benchmarks, measured side by side with the system herd replaces.
@@ -62,6 +64,8 @@ enum BenchCommand {
     Image(herd_image::cli::BenchCommand),
     #[command(flatten)]
     Lab(herd_qemu::cli::BenchCommand),
+    #[command(flatten)]
+    Net(herd_net::bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -83,12 +87,16 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Agent(args) => herd_agent::cli::run(args, VERSION, shutdown).await,
         Command::Kv(args) => herd_store::cli::run(args, shutdown).await,
         Command::Admin(args) => herd_store::admin::run(args).await,
+        Command::Net(args) => herd_net::cli::run(args).await,
         Command::Lab(args) => herd_qemu::cli::run(args).await,
         Command::Bench(bench) => match bench {
             BenchCommand::Store(b) => herd_store::bench::run_bench(b).await,
             BenchCommand::Pxe(b) => herd_pxe::cli::run_bench(b).await,
             BenchCommand::Image(b) => herd_image::cli::run_bench(b).await,
             BenchCommand::Lab(b) => herd_qemu::cli::run_bench(b).await,
+            BenchCommand::Net(herd_net::bench::BenchCommand::Net(b)) => {
+                herd_net::bench::run(b, shutdown).await
+            }
         },
         Command::Completions { shell } => {
             // Rendered into memory first: clap_complete panics on a write

@@ -100,6 +100,50 @@ pub struct ClusterView {
     pub member_names: Vec<String>,
     /// Machines registered in the store.
     pub registered: Vec<MachineRecord>,
+    /// Pod subnets leased under `/herd/network/subnets/`.
+    pub subnets: Vec<SubnetView>,
+}
+
+/// One pod subnet lease, as the lab shows it (read raw: the lab knows
+/// the record's few fields, not the network role's crate).
+#[derive(Debug, Clone, Serialize, serde::Deserialize)]
+pub struct SubnetView {
+    #[serde(default)]
+    pub subnet: String,
+    #[serde(rename = "MachineID")]
+    pub machine_id: String,
+    #[serde(rename = "PublicIP", default)]
+    pub public_ip: Option<String>,
+}
+
+/// The prefix the network role keeps its subnet leases under.
+const SUBNETS: &str = "/herd/network/subnets/";
+
+async fn subnets(client: &Client) -> Vec<SubnetView> {
+    let key = SUBNETS.as_bytes().to_vec();
+    let Ok(resp) = client
+        .kv()
+        .range(herd_client::proto::etcdserverpb::RangeRequest {
+            range_end: herd_client::prefix_end(&key),
+            key,
+            ..Default::default()
+        })
+        .await
+    else {
+        return Vec::new();
+    };
+    resp.into_inner()
+        .kvs
+        .iter()
+        .filter_map(|kv| {
+            let mut v: SubnetView = serde_json::from_slice(&kv.value).ok()?;
+            // `10.244.3.0-24` → `10.244.3.0/24`
+            v.subnet = std::str::from_utf8(kv.key.strip_prefix(SUBNETS.as_bytes())?)
+                .ok()?
+                .replacen('-', "/", 1);
+            Some(v)
+        })
+        .collect()
 }
 
 impl ClusterView {
@@ -181,6 +225,7 @@ pub async fn view(
         .await;
         let mut member_names = Vec::new();
         let mut registered = Vec::new();
+        let mut subnet_list = Vec::new();
         for m in members.iter().filter(|m| m.role.is_some()) {
             let Ok(client) =
                 Client::connect_with(std::slice::from_ref(&m.endpoint), &credentials).await
@@ -205,12 +250,16 @@ pub async fn view(
             if let Ok(Ok((records, _))) = tokio::time::timeout(timeout, machines).await {
                 registered = records.into_iter().map(|o| o.value).collect();
             }
+            if let Ok(s) = tokio::time::timeout(timeout, subnets(&client)).await {
+                subnet_list = s;
+            }
             break;
         }
         ClusterView {
             members,
             member_names,
             registered,
+            subnets: subnet_list,
         }
     })
     .await

@@ -54,7 +54,7 @@ fn cloud_config_template(state: &LabState, founders: u32, ca: Option<&ClusterCa>
         .map(|m| m.ip().to_string())
         .collect();
     let mut t = format!(
-        "hostname: {{{{ metadata.name }}}}\nherd:\n  token: {{{{ token }}}}\n  advertise: {{{{ metadata.ip }}}}\n  bootstrap: {first}\n  peers: [{peers}]\n  roles: [store]\n",
+        "hostname: {{{{ metadata.name }}}}\nherd:\n  token: {{{{ token }}}}\n  advertise: {{{{ metadata.ip }}}}\n  bootstrap: {first}\n  peers: [{peers}]\n  roles: [store]\n  network: {{}}\n",
         first = first.ip(),
         peers = peers.join(", "),
     );
@@ -249,5 +249,13 @@ mod tests {
             "{template}"
         );
         assert!(template.contains("install_disk: /dev/vda"), "{template}");
+        // Rendered for one machine, it is a cloud-config the agent takes,
+        // with the cluster network role on.
+        let rendered = template
+            .replace("{{ metadata.name }}", "m2")
+            .replace("{{ token }}", "t0k3n")
+            .replace("{{ metadata.ip }}", "10.77.0.12");
+        let boot = herd_agent::cloud_config::parse(&rendered).unwrap();
+        assert!(boot.network.is_some(), "{rendered}");
     }
 }

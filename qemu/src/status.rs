@@ -53,6 +53,8 @@ pub struct MachineStatus {
     pub store_role: Option<crate::cluster::StoreRole>,
     /// The image version its agent registered.
     pub image_version: Option<String>,
+    /// Its pod subnet (the network role's lease).
+    pub subnet: Option<String>,
     pub health: Health,
 }
 
@@ -90,6 +92,17 @@ impl LabStatus {
                 .iter()
                 .find(|m| m.hostname == r.name)
                 .map(|m| m.image_version.clone());
+            r.subnet = cluster
+                .registered
+                .iter()
+                .find(|m| m.hostname == r.name)
+                .and_then(|m| {
+                    cluster
+                        .subnets
+                        .iter()
+                        .find(|s| s.machine_id == m.machine_id)
+                })
+                .map(|s| s.subnet.clone());
             r.health = match (r.store_role, r.powered) {
                 (Some(_), _) => Health::Healthy,
                 (None, true) => Health::Starting,
@@ -117,6 +130,7 @@ impl LabStatus {
             "STAGE",
             "STORE",
             "IMAGE",
+            "SUBNET",
             "HEALTH",
             "INVENTORY",
         ]);
@@ -129,6 +143,7 @@ impl LabStatus {
                 r.stage.map_or_else(dash, |s| s.to_string()),
                 r.store_role.map_or_else(dash, |s| s.to_string()),
                 r.image_version.clone().unwrap_or_else(dash),
+                r.subnet.clone().unwrap_or_else(dash),
                 r.health.to_string(),
                 r.inventory
                     .as_ref()
@@ -199,6 +214,7 @@ pub async fn machines(
                     .cloned(),
                 store_role: None,
                 image_version: None,
+                subnet: None,
                 health: if powered {
                     Health::Starting
                 } else {

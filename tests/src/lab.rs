@@ -123,3 +123,16 @@ impl Drop for Down<'_> {
             .output();
     }
 }
+
+/// `herd lab exec -- ARGS`: a command inside the lab network.
+pub fn exec(lab_dir: &Path, args: &[&str]) -> Output {
+    Command::new(bin::herd())
+        .arg("lab")
+        .arg("--lab-dir")
+        .arg(lab_dir)
+        .arg("exec")
+        .arg("--")
+        .args(args)
+        .output()
+        .expect("running herd lab exec")
+}

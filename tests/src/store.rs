@@ -25,6 +25,8 @@ pub struct Member {
     pub peer: SocketAddr,
     pub data_dir: PathBuf,
     pub log: PathBuf,
+    /// Arguments added to the member's command line (e.g. a role's flags).
+    pub extra: Vec<String>,
     process: Option<Guard>,
 }
 
@@ -79,29 +81,6 @@ impl Topology {
         let hub = Netns::new();
         hub.bridge("brpeer", &format!("{PEER_NET}.1/24"));
         hub.bridge("brclient", &format!("{CLIENT_NET}.1/24"));
-        let mut members = Vec::new();
-        let mut peer_links = Vec::new();
-        for i in 0..n {
-            let ns = Netns::new();
-            let outer = hub.ifname("vp");
-            hub.veth_to(
-                "brpeer",
-                &outer,
-                &ns,
-                "peer0",
-                &format!("{PEER_NET}.{}/24", 11 + i),
-            );
-            let outer_client = hub.ifname("vc");
-            hub.veth_to(
-                "brclient",
-                &outer_client,
-                &ns,
-                "client0",
-                &format!("{CLIENT_NET}.{}/24", 11 + i),
-            );
-            peer_links.push(outer);
-            members.push(ns);
-        }
         let client = Netns::new();
         let outer = hub.ifname("vc");
         hub.veth_to(
@@ -111,12 +90,40 @@ impl Topology {
             "client0",
             &format!("{CLIENT_NET}.100/24"),
         );
-        Topology {
+        let mut topology = Topology {
             hub,
-            members,
-            peer_links,
+            members: Vec::new(),
+            peer_links: Vec::new(),
             client,
+        };
+        for _ in 0..n {
+            topology.add_member();
         }
+        topology
+    }
+
+    /// One more member namespace, plugged into both switches.
+    fn add_member(&mut self) {
+        let i = self.members.len();
+        let ns = Netns::new();
+        let outer = self.hub.ifname("vp");
+        self.hub.veth_to(
+            "brpeer",
+            &outer,
+            &ns,
+            "peer0",
+            &format!("{PEER_NET}.{}/24", 11 + i),
+        );
+        let outer_client = self.hub.ifname("vc");
+        self.hub.veth_to(
+            "brclient",
+            &outer_client,
+            &ns,
+            "client0",
+            &format!("{CLIENT_NET}.{}/24", 11 + i),
+        );
+        self.peer_links.push(outer);
+        self.members.push(ns);
     }
 
     fn peer_addr(i: usize) -> SocketAddr {
@@ -266,7 +273,7 @@ impl Member {
             None if all.len() == 1 && server == Server::Herd => Entry::Alone,
             None => Entry::Together(all),
         };
-        herd_store::launch::command(server, &binary, &self.spec(), entry, security, &[])
+        herd_store::launch::command(server, &binary, &self.spec(), entry, security, &self.extra)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -327,6 +334,7 @@ impl Cluster {
                     name,
                     client,
                     peer,
+                    extra: Vec::new(),
                     process: None,
                 }
             })
@@ -384,9 +392,18 @@ impl Cluster {
     /// Starts `n` herd members bootstrapped together, each in its own network
     /// namespace (see [`Topology`]), and waits until each serves a write.
     pub fn start_in_namespaces(n: usize) -> Cluster {
+        Cluster::start_in_namespaces_with(n, |_| Vec::new())
+    }
+
+    /// [`Cluster::start_in_namespaces`], member `i` started with the extra
+    /// arguments `extra(i)` (a role's flags).
+    pub fn start_in_namespaces_with(n: usize, extra: impl Fn(usize) -> Vec<String>) -> Cluster {
         let mut cluster = Cluster::unlaunched(Server::Herd, n, "m", true, |i| {
             (Topology::client_addr(i), Topology::peer_addr(i))
         });
+        for (i, m) in cluster.members.iter_mut().enumerate() {
+            m.extra = extra(i);
+        }
         cluster.net = Some(Topology::new(n));
         for i in 0..n {
             cluster.launch(i);
@@ -661,6 +678,7 @@ impl Cluster {
             name,
             client: free_addr(),
             peer: free_addr(),
+            extra: Vec::new(),
             process: None,
         });
         let via = self.members[via].peer;
@@ -684,6 +702,47 @@ impl Cluster {
             String::from_utf8_lossy(&out.stderr)
         );
         String::from_utf8_lossy(&out.stdout).trim().to_owned()
+    }
+
+    /// Adds a member in a namespace of its own (see [`Topology`]) that
+    /// joins through member `via`, started with `extra` arguments; waits
+    /// until it serves.
+    pub fn join_new_in_namespace(&mut self, via: usize, extra: Vec<String>) -> usize {
+        let net = self
+            .net
+            .as_mut()
+            .expect("join_new_in_namespace needs start_in_namespaces");
+        net.add_member();
+        let i = self.members.len();
+        let name = format!("m{i}");
+        self.members.push(Member {
+            data_dir: self.dir.path().join(&name),
+            log: self.dir.path().join(format!("{name}.log")),
+            name,
+            client: Topology::client_addr(i),
+            peer: Topology::peer_addr(i),
+            extra,
+            process: None,
+        });
+        let via = self.members[via].peer;
+        self.launch_joining(i, Some(via));
+        self.wait_serving(i);
+        i
+    }
+
+    /// Member `i`'s namespace (clusters started in namespaces).
+    pub fn member_ns(&self, i: usize) -> &Netns {
+        &self.net.as_ref().expect("a namespaced cluster").members[i]
+    }
+
+    /// Runs `herd ARGS` where clients run (the client namespace, if any).
+    pub fn herd(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new(bin::herd());
+        cmd.args(args);
+        if let Some(net) = &self.net {
+            cmd = in_namespace(&net.client, &cmd);
+        }
+        cmd.output().expect("running herd")
     }
 
     /// The index of the member the cluster reports as leader.

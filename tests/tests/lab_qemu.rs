@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use herd_tests::lab::{Down, endpoint, etcdctl, lab, leader, serving, status};
+use herd_tests::lab::{Down, endpoint, etcdctl, exec, lab, leader, serving, status};
 use herd_tests::{bin, require, wait};
 use serde_json::Value;
 
@@ -93,6 +93,78 @@ fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean(
             "the provisioning inventory saw {m}"
         );
     }
+
+    // Every machine leased a pod subnet of 10.244.0.0/16 (the network
+    // role, from the cloud-config's `herd.network`), and each routes to
+    // the others': from the lab network through machine i, the pod
+    // bridge address of machine j answers (host-gw: i forwards by its
+    // route to j's subnet; redirects off, so every ping takes that path).
+    let subnets: Vec<(String, String)> = wait::until(
+        "a pod subnet on every machine",
+        Duration::from_secs(120),
+        Duration::from_secs(1),
+        || {
+            let s = status(&lab_dir);
+            let v: Vec<(String, String)> = s["machines"]
+                .as_array()?
+                .iter()
+                .filter_map(|m| {
+                    Some((
+                        m["name"].as_str()?.to_owned(),
+                        m["subnet"].as_str()?.to_owned(),
+                    ))
+                })
+                .collect();
+            (v.len() == 3).then_some(v)
+        },
+    );
+    let mut distinct: Vec<&String> = subnets.iter().map(|(_, s)| s).collect();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 3, "{subnets:?}");
+    let ok = |out: std::process::Output| {
+        assert!(out.status.success(), "{out:?}");
+    };
+    ok(exec(
+        &lab_dir,
+        &["sysctl", "-qw", "net.ipv4.conf.all.accept_redirects=0"],
+    ));
+    for (via, _) in &subnets {
+        let n: u8 = via.trim_start_matches('m').parse().unwrap();
+        ok(exec(
+            &lab_dir,
+            &[
+                "ip",
+                "route",
+                "replace",
+                "10.244.0.0/16",
+                "via",
+                &format!("10.77.0.{}", 10 + n),
+            ],
+        ));
+        for (to, subnet) in subnets.iter().filter(|(m, _)| m != via) {
+            let net: Vec<u8> = subnet
+                .split('/')
+                .next()
+                .unwrap()
+                .split('.')
+                .map(|o| o.parse().unwrap())
+                .collect();
+            let gateway = format!("{}.{}.{}.{}", net[0], net[1], net[2], net[3] + 1);
+            wait::until(
+                &format!("{to}'s pod bridge {gateway} through {via}"),
+                Duration::from_secs(30),
+                Duration::from_millis(500),
+                || {
+                    exec(&lab_dir, &["ping", "-c1", "-W2", &gateway])
+                        .status
+                        .success()
+                        .then_some(())
+                },
+            );
+        }
+    }
+    ok(exec(&lab_dir, &["ip", "route", "del", "10.244.0.0/16"]));
 
     // Written through one machine, read through another.
     let put = etcdctl(&lab_dir, &endpoint("m2"), &["put", "/lab/hello", "world"]);

@@ -90,6 +90,27 @@ pub struct AgentArgs {
     /// campaigns, at least 5 heartbeats (etcd's --election-timeout).
     #[arg(long, value_name = "MS", default_value_t = 800)]
     pub election_timeout: u64,
+    /// This machine's id: its subnet (and later its units) stick to it
+    /// [default: from the cloud-config's MAC, else the member name].
+    #[arg(long)]
+    pub machine_id: Option<String>,
+    /// Run the cluster network role on this interface: other machines
+    /// route this machine's pod subnet to it.
+    #[arg(long, value_name = "IF")]
+    pub cluster_iface: Option<String>,
+    /// The address other machines route to (must be on --cluster-iface;
+    /// default: its first IPv4 address). Also starts the network role.
+    #[arg(long, value_name = "IP")]
+    pub public_ip: Option<std::net::Ipv4Addr>,
+    /// Where the network role writes flannel's subnet.env.
+    #[arg(long, value_name = "PATH", default_value = herd_net::env_file::DEFAULT_SUBNET_ENV)]
+    pub subnet_env: PathBuf,
+    /// TTL of this machine's subnet lease (renewed every third of it).
+    #[arg(long, value_name = "SECONDS", default_value_t = 24 * 3600, hide = true)]
+    pub subnet_lease_ttl: u64,
+    /// How often every route is checked (and put back if deleted).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10, hide = true)]
+    pub route_check_interval: u64,
 }
 
 /// `herd agent`: settings from the flags or the cloud-config, then the

@@ -16,6 +16,12 @@
 //!   peers: [10.77.0.11, 10.77.0.12, 10.77.0.13]
 //!   roles: [store]
 //!   install_disk: /dev/vda   # optional: install to disk on first boot
+//!   network:                 # optional: run the cluster network role
+//!     network: 10.244.0.0/16 # the cluster's config, set if it has none
+//!     subnet_len: 24
+//!     backend: host-gw       # or vxlan (vni: 1, port: 8472)
+//!     cluster_iface: eth0    # default: the interface carrying `advertise`
+//!     public_ip: 10.77.0.12  # default: `advertise`
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -84,6 +90,42 @@ struct HerdSection {
     heartbeat_interval_ms: Option<u64>,
     #[serde(default)]
     election_timeout_ms: Option<u64>,
+    #[serde(default)]
+    network: Option<NetworkSection>,
+}
+
+/// `herd.network`: this machine's part in the cluster network, and the
+/// cluster's network config if the cluster has none yet.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct NetworkSection {
+    #[serde(default)]
+    network: Option<herd_net::cidr::Ipv4Net>,
+    #[serde(default)]
+    subnet_len: Option<u8>,
+    #[serde(default)]
+    subnet_min: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    subnet_max: Option<std::net::Ipv4Addr>,
+    #[serde(default)]
+    backend: Option<herd_net::config::BackendKind>,
+    #[serde(default)]
+    vni: Option<u32>,
+    #[serde(default)]
+    port: Option<u16>,
+    #[serde(default)]
+    cluster_iface: Option<String>,
+    #[serde(default)]
+    public_ip: Option<std::net::Ipv4Addr>,
+}
+
+/// The cluster network settings a cloud-config carries.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkBootstrap {
+    /// The config to set when the cluster has none.
+    pub config: herd_net::config::NetworkConfig,
+    pub cluster_iface: Option<String>,
+    pub public_ip: Option<std::net::Ipv4Addr>,
 }
 
 fn default_roles() -> Vec<Role> {
@@ -130,6 +172,8 @@ pub struct AgentBootstrap {
     pub insecure_plaintext: bool,
     /// Raft timing, when the cloud-config sets it.
     pub timing: Option<crate::timing::RaftTiming>,
+    /// `herd.network`: run the cluster network role.
+    pub network: Option<NetworkBootstrap>,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -189,6 +233,7 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
             })?,
         ),
     };
+    let network = herd.network.map(network_bootstrap).transpose()?;
     let client_port = herd.client_port.unwrap_or(CLIENT_PORT);
     let peer_port = herd.peer_port.unwrap_or(PEER_PORT);
     // The founder first: it is the most likely to be up already.
@@ -221,6 +266,43 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         }),
         insecure_plaintext: herd.insecure_plaintext,
         timing,
+        network,
+    })
+}
+
+fn network_bootstrap(n: NetworkSection) -> Result<NetworkBootstrap, CloudConfigError> {
+    use herd_net::config::{Backend, BackendKind, DEFAULT_VNI, DEFAULT_VXLAN_PORT, NetworkConfig};
+    let defaults = NetworkConfig::default();
+    let backend = match n.backend.unwrap_or(BackendKind::HostGw) {
+        BackendKind::HostGw => {
+            if n.vni.is_some() || n.port.is_some() {
+                return Err(CloudConfigError::Invalid {
+                    field: "herd.network.vni",
+                    reason: "vni and port are for the vxlan backend".into(),
+                });
+            }
+            Backend::HostGw
+        }
+        BackendKind::Vxlan => Backend::Vxlan {
+            vni: n.vni.unwrap_or(DEFAULT_VNI),
+            port: n.port.unwrap_or(DEFAULT_VXLAN_PORT),
+        },
+    };
+    let config = NetworkConfig {
+        network: n.network.unwrap_or(defaults.network),
+        subnet_len: n.subnet_len.unwrap_or(defaults.subnet_len),
+        subnet_min: n.subnet_min,
+        subnet_max: n.subnet_max,
+        backend,
+    };
+    config.validate().map_err(|e| CloudConfigError::Invalid {
+        field: "herd.network",
+        reason: e.to_string(),
+    })?;
+    Ok(NetworkBootstrap {
+        config,
+        cluster_iface: n.cluster_iface,
+        public_ip: n.public_ip,
     })
 }
 
@@ -329,6 +411,41 @@ mod tests {
         );
         assert_eq!(s.roles, vec![Role::Store]);
         assert_eq!(s.install_disk, None);
+        assert_eq!(s.network, None);
+    }
+
+    #[test]
+    fn a_network_block_is_parsed_strictly() {
+        let yaml = format!(
+            "{M2}  network:\n    network: 10.250.0.0/16\n    backend: vxlan\n    cluster_iface: eth0\n"
+        );
+        let n = parse(&yaml).unwrap().network.unwrap();
+        assert_eq!(n.config.network.to_string(), "10.250.0.0/16");
+        assert_eq!(
+            n.config.backend,
+            herd_net::config::Backend::Vxlan { vni: 1, port: 8472 }
+        );
+        assert_eq!(n.cluster_iface.as_deref(), Some("eth0"));
+        let n = parse(&format!("{M2}  network: {{}}\n"))
+            .unwrap()
+            .network
+            .unwrap();
+        assert_eq!(n.config, herd_net::config::NetworkConfig::default());
+        let e = parse(&format!("{M2}  network:\n    netwrok: 10.250.0.0/16\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("herd.network") && e.contains("netwrok"), "{e}");
+        let e = parse(&format!("{M2}  network:\n    network: 10.250.0.0/24\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("herd.network") && e.contains("SubnetLen 24 does not fit"),
+            "{e}"
+        );
+        let e = parse(&format!("{M2}  network:\n    backend: udp\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("herd.network.backend"), "{e}");
     }
 
     #[test]

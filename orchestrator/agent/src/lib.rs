@@ -87,6 +87,14 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
     }
+    if let Some(net) = settings.net.clone() {
+        let client = herd_client::Client::lazy(&settings.listen_client.to_string())?;
+        let cancel = supervisor.token();
+        supervisor.spawn("cluster-network", async move {
+            herd_net::run(client, net, cancel).await?;
+            Ok(())
+        });
+    }
     let result = supervisor.run().await;
     // The API tasks are gone, so this is the last handle: stop Raft cleanly.
     match Arc::try_unwrap(member) {

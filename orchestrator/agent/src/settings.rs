@@ -48,12 +48,77 @@ pub struct AgentSettings {
     pub timing: RaftTiming,
     /// Register this machine under /herd/machines (set from cloud-config).
     pub machine: Option<herd_client::keys::MachineRecord>,
+    /// This machine's id (the registered record's, else `--machine-id`,
+    /// else the member name).
+    pub machine_id: String,
+    /// The cluster network role, when this machine takes part.
+    pub net: Option<herd_net::NetSettings>,
+}
+
+/// The network role's flags, taken before the rest of the flags are consumed.
+#[derive(Debug, Clone)]
+struct NetFlags {
+    cluster_iface: Option<String>,
+    public_ip: Option<std::net::Ipv4Addr>,
+    subnet_env: PathBuf,
+    subnet_lease_ttl: u64,
+    route_check_interval: u64,
+}
+
+impl NetFlags {
+    fn of(args: &AgentArgs) -> NetFlags {
+        NetFlags {
+            cluster_iface: args.cluster_iface.clone(),
+            public_ip: args.public_ip,
+            subnet_env: args.subnet_env.clone(),
+            subnet_lease_ttl: args.subnet_lease_ttl,
+            route_check_interval: args.route_check_interval,
+        }
+    }
+}
+
+/// The network role's settings from the flags (and a cloud-config's
+/// `herd.network`), or `None` when nothing asks for the role.
+fn net_settings(
+    args: &NetFlags,
+    machine_id: &str,
+    data_dir: &std::path::Path,
+    from_cloud: Option<(&crate::cloud_config::NetworkBootstrap, std::net::IpAddr)>,
+) -> Option<herd_net::NetSettings> {
+    let (iface, ip, proposed) = match from_cloud {
+        Some((n, advertise)) => (
+            args.cluster_iface
+                .clone()
+                .or_else(|| n.cluster_iface.clone()),
+            args.public_ip.or(n.public_ip).or(match advertise {
+                std::net::IpAddr::V4(v4) => Some(v4),
+                std::net::IpAddr::V6(_) => None,
+            }),
+            Some(n.config.clone()),
+        ),
+        None if args.cluster_iface.is_some() || args.public_ip.is_some() => {
+            (args.cluster_iface.clone(), args.public_ip, None)
+        }
+        None => return None,
+    };
+    Some(herd_net::NetSettings {
+        machine_id: machine_id.to_owned(),
+        cluster_iface: iface,
+        public_ip: ip,
+        proposed,
+        subnet_env: args.subnet_env.clone(),
+        remembered: data_dir.join("net-subnet.json"),
+        lease_ttl: Duration::from_secs(args.subnet_lease_ttl.max(3)),
+        repair_interval: Duration::from_secs(args.route_check_interval.max(1)),
+    })
 }
 
 impl AgentSettings {
     /// Validates the flags into settings (reads the token file).
     pub fn from_args(args: AgentArgs) -> anyhow::Result<AgentSettings> {
         let timing = timing_flags(&args)?;
+        let net_flags = NetFlags::of(&args);
+        let machine_id_flag = args.machine_id.clone();
         let name = args.name.context("--name is required")?;
         let data_dir = args.data_dir.context("--data-dir is required")?;
         let token = match (args.token, args.token_file) {
@@ -111,7 +176,11 @@ impl AgentSettings {
             (None, None) => Bootstrap::Found(vec![(name.clone(), args.listen_peer.to_string())]),
             (Some(_), Some(_)) => bail!("--initial-cluster and --join are mutually exclusive"),
         };
+        let machine_id = machine_id_flag.unwrap_or_else(|| name.clone());
+        let net = net_settings(&net_flags, &machine_id, &data_dir, None);
         Ok(AgentSettings {
+            machine_id,
+            net,
             name,
             data_dir,
             listen_client: args.listen_client,
@@ -179,7 +248,25 @@ impl AgentSettings {
                 .await
                 .context("gathering machine facts")?
                 .context("gathering machine facts")?;
+        let machine_id = args
+            .machine_id
+            .clone()
+            .unwrap_or_else(|| record.machine_id.clone());
+        let net = boot
+            .network
+            .as_ref()
+            .and_then(|n| {
+                net_settings(
+                    &NetFlags::of(&args),
+                    &machine_id,
+                    &data_dir,
+                    Some((n, boot.advertise)),
+                )
+            })
+            .or_else(|| net_settings(&NetFlags::of(&args), &machine_id, &data_dir, None));
         Ok(AgentSettings {
+            machine_id,
+            net,
             name: boot.name,
             data_dir,
             listen_client: boot.listen_client,

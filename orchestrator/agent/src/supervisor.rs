@@ -45,7 +45,10 @@ impl Supervisor {
     /// Runs until cancelled or until a role ends; then stops every role.
     /// A role that ended on its own is an error (it names the role).
     pub async fn run(mut self) -> anyhow::Result<()> {
+        // Biased: a role that ends because the token fired is not a role
+        // that stopped on its own.
         let first = tokio::select! {
+            biased;
             _ = self.cancel.cancelled() => {
                 tracing::info!("shutting down");
                 None
