@@ -37,6 +37,8 @@ enum Command {
     Agent(herd_agent::cli::AgentArgs),
     /// Talk to the replicated store (etcdctl's role).
     Kv(herd_store::cli::KvArgs),
+    /// Cluster units: systemd unit files scheduled across machines (fleetctl's role).
+    Units(herd_units::cli::UnitsArgs),
     /// The QEMU lab: a rack of VMs that PXE-boot and form one cluster.
     Lab(herd_qemu::cli::LabArgs),
     /// Benchmarks, measured side by side with the system herd replaces.
@@ -60,6 +62,8 @@ enum BenchCommand {
     Image(herd_image::cli::BenchCommand),
     #[command(flatten)]
     Lab(herd_qemu::cli::BenchCommand),
+    #[command(flatten)]
+    Units(herd_units::bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -80,12 +84,14 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Image(args) => herd_image::cli::run(args).await,
         Command::Agent(args) => herd_agent::cli::run(args, VERSION, shutdown).await,
         Command::Kv(args) => herd_store::cli::run(args, shutdown).await,
+        Command::Units(args) => herd_units::cli::run(args, shutdown).await,
         Command::Lab(args) => herd_qemu::cli::run(args).await,
         Command::Bench(bench) => match bench {
             BenchCommand::Store(b) => herd_store::bench::run_bench(b).await,
             BenchCommand::Pxe(b) => herd_pxe::cli::run_bench(b).await,
             BenchCommand::Image(b) => herd_image::cli::run_bench(b).await,
             BenchCommand::Lab(b) => herd_qemu::cli::run_bench(b).await,
+            BenchCommand::Units(b) => herd_units::bench::run(b).await,
         },
         Command::Completions { shell } => {
             // Rendered into memory first: clap_complete panics on a write

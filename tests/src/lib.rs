@@ -10,3 +10,4 @@ pub mod lab;
 pub mod linearizability;
 pub mod robustness;
 pub mod store;
+pub mod units;

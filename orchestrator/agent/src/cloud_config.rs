@@ -12,6 +12,8 @@
 //!   peers: [10.77.0.11, 10.77.0.12, 10.77.0.13]
 //!   roles: [store]
 //!   install_disk: /dev/vda   # optional: install to disk on first boot
+//!   metadata: {role: db}     # optional: labels units' MachineMetadata matches
+//!   api_port: 2381           # optional: the agent API's port
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +71,33 @@ struct HerdSection {
     client_port: Option<u16>,
     #[serde(default)]
     peer_port: Option<u16>,
+    /// The agent API's port (default 2381).
+    #[serde(default)]
+    api_port: Option<u16>,
+    /// Labels units' MachineMetadata matches (`role: db`).
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
+}
+
+/// Default port of the agent's HTTP API.
+pub const API_PORT: u16 = 2381;
+
+/// Whether `key=value` is a usable machine label: a key of letters,
+/// digits, `-`, `_`, `.`, `/`; a value without `,`, `=` or whitespace.
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return Err(format!("key {key:?}: use letters, digits, -, _, . or /"));
+    }
+    if value.is_empty() || value.contains([',', '=']) || value.contains(char::is_whitespace) {
+        return Err(format!(
+            "value {value:?} of {key}: not empty, without commas, = or spaces"
+        ));
+    }
+    Ok(())
 }
 
 fn default_roles() -> Vec<Role> {
@@ -97,6 +126,8 @@ pub struct AgentBootstrap {
     pub membership: Membership,
     pub roles: Vec<Role>,
     pub install_disk: Option<PathBuf>,
+    pub api_port: u16,
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -142,6 +173,12 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
             reason: "empty: give at least one of store, worker".into(),
         });
     }
+    for (k, v) in &herd.metadata {
+        check_label(k, v).map_err(|reason| CloudConfigError::Invalid {
+            field: "herd.metadata",
+            reason,
+        })?;
+    }
     let client_port = herd.client_port.unwrap_or(CLIENT_PORT);
     let peer_port = herd.peer_port.unwrap_or(PEER_PORT);
     // The founder first: it is the most likely to be up already.
@@ -166,6 +203,8 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         membership,
         roles: herd.roles,
         install_disk: herd.install_disk,
+        api_port: herd.api_port.unwrap_or(API_PORT),
+        metadata: herd.metadata,
     })
 }
 
@@ -274,6 +313,14 @@ mod tests {
         );
         assert_eq!(s.roles, vec![Role::Store]);
         assert_eq!(s.install_disk, None);
+        assert_eq!(s.api_port, API_PORT);
+        assert!(s.metadata.is_empty());
+        let s = parse(&format!(
+            "{M2}  metadata: {{role: db, zone: a}}\n  api_port: 9000\n"
+        ))
+        .unwrap();
+        assert_eq!(s.metadata["role"], "db");
+        assert_eq!(s.api_port, 9000);
     }
 
     #[test]
@@ -305,6 +352,14 @@ mod tests {
         assert!(e.contains("hostname"), "{e}");
         let e = parse(&M2.replace("abc123", "''")).unwrap_err().to_string();
         assert!(e.contains("herd.token"), "{e}");
+        let e = parse(&format!("{M2}  metadata: {{zone: [a]}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("herd.metadata"), "{e}");
+        let e = parse(&format!("{M2}  metadata: {{zone: 'a b'}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("herd.metadata") && e.contains("a b"), "{e}");
         assert!(parse("{{{").is_err());
     }
 
