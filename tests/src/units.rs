@@ -13,33 +13,35 @@ use serde_json::Value;
 use crate::bin;
 use crate::store::Cluster;
 
-/// The cgroup2 mount point of the host.
-pub fn cgroup2_mount() -> PathBuf {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").expect("reading /proc/self/mounts");
-    mounts
-        .lines()
-        .find_map(|l| {
-            let f: Vec<&str> = l.split_whitespace().collect();
-            (f.len() > 2 && f[2] == "cgroup2").then(|| PathBuf::from(f[1]))
-        })
-        .expect("no cgroup2 file system is mounted: mount -t cgroup2 none /sys/fs/cgroup")
-}
-
-/// A scratch cgroup subtree, emptied (every process killed) and removed on drop.
+/// A scratch cgroup subtree, emptied (every process killed) and removed on
+/// drop. The host's cgroup2 hierarchy is mounted for it under /run:
+/// `ip netns exec` remounts /sys, so agents in a namespace do not see
+/// /sys/fs/cgroup.
 #[derive(Debug)]
-pub struct ScratchCgroup(pub PathBuf);
+pub struct ScratchCgroup(pub PathBuf, PathBuf);
 
 impl ScratchCgroup {
     pub fn new() -> ScratchCgroup {
         crate::require::root();
-        let path = cgroup2_mount().join(format!(
-            "herd-test-{}-{}",
-            std::process::id(),
-            rand::random::<u32>()
-        ));
+        let tag = format!("{}-{}", std::process::id(), rand::random::<u32>());
+        let mount = PathBuf::from(format!("/run/herd-test-cgroup2-{tag}"));
+        std::fs::create_dir_all(&mount)
+            .unwrap_or_else(|e| panic!("creating {}: {e}", mount.display()));
+        let out = std::process::Command::new("mount")
+            .args(["-t", "cgroup2", "cgroup2"])
+            .arg(&mount)
+            .output()
+            .expect("running mount");
+        assert!(
+            out.status.success(),
+            "mounting cgroup2 on {}: {}",
+            mount.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let path = mount.join(format!("herd-test-{tag}"));
         std::fs::create_dir_all(&path)
             .unwrap_or_else(|e| panic!("creating {}: {e}", path.display()));
-        ScratchCgroup(path)
+        ScratchCgroup(path, mount)
     }
 }
 
@@ -76,6 +78,8 @@ pub fn remove_cgroup(dir: &Path) {
 impl Drop for ScratchCgroup {
     fn drop(&mut self) {
         remove_cgroup(&self.0);
+        let _ = std::process::Command::new("umount").arg(&self.1).output();
+        let _ = std::fs::remove_dir(&self.1);
     }
 }
 

@@ -24,8 +24,8 @@ pub enum CgroupError {
         root: PathBuf,
         available: String,
     },
-    #[error("no cgroup2 file system is mounted (mount -t cgroup2 none /sys/fs/cgroup)")]
-    NoCgroup2,
+    #[error("{root} is on no cgroup2 file system (mount -t cgroup2 none /sys/fs/cgroup)")]
+    NoCgroup2 { root: PathBuf },
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> CgroupError + '_ {
@@ -66,14 +66,27 @@ impl Limits {
     }
 }
 
-/// The cgroup2 mount point, from `/proc/self/mounts`.
+/// The cgroup2 mount points, from `/proc/self/mounts`.
+fn cgroup2_mounts() -> Vec<PathBuf> {
+    let mounts = std::fs::read_to_string("/proc/self/mounts").unwrap_or_default();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let mut f = l.split_whitespace();
+            let (_, at, fstype) = (f.next()?, f.next()?, f.next()?);
+            (fstype == "cgroup2").then(|| PathBuf::from(at))
+        })
+        .collect()
+}
+
+/// The first cgroup2 mount point.
 pub fn cgroup2_mount() -> Option<PathBuf> {
-    let mounts = std::fs::read_to_string("/proc/self/mounts").ok()?;
-    mounts.lines().find_map(|l| {
-        let mut f = l.split_whitespace();
-        let (_, at, fstype) = (f.next()?, f.next()?, f.next()?);
-        (fstype == "cgroup2").then(|| PathBuf::from(at))
-    })
+    cgroup2_mounts().into_iter().next()
+}
+
+/// The cgroup2 mount that holds `path` (the deepest, if several do).
+fn mount_of(path: &Path) -> Option<PathBuf> {
+    cgroup2_mounts().into_iter().filter(|m| path.starts_with(m)).max_by_key(|m| m.as_os_str().len())
 }
 
 /// The runner's root group; every unit gets a child of it.
@@ -98,10 +111,10 @@ impl Cgroups {
     /// Creates the root and lets its children use the controllers the
     /// hierarchy offers (each ancestor must delegate them).
     fn ensure_root(&self) -> Result<(), CgroupError> {
-        std::fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
-        let Some(mount) = cgroup2_mount() else {
-            return Err(CgroupError::NoCgroup2);
+        let Some(mount) = mount_of(&self.root) else {
+            return Err(CgroupError::NoCgroup2 { root: self.root.clone() });
         };
+        std::fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let mut chain: Vec<PathBuf> = self
             .root
             .ancestors()
