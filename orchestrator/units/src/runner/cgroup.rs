@@ -86,7 +86,10 @@ pub fn cgroup2_mount() -> Option<PathBuf> {
 
 /// The cgroup2 mount that holds `path` (the deepest, if several do).
 fn mount_of(path: &Path) -> Option<PathBuf> {
-    cgroup2_mounts().into_iter().filter(|m| path.starts_with(m)).max_by_key(|m| m.as_os_str().len())
+    cgroup2_mounts()
+        .into_iter()
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.as_os_str().len())
 }
 
 /// The runner's root group; every unit gets a child of it.
@@ -112,7 +115,9 @@ impl Cgroups {
     /// hierarchy offers (each ancestor must delegate them).
     fn ensure_root(&self) -> Result<(), CgroupError> {
         let Some(mount) = mount_of(&self.root) else {
-            return Err(CgroupError::NoCgroup2 { root: self.root.clone() });
+            return Err(CgroupError::NoCgroup2 {
+                root: self.root.clone(),
+            });
         };
         std::fs::create_dir_all(&self.root).map_err(io_err(&self.root))?;
         let mut chain: Vec<PathBuf> = self
