@@ -34,7 +34,7 @@ enum Command {
     /// Build and verify the A/B OS image and its update payloads.
     Image(herd_image::cli::ImageArgs),
     /// The daemon every machine runs: store member and per-machine roles.
-    Agent(herd_agent::cli::AgentArgs),
+    Agent(Box<herd_agent::cli::AgentArgs>),
     /// Talk to the replicated store (etcdctl's role).
     Kv(herd_store::cli::KvArgs),
     /// Cluster units: systemd unit files scheduled across machines (fleetctl's role).
@@ -82,7 +82,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Pxe(args) => herd_pxe::cli::run(args, shutdown).await,
         Command::Image(args) => herd_image::cli::run(args).await,
-        Command::Agent(args) => herd_agent::cli::run(args, VERSION, shutdown).await,
+        Command::Agent(args) => herd_agent::cli::run(*args, VERSION, shutdown).await,
         Command::Kv(args) => herd_store::cli::run(args, shutdown).await,
         Command::Units(args) => herd_units::cli::run(args, shutdown).await,
         Command::Lab(args) => herd_qemu::cli::run(args).await,

@@ -148,14 +148,13 @@ impl UnitsLab {
             .args(args)
             .env("HERD_ENDPOINTS", self.cluster.members[i].client.to_string())
             .env("HERD_LOG", "warn");
-        let out = std::process::Command::new("timeout")
+        std::process::Command::new("timeout")
             .arg("150")
             .arg(cmd.get_program())
             .args(cmd.get_args())
             .envs(cmd.get_envs().filter_map(|(k, v)| Some((k, v?))))
             .output()
-            .expect("running herd units");
-        out
+            .expect("running herd units")
     }
 
     /// [`UnitsLab::units`] that must succeed; its stdout.

@@ -151,7 +151,10 @@ mod tests {
         )
     }
 
-    fn machines(spec: &[(&str, &[(&str, &str)], &[&str])]) -> BTreeMap<String, MachineView> {
+    /// Machine id, metadata pairs, units placed there.
+    type Spec<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [&'a str]);
+
+    fn machines(spec: &[Spec<'_>]) -> BTreeMap<String, MachineView> {
         spec.iter()
             .map(|(id, md, units)| {
                 (

@@ -192,10 +192,10 @@ pub fn boolean(s: &str) -> Result<bool, String> {
 /// A signal by name (`SIGTERM`, `TERM`) or number.
 pub fn signal(s: &str) -> Result<i32, String> {
     let s = s.trim();
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..=64).contains(&n) {
-            return Ok(n);
-        }
+    if let Ok(n) = s.parse::<i32>()
+        && (1..=64).contains(&n)
+    {
+        return Ok(n);
     }
     let name = s.strip_prefix("SIG").unwrap_or(s);
     Ok(match name {
