@@ -189,15 +189,15 @@ fn follow<T: Resource>(client: &Client, cancel: &CancellationToken) -> Cache<T> 
     cache
 }
 
-fn unit_text(i: usize) -> String {
+/// A tenth of the units need a zone (a quarter of the machines have it),
+/// a tenth must not share a machine with a neighbour, the rest go anywhere.
+fn unit_text(i: usize, n: usize) -> String {
     let fleet = match i % 10 {
-        0 => "MachineMetadata=zone=z1\n",
-        1 => "Conflicts=u1*.service\n",
-        _ => "",
+        0 => "MachineMetadata=zone=z1\n".to_owned(),
+        1 => format!("Conflicts=u{}.service\n", (i + 10) % n),
+        _ => String::new(),
     };
-    format!(
-        "[Unit]\nDescription=bench unit {i}\n[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\n{fleet}"
-    )
+    format!("[Unit]\nDescription=bench unit {i}\n[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\n{fleet}")
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
@@ -281,7 +281,7 @@ pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
     let mut ops = Vec::new();
     for i in 0..args.units {
         let r = UnitRecord {
-            text: unit_text(i),
+            text: unit_text(i, args.units),
             desired: DesiredState::Launched,
             restarts: 0,
         };
