@@ -197,7 +197,9 @@ fn unit_text(i: usize, n: usize) -> String {
         1 => format!("Conflicts=u{}.service\n", (i + 10) % n),
         _ => String::new(),
     };
-    format!("[Unit]\nDescription=bench unit {i}\n[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\n{fleet}")
+    format!(
+        "[Unit]\nDescription=bench unit {i}\n[Service]\nExecStart=/bin/sleep infinity\n[X-Fleet]\n{fleet}"
+    )
 }
 
 pub async fn run(cmd: BenchCommand) -> anyhow::Result<()> {
