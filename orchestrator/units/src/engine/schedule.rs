@@ -91,13 +91,16 @@ pub fn choose<'a>(
             *refused.entry("being left").or_default() += 1;
             continue;
         }
+        let load = m.units.len() - usize::from(m.units.contains(unit));
+        // A machine no less loaded than the best so far cannot win (ties go
+        // to the lowest id, met first): skip its constraint checks, which
+        // cost a look at every unit it hosts. The refusal counts only
+        // matter when nothing wins.
+        if best.is_some_and(|(l, _)| load >= l) {
+            continue;
+        }
         match able(unit, f, id, m, lookup) {
-            Ok(()) => {
-                let load = m.units.len() - usize::from(m.units.contains(unit));
-                if best.is_none_or(|(l, _)| load < l) {
-                    best = Some((load, id));
-                }
-            }
+            Ok(()) => best = Some((load, id)),
             Err(r) => {
                 *refused
                     .entry(match r {
