@@ -34,13 +34,15 @@ enum Command {
     /// Build and verify the A/B OS image and its update payloads.
     Image(herd_image::cli::ImageArgs),
     /// The daemon every machine runs: store member and per-machine roles.
-    Agent(herd_agent::cli::AgentArgs),
+    Agent(Box<herd_agent::cli::AgentArgs>),
     /// Talk to the replicated store (etcdctl's role).
     Kv(herd_store::cli::KvArgs),
     /// The cluster's identity: a CA, client credentials, join tokens.
     Admin(herd_store::admin::AdminArgs),
     /// The cluster network (flannel's role): config, subnet leases, reservations.
     Net(herd_net::cli::NetArgs),
+    /// Cluster units: systemd unit files scheduled across machines (fleetctl's role).
+    Units(herd_units::cli::UnitsArgs),
     /// The QEMU lab: a rack of VMs that PXE-boot and form one cluster.
     Lab(herd_qemu::cli::LabArgs),
     /// Benchmarks, measured side by side with the system herd replaces.
@@ -66,6 +68,8 @@ enum BenchCommand {
     Lab(herd_qemu::cli::BenchCommand),
     #[command(flatten)]
     Net(herd_net::bench::BenchCommand),
+    #[command(flatten)]
+    Units(herd_units::bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -84,10 +88,11 @@ async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Pxe(args) => herd_pxe::cli::run(args, shutdown).await,
         Command::Image(args) => herd_image::cli::run(args).await,
-        Command::Agent(args) => herd_agent::cli::run(args, VERSION, shutdown).await,
+        Command::Agent(args) => herd_agent::cli::run(*args, VERSION, shutdown).await,
         Command::Kv(args) => herd_store::cli::run(args, shutdown).await,
         Command::Admin(args) => herd_store::admin::run(args).await,
         Command::Net(args) => herd_net::cli::run(args).await,
+        Command::Units(args) => herd_units::cli::run(args, shutdown).await,
         Command::Lab(args) => herd_qemu::cli::run(args).await,
         Command::Bench(bench) => match bench {
             BenchCommand::Store(b) => herd_store::bench::run_bench(b).await,
@@ -97,6 +102,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             BenchCommand::Net(herd_net::bench::BenchCommand::Net(b)) => {
                 herd_net::bench::run(b, shutdown).await
             }
+            BenchCommand::Units(b) => herd_units::bench::run(b).await,
         },
         Command::Completions { shell } => {
             // Rendered into memory first: clap_complete panics on a write

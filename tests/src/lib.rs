@@ -11,3 +11,4 @@ pub mod linearizability;
 pub mod net;
 pub mod robustness;
 pub mod store;
+pub mod units;

@@ -44,6 +44,18 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// `None`: every member listens on loopback in the test's own namespace.
     pub net: Option<Topology>,
+    /// `Some`: members are whole agents (registration, roles, API) with
+    /// these extra arguments each, by member index; `None`: store only.
+    pub agents: Option<AgentArgs>,
+}
+
+/// Extra arguments of each whole agent, by member index.
+pub struct AgentArgs(pub Box<dyn Fn(usize) -> Vec<String> + Send + Sync>);
+
+impl std::fmt::Debug for AgentArgs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("AgentArgs(..)")
+    }
 }
 
 /// Namespaces of a cluster whose members each run in their own namespace,
@@ -105,6 +117,28 @@ impl Topology {
     /// One more member namespace, plugged into both switches.
     fn add_member(&mut self) {
         let i = self.members.len();
+        let ns = Netns::new();
+        let outer = self.hub.ifname("vp");
+        self.hub.veth_to(
+            "brpeer",
+            &outer,
+            &ns,
+            "peer0",
+            &format!("{PEER_NET}.{}/24", 11 + i),
+        );
+        let outer_client = self.hub.ifname("vc");
+        self.hub.veth_to(
+            "brclient",
+            &outer_client,
+            &ns,
+            "client0",
+            &format!("{CLIENT_NET}.{}/24", 11 + i),
+        );
+        self.peer_links.push(outer);
+        self.members.push(ns);
+    }
+
+    fn add_member(&mut self, i: usize) {
         let ns = Netns::new();
         let outer = self.hub.ifname("vp");
         self.hub.veth_to(
@@ -262,6 +296,7 @@ impl Member {
         all: &[MemberSpec],
         security: &LaunchSecurity,
         join: Option<SocketAddr>,
+        agent: Option<&[String]>,
     ) -> Command {
         let binary = match server {
             Server::Herd => bin::herd(),
@@ -273,7 +308,18 @@ impl Member {
             None if all.len() == 1 && server == Server::Herd => Entry::Alone,
             None => Entry::Together(all),
         };
-        herd_store::launch::command(server, &binary, &self.spec(), entry, security, &self.extra)
+        // Whole agents (the roles' tests) or the store member alone, with
+        // this member's extra flags (a role that runs without the rest,
+        // like the network's).
+        match agent {
+            Some(agent) => {
+                let extra: Vec<String> = agent.iter().chain(&self.extra).cloned().collect();
+                herd_store::launch::agent_command(server, &binary, &self.spec(), entry, security, &extra)
+            }
+            None => {
+                herd_store::launch::command(server, &binary, &self.spec(), entry, security, &self.extra)
+            }
+        }
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -354,6 +400,7 @@ impl Cluster {
             pki,
             dir,
             net: None,
+            agents: None,
         }
     }
 
@@ -412,6 +459,66 @@ impl Cluster {
             cluster.wait_serving(i);
         }
         cluster
+    }
+
+    /// Starts `n` whole herd agents (registration, roles, agent API), each
+    /// in its own network namespace, with `extra(i)` arguments for member
+    /// `i`, and waits until each serves a write.
+    pub fn start_agents_in_namespaces(
+        n: usize,
+        extra: impl Fn(usize) -> Vec<String> + Send + Sync + 'static,
+    ) -> Cluster {
+        let mut cluster = Cluster::unlaunched(Server::Herd, n, "m", true, |i| {
+            (Topology::client_addr(i), Topology::peer_addr(i))
+        });
+        cluster.net = Some(Topology::new(n));
+        cluster.agents = Some(AgentArgs(Box::new(extra)));
+        for i in 0..n {
+            cluster.launch(i);
+        }
+        for i in 0..n {
+            cluster.wait_serving(i);
+        }
+        cluster
+    }
+
+    /// The namespace member `i` runs in (namespace clusters only).
+    pub fn member_netns(&self, i: usize) -> &Netns {
+        &self.net.as_ref().expect("a namespace cluster").members[i]
+    }
+
+    /// Member `i`'s client address's host (namespace clusters only).
+    pub fn member_ip(i: usize) -> std::net::IpAddr {
+        Topology::client_addr(i).ip()
+    }
+
+    /// Runs `program args` inside member `i`'s namespace (or here).
+    pub fn command_on(&self, i: usize, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        match &self.net {
+            Some(net) => net.members[i].command(program),
+            None => Command::new(program),
+        }
+    }
+
+    /// Adds a member in a namespace of its own that joins through member
+    /// `via`'s peer address, and waits until it serves.
+    pub fn join_new_in_namespace(&mut self, via: usize) -> usize {
+        let i = self.members.len();
+        let name = format!("m{i}");
+        let net = self.net.as_mut().expect("a namespace cluster");
+        net.add_member(i);
+        self.members.push(Member {
+            data_dir: self.dir.path().join(&name),
+            log: self.dir.path().join(format!("{name}.log")),
+            name,
+            client: Topology::client_addr(i),
+            peer: Topology::peer_addr(i),
+            process: None,
+        });
+        let via = self.members[via].peer;
+        self.launch_joining(i, Some(via));
+        self.wait_serving(i);
+        i
     }
 
     /// Cuts member `i`'s peer link (both directions, at the switch): it can
@@ -591,7 +698,8 @@ impl Cluster {
             .append(true)
             .open(&m.log)
             .expect("opening the member log");
-        let mut cmd = m.command(self.server, &all, &security, join);
+        let extra = self.agents.as_ref().map(|f| (f.0)(i));
+        let mut cmd = m.command(self.server, &all, &security, join, extra.as_deref());
         if let Some(net) = &self.net {
             cmd = in_namespace(&net.members[i], &cmd);
         }

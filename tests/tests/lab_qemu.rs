@@ -3,7 +3,9 @@
 //! they form one store cluster by themselves, a key written through one
 //! machine reads back through another, the leader's VM is killed and the
 //! cluster elects a new one and keeps serving, the killed machine boots
-//! again (netboot: empty disk, fresh data) and rejoins, and `herd lab down`
+//! again (netboot: empty disk, fresh data) and rejoins, a global unit
+//! started from the host with `herd lab exec -- herd units start` runs on
+//! every VM with its cgroup limits, and `herd lab down`
 //! leaves no namespace, tap or QEMU process behind.
 
 use std::path::Path;
@@ -27,6 +29,42 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
         }
     }
     found
+}
+
+/// Whether `herd units list-units -o json` shows hello.service active on
+/// three machines and `herd units status hello.service -o json` shows, on
+/// each, the unit's cgroup limits and the line it printed with its
+/// hostname (`%H`: the lab names machines m1, m2, …).
+fn hello_everywhere(list_units: &[u8], status: &[u8]) -> bool {
+    let (Ok(rows), Ok(status)) = (
+        serde_json::from_slice::<Vec<Value>>(list_units),
+        serde_json::from_slice::<Vec<Value>>(status),
+    ) else {
+        return false;
+    };
+    let mut machines: Vec<&str> = rows
+        .iter()
+        .filter(|r| {
+            r["unit"] == "hello.service" && r["active"] == "active" && r["sub"] == "running"
+        })
+        .filter_map(|r| r["machine"].as_str())
+        .collect();
+    machines.sort_unstable();
+    machines.dedup();
+    machines.len() == 3
+        && status.len() == 3
+        && status.iter().all(|s| {
+            let files: Vec<(String, String)> =
+                serde_json::from_value(s["cgroup_files"].clone()).unwrap_or_default();
+            let printed = s["journal"].as_array().is_some_and(|j| {
+                j.iter()
+                    .filter_map(Value::as_str)
+                    .any(|l| l.contains("stdout hello from m"))
+            });
+            files.contains(&("memory.max".into(), "67108864".into()))
+                && files.contains(&("cpu.max".into(), "50000 100000".into()))
+                && printed
+        })
 }
 
 #[test]
@@ -203,6 +241,47 @@ fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean(
             kv_text.contains(&format!("/herd/machines/52540077000{n}")),
             "{kv_text}"
         );
+    }
+
+    // A global unit started from the host runs on every VM, each in its own
+    // cgroup with its limits applied by the VM's kernel.
+    let units_dir = tempfile::tempdir().unwrap();
+    let hello = units_dir.path().join("hello.service");
+    std::fs::write(
+        &hello,
+        "[Unit]\nDescription=Hello from every machine\n[Service]\nExecStart=/bin/sh -c 'echo hello from %H; exec sleep 100000'\nMemoryMax=64M\nCPUQuota=50%\n[X-Fleet]\nGlobal=true\n",
+    )
+    .unwrap();
+    let herd_units = |args: &[&str]| {
+        Command::new(bin::herd())
+            .args(["lab", "--lab-dir"])
+            .arg(&lab_dir)
+            .args(["exec", "--", "herd", "units"])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let start = herd_units(&["start", "--timeout", "5m", hello.to_str().unwrap()]);
+    assert!(start.status.success(), "{start:?}");
+    // Running on all three, each reporting its cgroup limits and its own
+    // hostname in the journal. `start` may return before every machine's
+    // placement exists, so look until all three show it; on failure, say
+    // what the cluster showed last.
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    loop {
+        let listed = herd_units(&["list-units", "-o", "json"]);
+        let status = herd_units(&["status", "hello.service", "-o", "json"]);
+        if hello_everywhere(&listed.stdout, &status.stdout) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "hello.service is not running on every VM with its limits and journal:\n{}\n{}{}",
+            String::from_utf8_lossy(&listed.stdout),
+            String::from_utf8_lossy(&status.stdout),
+            String::from_utf8_lossy(&status.stderr),
+        );
+        std::thread::sleep(Duration::from_secs(1));
     }
 
     // Kill the leader's VM: the other two elect a new leader and serve.

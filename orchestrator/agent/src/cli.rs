@@ -90,8 +90,8 @@ pub struct AgentArgs {
     /// campaigns, at least 5 heartbeats (etcd's --election-timeout).
     #[arg(long, value_name = "MS", default_value_t = 800)]
     pub election_timeout: u64,
-    /// This machine's id: its subnet (and later its units) stick to it
-    /// [default: from the cloud-config's MAC, else the member name].
+    /// This machine's id: its subnet and units stick to it [default: from
+    /// the cloud-config's MAC, else the member name].
     #[arg(long)]
     pub machine_id: Option<String>,
     /// Run the cluster network role on this interface: other machines
@@ -111,6 +111,32 @@ pub struct AgentArgs {
     /// How often every route is checked (and put back if deleted).
     #[arg(long, value_name = "SECONDS", default_value_t = 10, hide = true)]
     pub route_check_interval: u64,
+    /// Labels for this machine (what units' MachineMetadata matches):
+    /// KEY=VALUE,… (added to a cloud-config's herd.metadata).
+    #[arg(long, value_name = "KEY=VALUE,…")]
+    pub metadata: Option<String>,
+    /// Address of the agent's HTTP API (unit status and journals) [default:
+    /// the client address's host on port 2381 with a cloud-config, on a
+    /// free port otherwise]; the machine advertises it in its record.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub listen_api: Option<SocketAddr>,
+    /// Seconds a machine's registration outlives its agent.
+    #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..))]
+    pub machine_ttl: u64,
+    /// Run only the store member: no registration, no roles, no API (the
+    /// store's own tests and benchmarks, which count every revision).
+    #[arg(long)]
+    pub store_only: bool,
+    /// cgroup v2 group that units run under [default: herd.units under the
+    /// cgroup2 mount, mounted on /sys/fs/cgroup if nothing is].
+    #[arg(long, value_name = "DIR")]
+    pub units_cgroup_root: Option<PathBuf>,
+    /// Where unit journals and run state live [default: DATA_DIR/units].
+    #[arg(long, value_name = "DIR")]
+    pub units_state_dir: Option<PathBuf>,
+    /// How long a lost machine keeps its units before they move elsewhere.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub units_grace: std::time::Duration,
 }
 
 /// `herd agent`: settings from the flags or the cloud-config, then the
@@ -127,7 +153,7 @@ pub async fn run(
     .report();
     let settings = match args.cloud_config.clone() {
         Some(url) => AgentSettings::from_cloud_config(args, &url, version).await?,
-        None => AgentSettings::from_args(args)?,
+        None => AgentSettings::from_args(args, version).await?,
     };
     tracing::info!(
         member = %settings.name,

@@ -22,6 +22,8 @@
 //!     backend: host-gw       # or vxlan (vni: 1, port: 8472)
 //!     cluster_iface: eth0    # default: the interface carrying `advertise`
 //!     public_ip: 10.77.0.12  # default: `advertise`
+//!   metadata: {role: db}     # optional: labels units' MachineMetadata matches
+//!   api_port: 2381           # optional: the agent API's port
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -92,6 +94,12 @@ struct HerdSection {
     election_timeout_ms: Option<u64>,
     #[serde(default)]
     network: Option<NetworkSection>,
+    /// The agent API's port (default 2381).
+    #[serde(default)]
+    api_port: Option<u16>,
+    /// Labels units' MachineMetadata matches (`role: db`).
+    #[serde(default)]
+    metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// `herd.network`: this machine's part in the cluster network, and the
@@ -126,6 +134,28 @@ pub struct NetworkBootstrap {
     pub config: herd_net::config::NetworkConfig,
     pub cluster_iface: Option<String>,
     pub public_ip: Option<std::net::Ipv4Addr>,
+}
+
+
+/// Default port of the agent's HTTP API.
+pub const API_PORT: u16 = 2381;
+
+/// Whether `key=value` is a usable machine label: a key of letters,
+/// digits, `-`, `_`, `.`, `/`; a value without `,`, `=` or whitespace.
+pub fn check_label(key: &str, value: &str) -> Result<(), String> {
+    if key.is_empty()
+        || !key
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b))
+    {
+        return Err(format!("key {key:?}: use letters, digits, -, _, . or /"));
+    }
+    if value.is_empty() || value.contains([',', '=']) || value.contains(char::is_whitespace) {
+        return Err(format!(
+            "value {value:?} of {key}: not empty, without commas, = or spaces"
+        ));
+    }
+    Ok(())
 }
 
 fn default_roles() -> Vec<Role> {
@@ -174,6 +204,8 @@ pub struct AgentBootstrap {
     pub timing: Option<crate::timing::RaftTiming>,
     /// `herd.network`: run the cluster network role.
     pub network: Option<NetworkBootstrap>,
+    pub api_port: u16,
+    pub metadata: std::collections::BTreeMap<String, String>,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -234,6 +266,12 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         ),
     };
     let network = herd.network.map(network_bootstrap).transpose()?;
+    for (k, v) in &herd.metadata {
+        check_label(k, v).map_err(|reason| CloudConfigError::Invalid {
+            field: "herd.metadata",
+            reason,
+        })?;
+    }
     let client_port = herd.client_port.unwrap_or(CLIENT_PORT);
     let peer_port = herd.peer_port.unwrap_or(PEER_PORT);
     // The founder first: it is the most likely to be up already.
@@ -267,6 +305,8 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         insecure_plaintext: herd.insecure_plaintext,
         timing,
         network,
+        api_port: herd.api_port.unwrap_or(API_PORT),
+        metadata: herd.metadata,
     })
 }
 
@@ -412,6 +452,14 @@ mod tests {
         assert_eq!(s.roles, vec![Role::Store]);
         assert_eq!(s.install_disk, None);
         assert_eq!(s.network, None);
+        assert_eq!(s.api_port, API_PORT);
+        assert!(s.metadata.is_empty());
+        let s = parse(&format!(
+            "{M2}  metadata: {{role: db, zone: a}}\n  api_port: 9000\n"
+        ))
+        .unwrap();
+        assert_eq!(s.metadata["role"], "db");
+        assert_eq!(s.api_port, 9000);
     }
 
     #[test]
@@ -477,6 +525,14 @@ mod tests {
         assert!(e.contains("hostname"), "{e}");
         let e = parse(&M2.replace("abc123", "''")).unwrap_err().to_string();
         assert!(e.contains("herd.token"), "{e}");
+        let e = parse(&format!("{M2}  metadata: {{zone: [a]}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("herd.metadata"), "{e}");
+        let e = parse(&format!("{M2}  metadata: {{zone: 'a b'}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("herd.metadata") && e.contains("a b"), "{e}");
         assert!(parse("{{{").is_err());
     }
 

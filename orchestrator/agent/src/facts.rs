@@ -110,7 +110,44 @@ pub fn describe(
         roles: roles.to_vec(),
         agent_version: agent_version.to_owned(),
         metadata: Default::default(),
+        api_url: None,
     })
+}
+
+/// Gathers the record of an agent started with plain flags: like
+/// [`describe`], but an address no interface carries (a wildcard) is not
+/// an error — the machine then has no MAC in its record. Blocking.
+pub fn describe_plain(
+    hostname: &str,
+    ip: IpAddr,
+    roles: &[Role],
+    agent_version: &str,
+) -> Result<MachineRecord, MachineError> {
+    match describe(hostname, ip, roles, agent_version) {
+        Err(MachineError::NoInterface(_)) => {
+            let boot_path = "/proc/sys/kernel/random/boot_id";
+            let boot_id = std::fs::read_to_string(boot_path)
+                .map_err(|source| MachineError::Read {
+                    path: boot_path.into(),
+                    source,
+                })?
+                .trim()
+                .to_owned();
+            Ok(MachineRecord {
+                machine_id: String::new(),
+                hostname: hostname.to_owned(),
+                mac: String::new(),
+                ip,
+                boot_id,
+                image_version: "none (not a herd image)".into(),
+                roles: roles.to_vec(),
+                agent_version: agent_version.to_owned(),
+                metadata: Default::default(),
+                api_url: None,
+            })
+        }
+        r => r,
+    }
 }
 
 /// Whether this kernel was booted from an installed disk (the boot entry

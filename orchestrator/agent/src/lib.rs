@@ -4,6 +4,7 @@
 //! task of one [`supervisor::Supervisor`] that stops them all together.
 //! Roles meet only through the store.
 
+pub mod api;
 pub mod cli;
 pub mod cloud_config;
 pub mod facts;
@@ -79,16 +80,56 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
     }
-    if let Some(record) = settings.machine.clone() {
+    if let Some(mut record) = settings.machine.clone() {
         let client = local.clone();
+        let facts = herd_units::unit::MachineFacts {
+            hostname: record.hostname.clone(),
+            machine_id: record.machine_id.clone(),
+            boot_id: record.boot_id.clone(),
+        };
+        let (units_client, units_settings) = (client.clone(), settings.units.clone());
+        let units = tokio::task::spawn_blocking(move || {
+            herd_units::role::UnitsRole::new(units_client, facts, units_settings)
+        })
+        .await
+        .context("preparing the units role")??;
+        let mut routes = axum::Router::new().merge(units.routes());
+        if let Some(addr) = settings.listen_api {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("binding the agent API to {addr}"))?;
+            let bound = listener.local_addr()?;
+            let host = if bound.ip().is_unspecified() {
+                record.ip
+            } else {
+                bound.ip()
+            };
+            record.api_url = Some(format!(
+                "http://{}",
+                std::net::SocketAddr::new(host, bound.port())
+            ));
+            tracing::info!(api = %bound, "agent API listening");
+            let cancel = supervisor.token();
+            let app = std::mem::take(&mut routes);
+            supervisor.spawn("agent-api", async move {
+                api::serve(listener, app, cancel).await?;
+                Ok(())
+            });
+        }
         let cancel = supervisor.token();
+        let ttl = settings.machine_ttl;
         supervisor.spawn("machine-registration", async move {
-            registration::run(client, record, registration::DEFAULT_TTL, cancel).await;
+            registration::run(client, record, ttl, cancel).await;
+            Ok(())
+        });
+        let cancel = supervisor.token();
+        supervisor.spawn("units", async move {
+            units.run(cancel).await;
             Ok(())
         });
     }
     if let Some(net) = settings.net.clone() {
-        let client = herd_client::Client::lazy(&settings.listen_client.to_string())?;
+        let client = local.clone();
         let cancel = supervisor.token();
         supervisor.spawn("cluster-network", async move {
             herd_net::run(client, net, cancel).await?;

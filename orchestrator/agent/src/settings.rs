@@ -46,13 +46,53 @@ pub struct AgentSettings {
     pub storage: Option<StorageKind>,
     pub watch_progress_notify_interval: Duration,
     pub timing: RaftTiming,
-    /// Register this machine under /herd/machines (set from cloud-config).
+    /// This machine's record under /herd/machines (`None`: store only).
     pub machine: Option<herd_client::keys::MachineRecord>,
-    /// This machine's id (the registered record's, else `--machine-id`,
-    /// else the member name).
+    pub machine_ttl: Duration,
+    /// Where the agent API listens (`None`: store only).
+    pub listen_api: Option<SocketAddr>,
+    pub units: herd_units::role::UnitsSettings,
+    /// This machine's id (`--machine-id`, else the registered record's,
+    /// else derived from the member name).
     pub machine_id: String,
     /// The cluster network role, when this machine takes part.
     pub net: Option<herd_net::NetSettings>,
+}
+
+/// A machine id derived from a member name, stable across restarts (a
+/// plain-flag agent has no MAC the cluster knows it by).
+pub fn machine_id_for_name(name: &str) -> String {
+    use sha2::Digest;
+    hex::encode(sha2::Sha256::digest(
+        format!("herd-machine:{name}").as_bytes(),
+    ))[..16]
+        .to_owned()
+}
+
+/// A machine id as `MachineID=` names it: letters, digits and `-`.
+fn check_machine_id(id: &str) -> anyhow::Result<()> {
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+    {
+        bail!("--machine-id {id:?}: use 1 to 64 letters, digits or -");
+    }
+    Ok(())
+}
+
+/// Parses `--metadata KEY=VALUE,…` strictly: every entry has a key and a
+/// value, keys are unique.
+pub fn parse_metadata(s: &str) -> anyhow::Result<std::collections::BTreeMap<String, String>> {
+    let mut out = std::collections::BTreeMap::new();
+    for entry in s.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        let (k, v) = entry
+            .split_once('=')
+            .with_context(|| format!("--metadata entry {entry:?} is not KEY=VALUE"))?;
+        crate::cloud_config::check_label(k, v)
+            .map_err(|r| anyhow::anyhow!("--metadata entry {entry:?}: {r}"))?;
+        if out.insert(k.to_owned(), v.to_owned()).is_some() {
+            bail!("--metadata names {k} twice");
+        }
+    }
+    Ok(out)
 }
 
 /// The network role's flags, taken before the rest of the flags are consumed.
@@ -114,14 +154,29 @@ fn net_settings(
 }
 
 impl AgentSettings {
+    fn units_settings(
+        args: &AgentArgs,
+        data_dir: &std::path::Path,
+    ) -> herd_units::role::UnitsSettings {
+        herd_units::role::UnitsSettings {
+            cgroup_root: args.units_cgroup_root.clone(),
+            state_dir: args
+                .units_state_dir
+                .clone()
+                .unwrap_or_else(|| data_dir.join("units")),
+            grace: args.units_grace,
+            journal_max_bytes: herd_units::runner::journal::DEFAULT_MAX_BYTES,
+        }
+    }
+}
+
+impl AgentSettings {
     /// Validates the flags into settings (reads the token file).
-    pub fn from_args(args: AgentArgs) -> anyhow::Result<AgentSettings> {
+    pub async fn from_args(args: AgentArgs, version: &str) -> anyhow::Result<AgentSettings> {
         let timing = timing_flags(&args)?;
-        let net_flags = NetFlags::of(&args);
-        let machine_id_flag = args.machine_id.clone();
-        let name = args.name.context("--name is required")?;
-        let data_dir = args.data_dir.context("--data-dir is required")?;
-        let token = match (args.token, args.token_file) {
+        let name = args.name.clone().context("--name is required")?;
+        let data_dir = args.data_dir.clone().context("--data-dir is required")?;
+        let token = match (args.token.clone(), args.token_file.clone()) {
             (Some(t), _) => t,
             (None, Some(path)) => std::fs::read_to_string(&path)
                 .with_context(|| format!("reading --token-file {}", path.display()))?
@@ -153,6 +208,7 @@ impl AgentSettings {
         }
         let initial_cluster = args
             .initial_cluster
+            .clone()
             .map(|members| {
                 members
                     .iter()
@@ -176,11 +232,39 @@ impl AgentSettings {
             (None, None) => Bootstrap::Found(vec![(name.clone(), args.listen_peer.to_string())]),
             (Some(_), Some(_)) => bail!("--initial-cluster and --join are mutually exclusive"),
         };
-        let machine_id = machine_id_flag.unwrap_or_else(|| name.clone());
-        let net = net_settings(&net_flags, &machine_id, &data_dir, None);
+        let machine_id = args
+            .machine_id
+            .clone()
+            .unwrap_or_else(|| machine_id_for_name(&name));
+        check_machine_id(&machine_id)?;
+        let net = net_settings(&NetFlags::of(&args), &machine_id, &data_dir, None);
+        let (machine, listen_api) = if args.store_only {
+            (None, None)
+        } else {
+            let metadata = args
+                .metadata
+                .as_deref()
+                .map(parse_metadata)
+                .transpose()?
+                .unwrap_or_default();
+            let (n, ip, v) = (name.clone(), args.listen_client.ip(), version.to_owned());
+            let mut record = tokio::task::spawn_blocking(move || {
+                crate::facts::describe_plain(&n, ip, &[crate::cloud_config::Role::Store], &v)
+            })
+            .await
+            .context("gathering machine facts")?
+            .context("gathering machine facts")?;
+            record.machine_id = machine_id.clone();
+            record.metadata = metadata;
+            let api = args
+                .listen_api
+                .unwrap_or_else(|| SocketAddr::new(args.listen_client.ip(), 0));
+            (Some(record), Some(api))
+        };
         Ok(AgentSettings {
             machine_id,
             net,
+            units: AgentSettings::units_settings(&args, &data_dir),
             name,
             data_dir,
             listen_client: args.listen_client,
@@ -196,7 +280,9 @@ impl AgentSettings {
                 args.watch_progress_notify_interval,
             ),
             timing,
-            machine: None,
+            machine,
+            machine_ttl: Duration::from_secs(args.machine_ttl),
+            listen_api,
         })
     }
 
@@ -243,15 +329,23 @@ impl AgentSettings {
             boot.roles.clone(),
             version.to_owned(),
         );
-        let record =
+        let mut record =
             tokio::task::spawn_blocking(move || crate::facts::describe(&name, ip, &roles, &v))
                 .await
                 .context("gathering machine facts")?
                 .context("gathering machine facts")?;
-        let machine_id = args
-            .machine_id
-            .clone()
-            .unwrap_or_else(|| record.machine_id.clone());
+        if let Some(id) = &args.machine_id {
+            check_machine_id(id)?;
+            record.machine_id = id.clone();
+        }
+        record.metadata = boot.metadata.clone();
+        if let Some(extra) = args.metadata.as_deref() {
+            record.metadata.extend(parse_metadata(extra)?);
+        }
+        let listen_api = args
+            .listen_api
+            .unwrap_or_else(|| SocketAddr::new(boot.advertise, boot.api_port));
+        let machine_id = record.machine_id.clone();
         let net = boot
             .network
             .as_ref()
@@ -267,6 +361,9 @@ impl AgentSettings {
         Ok(AgentSettings {
             machine_id,
             net,
+            units: AgentSettings::units_settings(&args, &data_dir),
+            machine_ttl: Duration::from_secs(args.machine_ttl),
+            listen_api: Some(listen_api),
             name: boot.name,
             data_dir,
             listen_client: boot.listen_client,
@@ -352,5 +449,34 @@ impl AgentSettings {
         config.storage = self.storage;
         self.timing.apply(&mut config);
         Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metadata_flags_are_parsed_strictly() {
+        let m = parse_metadata("role=db, zone=a").unwrap();
+        assert_eq!((m["role"].as_str(), m["zone"].as_str()), ("db", "a"));
+        for (bad, why) in [
+            ("role", "KEY=VALUE"),
+            ("role=", "value"),
+            ("=db", "key"),
+            ("a=1,a=2", "twice"),
+            ("a=b c", "value"),
+        ] {
+            let e = parse_metadata(bad).unwrap_err().to_string();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn name_derived_machine_ids_are_stable_and_distinct() {
+        assert_eq!(machine_id_for_name("m0"), machine_id_for_name("m0"));
+        assert_ne!(machine_id_for_name("m0"), machine_id_for_name("m1"));
+        assert_eq!(machine_id_for_name("m0").len(), 16);
+        assert!(check_machine_id("bad id").is_err());
     }
 }

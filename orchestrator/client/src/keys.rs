@@ -98,6 +98,10 @@ pub struct MachineRecord {
     /// units' `MachineMetadata` and node labels match.
     #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// Where the machine's agent API answers (`http://10.77.0.11:2381`),
+    /// for commands that ask the machine itself (a unit's journal).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_url: Option<String>,
 }
 
 impl MachineRecord {

@@ -70,11 +70,30 @@ pub enum Entry<'a> {
     Join(SocketAddr),
 }
 
-/// The command that starts `member`: `herd agent …` (with `herd`, the herd
-/// binary) or `etcd …` (with `etcd`, the etcd binary), both fsyncing
-/// before they acknowledge, with `token` as the cluster token. `extra`
+/// The command that starts `member`: `herd agent --store-only …` (with
+/// `herd`, the herd binary: the store member alone, no registration or
+/// roles writing to it) or `etcd …` (with `etcd`, the etcd binary), both
+/// fsyncing before they acknowledge, secured as `security` says. `extra`
 /// arguments go last (e.g. `--storage redb`).
 pub fn command(
+    server: Server,
+    binary: &Path,
+    member: &MemberSpec,
+    entry: Entry<'_>,
+    security: &LaunchSecurity,
+    extra: &[String],
+) -> Command {
+    let mut c = agent_command(server, binary, member, entry, security, &[]);
+    if server == Server::Herd {
+        c.arg("--store-only");
+    }
+    c.args(extra);
+    c
+}
+
+/// [`command`] for a whole herd agent (registration and roles included):
+/// the cluster tests of the roles.
+pub fn agent_command(
     server: Server,
     binary: &Path,
     member: &MemberSpec,
