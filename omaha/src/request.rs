@@ -93,7 +93,9 @@ fn identifier(field: &str, value: &str) -> Result<String, OmahaError> {
     } else {
         Err(malformed(
             DOC,
-            format!("{field} {value:?} must be 1-128 printable characters without spaces, quotes or slashes"),
+            format!(
+                "{field} {value:?} must be 1-128 printable characters without spaces, quotes or slashes"
+            ),
         ))
     }
 }
@@ -172,7 +174,10 @@ impl App {
                 let kind = EventType::from_code(number(&at("eventtype"), &e.eventtype)?);
                 let code: u32 = number(&at("eventresult"), &e.eventresult)?;
                 let result = EventResult::from_code(code).ok_or_else(|| {
-                    malformed(DOC, format!("{} {code} is not 0, 1 or 2", at("eventresult")))
+                    malformed(
+                        DOC,
+                        format!("{} {code} is not 0, 1 or 2", at("eventresult")),
+                    )
                 })?;
                 Ok(Event {
                     kind,
@@ -296,14 +301,35 @@ mod tests {
     #[test]
     fn malformed_requests_name_what_is_wrong() {
         let cases = [
-            ("<request protocol='3.0'><app appid='a' track='t' bootid='b' machineid='m'/></request>", "attribute `version`"),
-            ("<request protocol='2.0'><app appid='a' version='1'/></request>", "protocol \"2.0\""),
+            (
+                "<request protocol='3.0'><app appid='a' track='t' bootid='b' machineid='m'/></request>",
+                "attribute `version`",
+            ),
+            (
+                "<request protocol='2.0'><app appid='a' version='1'/></request>",
+                "protocol \"2.0\"",
+            ),
             ("<request protocol='3.0'></request>", "no <app>"),
-            ("<request protocol='3.0'><app appid='a' version='x' track='t' bootid='b' machineid='m'/></request>", "app[0] version"),
-            ("<request protocol='3.0'><app appid='a' version='1' bootid='b' machineid='m'/></request>", "app[0] track is missing"),
-            ("<request protocol='3.0'><app appid='a' version='1' track='../x' bootid='b' machineid='m'/></request>", "app[0] track"),
-            ("<request protocol='3.0'><app appid='a' version='1' track='t' bootid='b' machineid='m'><event eventtype='x' eventresult='1'/></app></request>", "event[0] eventtype"),
-            ("<request protocol='3.0'><app appid='a' version='1' track='t' bootid='b' machineid='m'><event eventtype='3' eventresult='7'/></app></request>", "eventresult 7"),
+            (
+                "<request protocol='3.0'><app appid='a' version='x' track='t' bootid='b' machineid='m'/></request>",
+                "app[0] version",
+            ),
+            (
+                "<request protocol='3.0'><app appid='a' version='1' bootid='b' machineid='m'/></request>",
+                "app[0] track is missing",
+            ),
+            (
+                "<request protocol='3.0'><app appid='a' version='1' track='../x' bootid='b' machineid='m'/></request>",
+                "app[0] track",
+            ),
+            (
+                "<request protocol='3.0'><app appid='a' version='1' track='t' bootid='b' machineid='m'><event eventtype='x' eventresult='1'/></app></request>",
+                "event[0] eventtype",
+            ),
+            (
+                "<request protocol='3.0'><app appid='a' version='1' track='t' bootid='b' machineid='m'><event eventtype='3' eventresult='7'/></app></request>",
+                "eventresult 7",
+            ),
             ("<response protocol='3.0'/>", "root element is <response>"),
             ("<request protocol='3.0'><app", "not well-formed"),
             ("not xml", "not well-formed"),
@@ -312,7 +338,10 @@ mod tests {
             let e = Request::parse(xml.as_bytes()).unwrap_err().to_string();
             assert!(e.contains(needle), "{xml}: {e}");
         }
-        let huge = format!("<request protocol='3.0'>{}</request>", " ".repeat(crate::MAX_DOCUMENT));
+        let huge = format!(
+            "<request protocol='3.0'>{}</request>",
+            " ".repeat(crate::MAX_DOCUMENT)
+        );
         assert!(matches!(
             Request::parse(huge.as_bytes()),
             Err(OmahaError::TooLarge { .. })

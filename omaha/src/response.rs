@@ -164,7 +164,10 @@ impl AppResponse {
                 "ok" => Update::from_wire(&at("updatecheck"), u).map(UpdateCheck::Update),
                 other => Err(malformed(
                     DOC,
-                    format!("{} status {other:?} is not ok or noupdate", at("updatecheck")),
+                    format!(
+                        "{} status {other:?} is not ok or noupdate",
+                        at("updatecheck")
+                    ),
                 )),
             })
             .transpose()?;
@@ -205,11 +208,13 @@ impl Update {
             .map(|u| u.urls.into_iter().map(|u| u.codebase).collect())
             .unwrap_or_default();
         if urls.is_empty() {
-            return Err(malformed(DOC, format!("{at} offers an update without <urls>")));
+            return Err(malformed(
+                DOC,
+                format!("{at} offers an update without <urls>"),
+            ));
         }
         for url in &urls {
-            if !(url.starts_with("http://") || url.starts_with("https://")) || !url.ends_with('/')
-            {
+            if !(url.starts_with("http://") || url.starts_with("https://")) || !url.ends_with('/') {
                 return Err(malformed(
                     DOC,
                     format!("{at} codebase {url:?} is not an http(s) URL ending in /"),
@@ -235,8 +240,7 @@ impl Update {
                     && p.name.len() <= 128
                     && p.name != "."
                     && p.name != ".."
-                    && p
-                        .name
+                    && p.name
                         .bytes()
                         .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
                 if !plain {
@@ -260,7 +264,10 @@ impl Update {
             })
             .collect::<Result<Vec<_>, _>>()?;
         if packages.is_empty() {
-            return Err(malformed(DOC, format!("{at} offers an update without packages")));
+            return Err(malformed(
+                DOC,
+                format!("{at} offers an update without packages"),
+            ));
         }
         let postinstall_sha256 = m
             .actions
@@ -275,7 +282,10 @@ impl Update {
                     .ok()
                     .and_then(|b| <[u8; 32]>::try_from(b).ok())
                     .ok_or_else(|| {
-                        malformed(DOC, format!("{at} postinstall sha256 {s:?} is not base64 of 32 bytes"))
+                        malformed(
+                            DOC,
+                            format!("{at} postinstall sha256 {s:?} is not base64 of 32 bytes"),
+                        )
                     })
             })
             .transpose()?;
@@ -365,8 +375,14 @@ mod tests {
         };
         assert_eq!(u.version, "3732.0.0".parse().unwrap());
         let p = &u.packages[0];
-        assert_eq!((p.name.as_str(), p.size, p.required), ("oem-azure.gz", 40897503, false));
-        assert_eq!(hex(&p.sha256), "3aed3129de50b959a97e4913ba485bd60e72d2bb6aa377d5ed404103f0680043");
+        assert_eq!(
+            (p.name.as_str(), p.size, p.required),
+            ("oem-azure.gz", 40897503, false)
+        );
+        assert_eq!(
+            hex(&p.sha256),
+            "3aed3129de50b959a97e4913ba485bd60e72d2bb6aa377d5ed404103f0680043"
+        );
         assert!(u.postinstall_sha256.is_some());
         assert_eq!(
             u.url_of(p),
@@ -419,11 +435,15 @@ mod tests {
     #[test]
     fn untrustworthy_offers_are_refused() {
         let offer = |inner: &str| {
-            format!("<response protocol='3.0'><app appid='a' status='ok'><updatecheck status='ok'>{inner}</updatecheck></app></response>")
+            format!(
+                "<response protocol='3.0'><app appid='a' status='ok'><updatecheck status='ok'>{inner}</updatecheck></app></response>"
+            )
         };
         let urls = "<urls><url codebase='http://s/r/'/></urls>";
         let pkg = |name: &str, size: &str, sha: &str| {
-            format!("<manifest version='1.0'><packages><package name='{name}' size='{size}' hash_sha256='{sha}'/></packages></manifest>")
+            format!(
+                "<manifest version='1.0'><packages><package name='{name}' size='{size}' hash_sha256='{sha}'/></packages></manifest>"
+            )
         };
         let good_sha = "ab".repeat(32);
         let cases = [

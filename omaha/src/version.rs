@@ -17,7 +17,9 @@ pub struct Version {
 
 /// Why a string is not a version.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{text:?} is not a version (numbers separated by dots, e.g. 1.2.0, optionally -tag): {reason}")]
+#[error(
+    "{text:?} is not a version (numbers separated by dots, e.g. 1.2.0, optionally -tag): {reason}"
+)]
 pub struct VersionError {
     pub text: String,
     pub reason: &'static str,
@@ -52,7 +54,8 @@ impl FromStr for Version {
                 if p.is_empty() || p.len() > 19 || !p.bytes().all(|b| b.is_ascii_digit()) {
                     Err(bad("each component is a number"))
                 } else {
-                    p.parse::<u64>().map_err(|_| bad("a component is too large"))
+                    p.parse::<u64>()
+                        .map_err(|_| bad("a component is too large"))
                 }
             })
             .collect::<Result<Vec<_>, _>>()?;
@@ -165,7 +168,16 @@ mod tests {
 
     #[test]
     fn junk_is_refused_with_the_reason() {
-        for bad in ["", "a.b", "1..2", "1.2.", "v1.2", "1.2-", "1.2-ä", "1.2.3.4.5.6.7.8.9"] {
+        for bad in [
+            "",
+            "a.b",
+            "1..2",
+            "1.2.",
+            "v1.2",
+            "1.2-",
+            "1.2-ä",
+            "1.2.3.4.5.6.7.8.9",
+        ] {
             let e = bad.parse::<Version>().unwrap_err();
             assert!(e.to_string().contains("is not a version"), "{bad}: {e}");
         }

@@ -14,9 +14,17 @@ pub struct Request {
     pub protocol: String,
     #[serde(rename = "@version", default, skip_serializing_if = "Option::is_none")]
     pub version: Option<String>,
-    #[serde(rename = "@updaterversion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@updaterversion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub updater_version: Option<String>,
-    #[serde(rename = "@ismachine", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@ismachine",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub is_machine: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub os: Option<Os>,
@@ -44,7 +52,11 @@ pub struct App {
     pub track: Option<String>,
     #[serde(rename = "@bootid", default, skip_serializing_if = "Option::is_none")]
     pub bootid: Option<String>,
-    #[serde(rename = "@machineid", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@machineid",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub machineid: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ping: Option<Ping>,
@@ -66,11 +78,23 @@ pub struct Event {
     pub eventtype: String,
     #[serde(rename = "@eventresult")]
     pub eventresult: String,
-    #[serde(rename = "@errorcode", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@errorcode",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub errorcode: Option<String>,
-    #[serde(rename = "@previousversion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@previousversion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub previousversion: Option<String>,
-    #[serde(rename = "@nextversion", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@nextversion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub nextversion: Option<String>,
 }
 
@@ -157,7 +181,11 @@ pub struct Package {
     pub name: String,
     #[serde(rename = "@size")]
     pub size: String,
-    #[serde(rename = "@hash_sha256", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "@hash_sha256",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub hash_sha256: Option<String>,
     #[serde(rename = "@required", default, skip_serializing_if = "Option::is_none")]
     pub required: Option<String>,
