@@ -1,6 +1,7 @@
 //! The cluster as seen from inside the lab network: each machine's store
-//! member (leader / voter / learner, term), the member list, and the
-//! machines registered under `/herd/machines`.
+//! member (leader / voter / learner, term), the member list, the
+//! machines registered under `/herd/machines` and their OS update status
+//! under `/herd/update/machines`.
 //!
 //! Queries run on a thread of their own that entered the lab namespace with
 //! its own single-threaded runtime, so every socket the gRPC client opens
@@ -10,7 +11,7 @@ use std::future::Future;
 use std::time::Duration;
 
 use herd_client::Client;
-use herd_client::keys::MachineRecord;
+use herd_client::keys::{MachineRecord, UpdateStatus};
 use herd_client::kit::Scope;
 use herd_client::proto::etcdserverpb::{MemberListRequest, StatusRequest};
 use serde::Serialize;
@@ -97,6 +98,8 @@ pub struct ClusterView {
     pub member_names: Vec<String>,
     /// Machines registered in the store.
     pub registered: Vec<MachineRecord>,
+    /// Each machine's OS update status, as its agent reports it.
+    pub updates: Vec<UpdateStatus>,
 }
 
 impl ClusterView {
@@ -168,6 +171,7 @@ pub async fn view(netns: &str, machines: Vec<MachineId>) -> Result<ClusterView, 
             futures::future::join_all(machines.iter().map(|id| member_view(*id, timeout))).await;
         let mut member_names = Vec::new();
         let mut registered = Vec::new();
+        let mut updates = Vec::new();
         for m in members.iter().filter(|m| m.role.is_some()) {
             let Ok(client) = Client::connect(std::slice::from_ref(&m.endpoint)).await else {
                 continue;
@@ -190,12 +194,17 @@ pub async fn view(netns: &str, machines: Vec<MachineId>) -> Result<ClusterView, 
             if let Ok(Ok((records, _))) = tokio::time::timeout(timeout, machines).await {
                 registered = records.into_iter().map(|o| o.value).collect();
             }
+            let statuses = herd_client::kit::list::<UpdateStatus>(&client, &Scope::All);
+            if let Ok(Ok((records, _))) = tokio::time::timeout(timeout, statuses).await {
+                updates = records.into_iter().map(|o| o.value).collect();
+            }
             break;
         }
         ClusterView {
             members,
             member_names,
             registered,
+            updates,
         }
     })
     .await

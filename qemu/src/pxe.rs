@@ -54,8 +54,21 @@ fn cloud_config_template(state: &LabState, founders: u32) -> String {
     );
     if state.install {
         t.push_str("  install_disk: /dev/vda\n");
+        // Machines on disk follow the lab's update group: publish a release
+        // with `herd lab exec -- herd pxe publish …` and they roll to it.
+        // Short intervals and gate timeout: the lab runs under TCG and its
+        // tests wait for whole rollouts.
+        t.push_str(UPDATE_SECTION);
     }
     t
+}
+
+/// The cloud-config's `update:` section for installed lab machines.
+pub const UPDATE_SECTION: &str = "  update:\n    server: \"{{ server_url }}\"\n    group: stable\n    interval: 10s\n    jitter: 5s\n    health_timeout: 90s\n    reboot_lock_ttl: 5m\n    drain_grace: 2s\n";
+
+/// The provisioning server's admin token (publishing releases needs it).
+pub fn api_token_file(lab_dir: &Path) -> PathBuf {
+    state_dir(lab_dir).join("api.token")
 }
 
 /// The provisioning server's config: the lab profile, and one group per
@@ -211,5 +224,6 @@ mod tests {
             "{template}"
         );
         assert!(template.contains("install_disk: /dev/vda"), "{template}");
+        assert!(template.contains("group: stable"), "{template}");
     }
 }

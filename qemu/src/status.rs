@@ -53,6 +53,8 @@ pub struct MachineStatus {
     pub store_role: Option<crate::cluster::StoreRole>,
     /// The image version its agent registered.
     pub image_version: Option<String>,
+    /// Its OS update as its agent reports it (`verifying 0.2.0`, …).
+    pub update: Option<String>,
     pub health: Health,
 }
 
@@ -89,6 +91,14 @@ impl LabStatus {
                 .iter()
                 .find(|m| m.hostname == r.name)
                 .map(|m| m.image_version.clone());
+            r.update = cluster
+                .updates
+                .iter()
+                .find(|u| u.hostname == r.name)
+                .map(|u| match &u.target {
+                    Some(t) => format!("{} {t}", u.phase),
+                    None => u.phase.clone(),
+                });
             r.health = match (r.store_role, r.powered) {
                 (Some(_), _) => Health::Healthy,
                 (None, true) => Health::Starting,
@@ -116,6 +126,7 @@ impl LabStatus {
             "STAGE",
             "STORE",
             "IMAGE",
+            "UPDATE",
             "HEALTH",
             "INVENTORY",
         ]);
@@ -128,6 +139,7 @@ impl LabStatus {
                 r.stage.map_or_else(dash, |s| s.to_string()),
                 r.store_role.map_or_else(dash, |s| s.to_string()),
                 r.image_version.clone().unwrap_or_else(dash),
+                r.update.clone().unwrap_or_else(dash),
                 r.health.to_string(),
                 r.inventory
                     .as_ref()
@@ -198,6 +210,7 @@ pub async fn machines(
                     .cloned(),
                 store_role: None,
                 image_version: None,
+                update: None,
                 health: if powered {
                     Health::Starting
                 } else {

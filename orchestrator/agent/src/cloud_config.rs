@@ -12,6 +12,9 @@
 //!   peers: [10.77.0.11, 10.77.0.12, 10.77.0.13]
 //!   roles: [store]
 //!   install_disk: /dev/vda   # optional: install to disk on first boot
+//!   update:                  # optional: OS updates (herd_update::UpdateSettings)
+//!     server: http://10.77.0.1:8080
+//!     group: stable
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +72,8 @@ struct HerdSection {
     client_port: Option<u16>,
     #[serde(default)]
     peer_port: Option<u16>,
+    #[serde(default)]
+    update: Option<herd_update::UpdateSettings>,
 }
 
 fn default_roles() -> Vec<Role> {
@@ -97,6 +102,8 @@ pub struct AgentBootstrap {
     pub membership: Membership,
     pub roles: Vec<Role>,
     pub install_disk: Option<PathBuf>,
+    /// OS updates; `None`: the update role only runs the health gate.
+    pub update: Option<herd_update::UpdateSettings>,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -142,6 +149,13 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
             reason: "empty: give at least one of store, worker".into(),
         });
     }
+    if let Some(u) = &herd.update {
+        u.validate()
+            .map_err(|reason| CloudConfigError::Invalid {
+                field: "herd.update",
+                reason,
+            })?;
+    }
     let client_port = herd.client_port.unwrap_or(CLIENT_PORT);
     let peer_port = herd.peer_port.unwrap_or(PEER_PORT);
     // The founder first: it is the most likely to be up already.
@@ -166,6 +180,7 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         membership,
         roles: herd.roles,
         install_disk: herd.install_disk,
+        update: herd.update,
     })
 }
 
@@ -274,6 +289,24 @@ mod tests {
         );
         assert_eq!(s.roles, vec![Role::Store]);
         assert_eq!(s.install_disk, None);
+        assert_eq!(s.update, None);
+    }
+
+    #[test]
+    fn the_update_section_is_typed_and_checked() {
+        let yaml = format!("{M2}  update:\n    server: http://10.77.0.1:8080\n    interval: 20s\n");
+        let s = parse(&yaml).unwrap();
+        let u = s.update.unwrap();
+        assert_eq!(u.server.as_deref(), Some("http://10.77.0.1:8080"));
+        assert_eq!(u.interval, Duration::from_secs(20));
+        let e = parse(&format!("{M2}  update:\n    sever: x\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sever"), "{e}");
+        let e = parse(&format!("{M2}  update:\n    boot_tries: 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("herd.update") && e.contains("boot_tries"), "{e}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod facts;
 pub mod registration;
 pub mod settings;
 pub mod supervisor;
+pub mod updates;
 
 use std::sync::Arc;
 
@@ -54,10 +55,23 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
     if let Some(record) = settings.machine.clone() {
         let client = herd_client::Client::lazy(&settings.listen_client.to_string())?;
         let cancel = supervisor.token();
+        let registered = record.clone();
         supervisor.spawn("machine-registration", async move {
-            registration::run(client, record, registration::DEFAULT_TTL, cancel).await;
+            registration::run(client, registered, registration::DEFAULT_TTL, cancel).await;
             Ok(())
         });
+        let cmdline = tokio::fs::read_to_string("/proc/cmdline")
+            .await
+            .unwrap_or_default();
+        if facts::booted_from_disk(&cmdline) {
+            let client = herd_client::Client::lazy(&settings.listen_client.to_string())?;
+            let cancel = supervisor.token();
+            let update = settings.update.clone().unwrap_or_default();
+            supervisor.spawn("update", async move {
+                updates::run(update, record, client, cancel).await;
+                Ok(())
+            });
+        }
     }
     let result = supervisor.run().await;
     // The API tasks are gone, so this is the last handle: stop Raft cleanly.

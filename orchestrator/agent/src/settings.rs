@@ -27,6 +27,9 @@ pub struct AgentSettings {
     pub watch_progress_notify_interval: Duration,
     /// Register this machine under /herd/machines (set from cloud-config).
     pub machine: Option<herd_client::keys::MachineRecord>,
+    /// OS updates (from cloud-config); a disk boot runs the update role
+    /// with these (or with the defaults: the health gate only).
+    pub update: Option<herd_update::UpdateSettings>,
 }
 
 impl AgentSettings {
@@ -85,6 +88,7 @@ impl AgentSettings {
                 args.watch_progress_notify_interval,
             ),
             machine: None,
+            update: None,
         })
     }
 
@@ -151,6 +155,7 @@ impl AgentSettings {
                 args.watch_progress_notify_interval,
             ),
             machine: Some(record),
+            update: boot.update,
         })
     }
 }
