@@ -150,11 +150,10 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         });
     }
     if let Some(u) = &herd.update {
-        u.validate()
-            .map_err(|reason| CloudConfigError::Invalid {
-                field: "herd.update",
-                reason,
-            })?;
+        u.validate().map_err(|reason| CloudConfigError::Invalid {
+            field: "herd.update",
+            reason,
+        })?;
     }
     let client_port = herd.client_port.unwrap_or(CLIENT_PORT);
     let peer_port = herd.peer_port.unwrap_or(PEER_PORT);
