@@ -147,7 +147,8 @@ pub fn release(dir: &Path, version: &str, key: &SigningKey) -> PathBuf {
     out
 }
 
-fn hex(b: &[u8]) -> String {
+/// Lowercase hex, as manifests write keys and hashes.
+pub fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
 }
 

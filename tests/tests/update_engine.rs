@@ -638,3 +638,113 @@ async fn the_reboot_lock_admits_one_holder_frees_a_dead_ones_slot_and_guards_quo
         Verdict::Safe(_)
     ));
 }
+
+/// Publishing refuses what machines would refuse, and the group keeps its
+/// release: tampered or truncated files, a manifest naming another key, a
+/// release signed by a key the group does not take, an unasked downgrade,
+/// a version republished with other contents, and a caller without the
+/// admin token.
+#[tokio::test(flavor = "multi_thread")]
+async fn publishing_refuses_bad_releases_and_the_group_keeps_its_release() {
+    let dir = tempfile::tempdir().unwrap();
+    let pxe = PxeServer::start(dir.path()).await;
+    let target = pxe.target();
+    let refused = |r: Result<_, herd_pxe::update::client::ClientError>, what: &str, why: &str| {
+        let e = r.expect_err(what).to_string();
+        assert!(e.contains(why), "{what}: {e}");
+    };
+
+    // Tampered after the build: the manifest's hash no longer matches.
+    let tampered = release(dir.path(), "0.2.0", &key(1));
+    let p = tampered.join("update.payload");
+    let mut bytes = std::fs::read(&p).unwrap();
+    bytes[10] ^= 1;
+    std::fs::write(&p, &bytes).unwrap();
+    refused(
+        target.publish(&tampered, "stable", false).await,
+        "tampered",
+        "was modified or truncated",
+    );
+    // Truncated.
+    let len = bytes.len() as u64;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&p)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    refused(
+        target.publish(&tampered, "stable", false).await,
+        "truncated",
+        "was modified or truncated",
+    );
+    // Signed by key 9, the manifest claiming key 1's.
+    let foreign = release(&dir.path().join("f"), "0.2.0", &key(9));
+    herd_tests::update::write_manifest(
+        &foreign,
+        "0.2.0",
+        &herd_tests::update::hex(key(1).verifying_key().as_bytes()),
+    );
+    refused(
+        target.publish(&foreign, "stable", false).await,
+        "foreign signature",
+        "does not verify",
+    );
+
+    let good = release(&dir.path().join("g"), "0.2.0", &key(1));
+    target.publish(&good, "stable", false).await.unwrap();
+    // Without the token nothing changes.
+    let anonymous = herd_pxe::update::client::Target::Server {
+        url: pxe.url.clone(),
+        token: None,
+        http: herd_http::Client::new(),
+    };
+    let newer = release(&dir.path().join("n"), "0.3.0", &key(1));
+    assert!(anonymous.publish(&newer, "stable", false).await.is_err());
+    // A consistent release by another key: machines would refuse it.
+    let other_key = release(&dir.path().join("k"), "0.3.0", &key(9));
+    refused(
+        target.publish(&other_key, "stable", false).await,
+        "key change",
+        "signed by",
+    );
+    let older = release(&dir.path().join("o"), "0.1.5", &key(1));
+    refused(
+        target.publish(&older, "stable", false).await,
+        "downgrade",
+        "--allow-downgrade",
+    );
+    let again = release(&dir.path().join("a"), "0.2.0", &key(1));
+    std::fs::write(again.join("inputs/usr.img"), b"other").unwrap();
+    let refs = [
+        ("vmlinuz", again.join("inputs/vmlinuz")),
+        ("initrd", again.join("inputs/initrd")),
+        ("usr.img", again.join("inputs/usr.img")),
+    ];
+    let refs: Vec<(&str, &std::path::Path)> = refs.iter().map(|(n, p)| (*n, p.as_path())).collect();
+    herd_image::payload::write(
+        "0.2.0",
+        &refs,
+        &key(1),
+        &again.join("update.payload"),
+        &again.join("update.payload.sig"),
+    )
+    .unwrap();
+    herd_tests::update::write_manifest(
+        &again,
+        "0.2.0",
+        &herd_tests::update::hex(key(1).verifying_key().as_bytes()),
+    );
+    refused(
+        target.publish(&again, "stable", false).await,
+        "republished",
+        "already published",
+    );
+
+    let status = target.status().await.unwrap();
+    let group = status.groups.iter().find(|g| g.id == "stable").unwrap();
+    assert_eq!(
+        group.release.as_ref().map(ToString::to_string).as_deref(),
+        Some("0.2.0")
+    );
+}
