@@ -237,6 +237,7 @@ fn run_blocking(command: ImageCommand) -> anyhow::Result<()> {
                 signature: &sig,
                 public_key: &key,
                 slot: target.map(Into::into),
+                booted: slot::booted_slot().ok(),
                 tries,
                 cmdline,
             };

@@ -6,8 +6,8 @@
 //! [`SIGNING_CONTEXT`] followed by the payload's SHA-256, so signing and
 //! checking stream the payload instead of holding it in memory.
 
-pub use ed25519_dalek::VerifyingKey;
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier};
+use ed25519_dalek::{Signature, Signer, Verifier};
+pub use ed25519_dalek::{SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -37,6 +37,10 @@ pub enum SlotError {
     Payload(#[from] crate::payload::PayloadError),
     #[error("payload has no member {0:?}")]
     MissingMember(&'static str),
+    #[error(
+        "slot {0:?} is the one running: an update goes into the other slot (mark the running slot good first)"
+    )]
+    WouldOverwriteBooted(Slot),
     #[error("usr.img ({have} bytes) does not fit partition {label} ({size} bytes)")]
     TooBig {
         label: &'static str,
@@ -165,7 +169,11 @@ impl Esp for DirEsp {
                 path: tmp.clone(),
                 source,
             })?;
-        std::fs::rename(&tmp, &d).map_err(|source| SlotError::Io { path: d, source })
+        std::fs::rename(&tmp, &d).map_err(|source| SlotError::Io {
+            path: d.clone(),
+            source,
+        })?;
+        sync_parent(&d)
     }
     fn read(&self, path: &str) -> Result<String, SlotError> {
         let p = self.0.join(path);
@@ -180,8 +188,25 @@ impl Esp for DirEsp {
     }
     fn remove(&self, path: &str) -> Result<(), SlotError> {
         let p = self.0.join(path);
-        std::fs::remove_file(&p).map_err(|source| SlotError::Io { path: p, source })
+        std::fs::remove_file(&p).map_err(|source| SlotError::Io {
+            path: p.clone(),
+            source,
+        })?;
+        sync_parent(&p)
     }
+}
+
+/// Flushes the directory holding `path`: on the ESP (vfat) a rename or
+/// removal sits in the directory's blocks until then, and the order of
+/// these changes is what keeps a slot bootable through power loss.
+fn sync_parent(path: &Path) -> Result<(), SlotError> {
+    let dir = path.parent().unwrap_or(Path::new("/"));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| SlotError::Io {
+            path: dir.into(),
+            source,
+        })
 }
 
 /// A FAT filesystem inside an image file at `offset` (an ESP partition of disk.img), edited with mtools.
@@ -298,6 +323,33 @@ pub fn mark_good() -> Result<Slot, SlotError> {
     Ok(slot)
 }
 
+/// The boot entry of `slot`, if it has one.
+pub fn entry_of(esp: &dyn Esp, slot: Slot) -> Result<Option<Entry>, SlotError> {
+    Ok(entries(esp)?.into_iter().find(|e| e.slot == slot))
+}
+
+/// Uses up the tries of `slot`'s entry (`+L-D` becomes `+0-(L+D)`), so the
+/// boot loader skips it and boots the other slot next: what the agent does
+/// when a slot on trial failed its health gate, instead of rebooting into
+/// it again for each try left. Returns whether there was anything to use
+/// up (an entry on trial with tries left).
+pub fn exhaust(esp: &dyn Esp, slot: Slot) -> Result<bool, SlotError> {
+    let Some(entry) = entry_of(esp, slot)? else {
+        return Ok(false);
+    };
+    let Some((left, done)) = entry.tries else {
+        return Ok(false);
+    };
+    if left == 0 {
+        return Ok(false);
+    }
+    esp.rename(
+        &format!("{ENTRIES}/{}", entry.file),
+        &format!("{ENTRIES}/{}+0-{}.conf", slot.entry_stem(), left + done),
+    )?;
+    Ok(true)
+}
+
 fn generation(esp: &dyn Esp, e: &Entry) -> u64 {
     esp.read(&format!("{ENTRIES}/{}", e.file))
         .ok()
@@ -348,6 +400,9 @@ pub struct Update<'a> {
     pub public_key: &'a crate::payload::VerifyingKey,
     /// The slot to write; `None`: the passive one.
     pub slot: Option<Slot>,
+    /// The slot the running system booted from (`None`: not booted from
+    /// this disk); it is never written.
+    pub booted: Option<Slot>,
     /// Boot attempts before the boot loader falls back to the other slot.
     pub tries: u8,
     /// Kernel command line of the new entry (`herd.usr=` is appended).
@@ -361,25 +416,39 @@ pub struct Flipped {
     pub version: String,
 }
 
-/// The whole flip, as the update client and `herd image flip` do it:
-/// verify the payload's signature and every member's hash, write it into
-/// its slot of `disk` (the passive one unless given), and make it the next
-/// boot with a try counter. Nothing is written unless the payload
-/// verifies; a crash midway leaves the old slot booting (see
-/// [`install_payload`]).
+/// The whole flip, as `herd image flip` does it: [`write`], then
+/// [`activate`]. Nothing is written unless the payload verifies; a crash
+/// midway leaves the old slot booting.
 pub fn flip(disk: &Path, esp: &dyn Esp, update: &Update) -> Result<Flipped, FlipError> {
+    let written = write(disk, esp, update)?;
+    activate(
+        esp,
+        &Target {
+            slot: written.slot,
+            cmdline: update.cmdline.clone(),
+            tries: update.tries,
+        },
+        &written.version,
+    )?;
+    Ok(written)
+}
+
+/// The first half of a flip, done before the cluster's reboot lock is
+/// taken: verify the payload's signature and every member's hash, then
+/// write it into its slot of `disk` (the passive one unless given) —
+/// removing that slot's boot entry first, so a crash midway boots the old
+/// slot. The slot boots only once [`activate`]d.
+pub fn write(disk: &Path, esp: &dyn Esp, update: &Update) -> Result<Flipped, FlipError> {
     let verified = crate::payload::verify(update.payload, update.signature, update.public_key)?;
     let slot = match update.slot {
         Some(s) => s,
         None => passive_slot(esp)?,
     };
-    let scratch = std::env::temp_dir().join(format!("herd-flip-{}", std::process::id()));
-    let target = Target {
-        slot,
-        cmdline: update.cmdline.clone(),
-        tries: update.tries,
-    };
-    let result = install_payload(disk, esp, &target, update.payload, &verified, &scratch);
+    if update.booted == Some(slot) {
+        return Err(SlotError::WouldOverwriteBooted(slot).into());
+    }
+    let scratch = tempfile_dir()?;
+    let result = write_payload(disk, esp, slot, update.payload, &verified, &scratch);
     let _ = std::fs::remove_dir_all(&scratch);
     result?;
     Ok(Flipped {
@@ -408,7 +477,22 @@ pub fn install_payload(
     verified: &crate::payload::Verified,
     scratch: &Path,
 ) -> Result<(), SlotError> {
-    let (slot, cmdline, tries) = (target.slot, target.cmdline.as_str(), target.tries);
+    write_payload(disk, esp, target.slot, payload, verified, scratch)?;
+    activate(esp, target, &verified.header.version)
+}
+
+/// Writes a verified payload into `slot` without a boot entry. Order, for
+/// power loss at any point: the slot's old entry goes first (a half-written
+/// slot must never be bootable), then the USR partition (fsync'd), then
+/// kernel and initrd (each written beside, fsync'd, renamed).
+pub fn write_payload(
+    disk: &Path,
+    esp: &dyn Esp,
+    slot: Slot,
+    payload: &Path,
+    verified: &crate::payload::Verified,
+    scratch: &Path,
+) -> Result<(), SlotError> {
     let member = |name: &'static str| -> Result<(u64, u64), SlotError> {
         let i = verified
             .header
@@ -422,7 +506,6 @@ pub fn install_payload(
         let p = p.to_path_buf();
         move |source| SlotError::Io { path: p, source }
     };
-    // The old entry goes first: a crash mid-write must never boot a half-written slot.
     for e in entries(esp)?.into_iter().filter(|e| e.slot == slot) {
         esp.remove(&format!("{ENTRIES}/{}", e.file))?;
     }
@@ -444,23 +527,52 @@ pub fn install_payload(
         copy_range(payload, off, size, &tmp, 0).map_err(io(&tmp))?;
         esp.put(&tmp, &format!("{}/{dst}", slot.dir()))?;
     }
+    Ok(())
+}
+
+/// The second half of a flip: a boot entry for the written slot with
+/// `target.tries` attempts and the newest generation, so it boots next.
+/// Written beside and renamed, so a crash leaves no entry or a whole one.
+pub fn activate(esp: &dyn Esp, target: &Target, version: &str) -> Result<(), SlotError> {
+    let slot = target.slot;
+    for e in entries(esp)?.into_iter().filter(|e| e.slot == slot) {
+        esp.remove(&format!("{ENTRIES}/{}", e.file))?;
+    }
     let next_gen = entries(esp)?
         .iter()
         .map(|e| generation(esp, e))
         .max()
         .unwrap_or(0)
         + 1;
+    let scratch = tempfile_dir()?;
     let entry = scratch.join("entry.conf");
-    std::fs::write(
-        &entry,
-        entry_text(slot, next_gen, &verified.header.version, cmdline),
-    )
-    .map_err(io(&entry))?;
-    esp.put(
-        &entry,
-        &format!("{ENTRIES}/{}+{tries}-0.conf", slot.entry_stem()),
-    )?;
-    Ok(())
+    let result = std::fs::write(&entry, entry_text(slot, next_gen, version, &target.cmdline))
+        .map_err(|source| SlotError::Io {
+            path: entry.clone(),
+            source,
+        })
+        .and_then(|()| {
+            esp.put(
+                &entry,
+                &format!("{ENTRIES}/{}+{}-0.conf", slot.entry_stem(), target.tries),
+            )
+        });
+    let _ = std::fs::remove_dir_all(&scratch);
+    result
+}
+
+/// A fresh private scratch directory under the temp dir.
+fn tempfile_dir() -> Result<PathBuf, SlotError> {
+    let dir = std::env::temp_dir().join(format!(
+        "herd-slot-{}-{:016x}",
+        std::process::id(),
+        rand::random::<u64>()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|source| SlotError::Io {
+        path: dir.clone(),
+        source,
+    })?;
+    Ok(dir)
 }
 
 fn copy_range(src: &Path, src_off: u64, len: u64, dst: &Path, dst_off: u64) -> std::io::Result<()> {
@@ -520,5 +632,60 @@ mod tests {
         mark_good_on(&esp, Slot::B).unwrap();
         assert!(dir.path().join(ENTRIES).join("slot-b.conf").exists());
         assert_eq!(passive_slot(&esp).unwrap(), Slot::A);
+    }
+
+    #[test]
+    fn exhausting_a_trial_entry_leaves_no_tries_and_spares_good_ones() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(ENTRIES)).unwrap();
+        let esp = DirEsp(dir.path().into());
+        let write = |name: &str, slot, generation| {
+            std::fs::write(
+                dir.path().join(ENTRIES).join(name),
+                entry_text(slot, generation, "1", "console=ttyS0"),
+            )
+            .unwrap()
+        };
+        write("slot-a.conf", Slot::A, 1);
+        write("slot-b+2-1.conf", Slot::B, 2);
+        assert!(exhaust(&esp, Slot::B).unwrap());
+        let b = entry_of(&esp, Slot::B).unwrap().unwrap();
+        assert_eq!(
+            (b.file.as_str(), b.tries),
+            ("slot-b+0-3.conf", Some((0, 3)))
+        );
+        assert!(!exhaust(&esp, Slot::B).unwrap(), "nothing left to use up");
+        assert!(
+            !exhaust(&esp, Slot::A).unwrap(),
+            "a good entry is not on trial"
+        );
+        assert_eq!(entry_of(&esp, Slot::A).unwrap().unwrap().tries, None);
+    }
+
+    #[test]
+    fn activate_gives_the_newest_generation_and_a_counter() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(ENTRIES)).unwrap();
+        let esp = DirEsp(dir.path().into());
+        std::fs::write(
+            dir.path().join(ENTRIES).join("slot-a.conf"),
+            entry_text(Slot::A, 4, "1", "console=ttyS0"),
+        )
+        .unwrap();
+        let target = Target {
+            slot: Slot::B,
+            cmdline: "console=ttyS0".into(),
+            tries: 3,
+        };
+        activate(&esp, &target, "2.0").unwrap();
+        let b = entry_of(&esp, Slot::B).unwrap().unwrap();
+        assert_eq!(b.tries, Some((3, 0)));
+        let text = esp.read(&format!("{ENTRIES}/{}", b.file)).unwrap();
+        assert!(
+            text.contains("version 5\n") && text.contains("herd 2.0 (USR-B)"),
+            "{text}"
+        );
+        // No stray files: an entry is written beside and renamed.
+        assert_eq!(esp.list(ENTRIES).unwrap().len(), 2);
     }
 }

@@ -25,6 +25,10 @@ pub enum PxeCommand {
     Machines(MachinesArgs),
     /// Download one file over TFTP (windowsize-capable; checks what it gets).
     TftpGet(TftpGetArgs),
+    /// Publish a release (the output of `herd image build`) into an update group.
+    Publish(crate::update::cli::PublishArgs),
+    /// Update groups and machines: versions, states, rollouts; resume, policy.
+    Updates(crate::update::cli::UpdatesArgs),
 }
 
 #[derive(Debug, Args)]
@@ -110,6 +114,10 @@ pub struct ServeArgs {
     /// (SIGHUP still reloads).
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     pub reload_poll: std::time::Duration,
+    /// The admin token that publishing, policy changes and resuming need
+    /// (made if missing) [default: <state-dir>/api.token].
+    #[arg(long)]
+    pub api_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -156,6 +164,8 @@ pub async fn run(args: PxeArgs, shutdown: CancellationToken) -> anyhow::Result<(
         PxeCommand::Serve(a) => serve(*a, shutdown).await,
         PxeCommand::Machines(a) => machines(a).await,
         PxeCommand::TftpGet(a) => tftp_get(a).await,
+        PxeCommand::Publish(a) => crate::update::cli::publish(a).await,
+        PxeCommand::Updates(a) => crate::update::cli::updates(a).await,
     }
 }
 
@@ -346,6 +356,7 @@ async fn serve(a: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> 
         tftp_refuse_blksize: a.tftp_no_blksize,
         profiles,
         reload_poll: (!a.reload_poll.is_zero()).then_some(a.reload_poll),
+        api_token_file: a.api_token_file,
     };
     crate::server::run(config, shutdown)
         .await

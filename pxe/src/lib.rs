@@ -1,4 +1,4 @@
-//! The provisioning server: DHCP, TFTP, iPXE scripts, HTTP boot, cloud-config and machine inventory.
+//! The provisioning server: DHCP, TFTP, iPXE scripts, HTTP boot, cloud-config, machine inventory and the Omaha update server.
 
 pub mod cli;
 pub mod dhcp;
@@ -8,3 +8,4 @@ pub mod profile;
 pub mod reload;
 pub mod server;
 pub mod tftp;
+pub mod update;

@@ -104,6 +104,8 @@ pub struct ServeConfig {
     /// How often the profile files are checked for changes; `None`: only
     /// SIGHUP reloads.
     pub reload_poll: Option<Duration>,
+    /// The admin token's file (made if missing); `None`: `<state-dir>/api.token`.
+    pub api_token_file: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -128,6 +130,14 @@ pub enum ServeError {
     Http(#[source] std::io::Error),
     #[error("installing the SIGHUP handler: {0}")]
     Signal(#[source] std::io::Error),
+    #[error("updates: {0}")]
+    Updates(#[from] crate::update::service::ServiceError),
+    #[error("admin token {path}: {source}")]
+    Token {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 async fn load_profiles(source: &ProfileSource) -> Result<Profiles, profile::ConfigError> {
@@ -174,6 +184,21 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
     };
     let profiles = Arc::new(RwLock::new(Arc::new(profiles)));
     let inventory = Inventory::open(&config.state_dir).await?;
+    let updates = crate::update::UpdateService::open(&config.state_dir).await?;
+    let token_file = config
+        .api_token_file
+        .clone()
+        .unwrap_or_else(|| http::auth::default_token_file(&config.state_dir));
+    let admin = {
+        let path = token_file.clone();
+        tokio::task::spawn_blocking(move || http::auth::BearerToken::load_or_create(&path))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .map_err(|source| ServeError::Token {
+                path: token_file.clone(),
+                source,
+            })?
+    };
     let http_addr = SocketAddr::new(IpAddr::V4(config.address), config.http_port);
     let base_url = http::base_url(http_addr);
 
@@ -233,6 +258,8 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         profiles: profiles.clone(),
         inventory: inventory.clone(),
         base_url: base_url.clone(),
+        updates,
+        admin: Arc::new(admin),
     };
     {
         let shutdown = shutdown.clone();

@@ -1,6 +1,7 @@
 //! The cluster as seen from inside the lab network: each machine's store
-//! member (leader / voter / learner, term), the member list, and the
-//! machines registered under `/herd/machines`.
+//! member (leader / voter / learner, term), the member list, the
+//! machines registered under `/herd/machines` and their OS update status
+//! under `/herd/update/machines`.
 //!
 //! Queries run on a thread of their own that entered the lab namespace with
 //! its own single-threaded runtime, so every socket the gRPC client opens
@@ -10,7 +11,8 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use herd_client::keys::MachineRecord;
+use herd_client::Client;
+use herd_client::keys::{MachineRecord, UpdateStatus};
 use herd_client::kit::Scope;
 use herd_client::proto::etcdserverpb::{MemberListRequest, StatusRequest};
 use herd_client::{Client, Credentials};
@@ -102,6 +104,8 @@ pub struct ClusterView {
     pub registered: Vec<MachineRecord>,
     /// Pod subnets leased under `/herd/network/subnets/`.
     pub subnets: Vec<SubnetView>,
+    /// Each machine's OS update status, as its agent reports it.
+    pub updates: Vec<UpdateStatus>,
 }
 
 /// One pod subnet lease, as the lab shows it (read raw: the lab knows
@@ -226,6 +230,7 @@ pub async fn view(
         let mut member_names = Vec::new();
         let mut registered = Vec::new();
         let mut subnet_list = Vec::new();
+        let mut updates = Vec::new();
         for m in members.iter().filter(|m| m.role.is_some()) {
             let Ok(client) =
                 Client::connect_with(std::slice::from_ref(&m.endpoint), &credentials).await
@@ -252,6 +257,9 @@ pub async fn view(
             }
             if let Ok(s) = tokio::time::timeout(timeout, subnets(&client)).await {
                 subnet_list = s;
+            let statuses = herd_client::kit::list::<UpdateStatus>(&client, &Scope::All);
+            if let Ok(Ok((records, _))) = tokio::time::timeout(timeout, statuses).await {
+                updates = records.into_iter().map(|o| o.value).collect();
             }
             break;
         }
@@ -260,6 +268,7 @@ pub async fn view(
             member_names,
             registered,
             subnets: subnet_list,
+            updates,
         }
     })
     .await

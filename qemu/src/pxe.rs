@@ -60,6 +60,11 @@ fn cloud_config_template(state: &LabState, founders: u32, ca: Option<&ClusterCa>
     );
     if state.install {
         t.push_str("  install_disk: /dev/vda\n");
+        // Machines on disk follow the lab's update group: publish a release
+        // with `herd lab exec -- herd pxe publish …` and they roll to it.
+        // Short intervals and gate timeout: the lab runs under TCG and its
+        // tests wait for whole rollouts.
+        t.push_str(UPDATE_SECTION);
     }
     // Emulated (TCG) machines sharing two cores take hundreds of
     // milliseconds for a replication round trip with fsync; at the default
@@ -76,6 +81,14 @@ fn cloud_config_template(state: &LabState, founders: u32, ca: Option<&ClusterCa>
         ));
     }
     t
+}
+
+/// The cloud-config's `update:` section for installed lab machines.
+pub const UPDATE_SECTION: &str = "  update:\n    server: \"{{ server_url }}\"\n    group: stable\n    interval: 10s\n    jitter: 5s\n    health_timeout: 90s\n    reboot_lock_ttl: 5m\n    drain_grace: 2s\n";
+
+/// The provisioning server's admin token (publishing releases needs it).
+pub fn api_token_file(lab_dir: &Path) -> PathBuf {
+    state_dir(lab_dir).join("api.token")
 }
 
 /// The provisioning server's config: the lab's two profiles (the
@@ -257,5 +270,6 @@ mod tests {
             .replace("{{ metadata.ip }}", "10.77.0.12");
         let boot = herd_agent::cloud_config::parse(&rendered).unwrap();
         assert!(boot.network.is_some(), "{rendered}");
+        assert!(template.contains("group: stable"), "{template}");
     }
 }

@@ -55,6 +55,8 @@ pub struct MachineStatus {
     pub image_version: Option<String>,
     /// Its pod subnet (the network role's lease).
     pub subnet: Option<String>,
+    /// Its OS update as its agent reports it (`verifying 0.2.0`, …).
+    pub update: Option<String>,
     pub health: Health,
 }
 
@@ -103,6 +105,14 @@ impl LabStatus {
                         .find(|s| s.machine_id == m.machine_id)
                 })
                 .map(|s| s.subnet.clone());
+            r.update = cluster
+                .updates
+                .iter()
+                .find(|u| u.hostname == r.name)
+                .map(|u| match &u.target {
+                    Some(t) => format!("{} {t}", u.phase),
+                    None => u.phase.clone(),
+                });
             r.health = match (r.store_role, r.powered) {
                 (Some(_), _) => Health::Healthy,
                 (None, true) => Health::Starting,
@@ -131,6 +141,7 @@ impl LabStatus {
             "STORE",
             "IMAGE",
             "SUBNET",
+            "UPDATE",
             "HEALTH",
             "INVENTORY",
         ]);
@@ -144,6 +155,7 @@ impl LabStatus {
                 r.store_role.map_or_else(dash, |s| s.to_string()),
                 r.image_version.clone().unwrap_or_else(dash),
                 r.subnet.clone().unwrap_or_else(dash),
+                r.update.clone().unwrap_or_else(dash),
                 r.health.to_string(),
                 r.inventory
                     .as_ref()
@@ -215,6 +227,7 @@ pub async fn machines(
                 store_role: None,
                 image_version: None,
                 subnet: None,
+                update: None,
                 health: if powered {
                     Health::Starting
                 } else {

@@ -1,6 +1,7 @@
 //! Support for herd's cross-crate tests: store clusters of `herd agent`
 //! processes (or real etcd), the robustness harness and its
-//! linearizability checker, and helpers for driving a QEMU lab. The
+//! linearizability checker, helpers for driving a QEMU lab, and OS update
+//! rigs without VMs (tiny A/B disks, signed releases, a boot loader). The
 //! generic support (namespaces, processes, the binary, deadlines, required
 //! tools) is `herd-testkit`, re-exported here.
 
@@ -12,3 +13,4 @@ pub mod net;
 pub mod robustness;
 pub mod store;
 pub mod units;
+pub mod update;

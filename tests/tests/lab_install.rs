@@ -21,6 +21,7 @@ use std::time::Duration;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use herd_client::stage::AgentStage;
 use herd_tests::lab::{Down, endpoint, etcdctl, lab, leader, serving, status};
 use herd_tests::netns::Entry;
 use herd_tests::robustness::{check_acknowledged, run_writers};
@@ -182,14 +183,33 @@ fn qemu_lab_install_machines_come_back_from_disk_as_the_same_member() {
     for m in s["machines"].as_array().unwrap() {
         assert_eq!(m["inventory"]["installed"], true, "pxe knows: {m}");
     }
-    // Healthy machines mark their slot good (systemd-boot stops counting).
+    // Healthy machines mark their slot good (systemd-boot stops counting):
+    // the update role's health gate passed on the installed slot.
+    let marked = AgentStage::SlotMarkedGood {
+        slot: "USR-A".into(),
+    }
+    .line();
     for m in MACHINES {
         wait::for_marker(
             &lab_dir.join(m).join("serial.log"),
-            "A is good",
+            &marked,
             Duration::from_secs(300),
         );
     }
+    // ...and the role reports it in the store, where `herd lab status` reads it.
+    wait::until(
+        "every machine's update status idle",
+        Duration::from_secs(60),
+        Duration::from_secs(2),
+        || {
+            let s = status(&lab_dir);
+            s["machines"]
+                .as_array()?
+                .iter()
+                .all(|m| m["update"] == "idle")
+                .then_some(())
+        },
+    );
 
     let put = etcdctl(&lab_dir, M1, &["put", "/lab/before", "kept-on-disk"]);
     assert!(put.status.success(), "{put:?}");

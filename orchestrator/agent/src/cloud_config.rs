@@ -24,6 +24,9 @@
 //!     public_ip: 10.77.0.12  # default: `advertise`
 //!   metadata: {role: db}     # optional: labels units' MachineMetadata matches
 //!   api_port: 2381           # optional: the agent API's port
+//!   update:                  # optional: OS updates (herd_update::UpdateSettings)
+//!     server: http://10.77.0.1:8080
+//!     group: stable
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -100,6 +103,8 @@ struct HerdSection {
     /// Labels units' MachineMetadata matches (`role: db`).
     #[serde(default)]
     metadata: std::collections::BTreeMap<String, String>,
+    #[serde(default)]
+    update: Option<herd_update::UpdateSettings>,
 }
 
 /// `herd.network`: this machine's part in the cluster network, and the
@@ -157,6 +162,7 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
     }
     Ok(())
 }
+}
 
 fn default_roles() -> Vec<Role> {
     vec![Role::Store]
@@ -206,6 +212,8 @@ pub struct AgentBootstrap {
     pub network: Option<NetworkBootstrap>,
     pub api_port: u16,
     pub metadata: std::collections::BTreeMap<String, String>,
+    /// OS updates; `None`: the update role only runs the health gate.
+    pub update: Option<herd_update::UpdateSettings>,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -272,6 +280,12 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
             reason,
         })?;
     }
+    if let Some(u) = &herd.update {
+        u.validate().map_err(|reason| CloudConfigError::Invalid {
+            field: "herd.update",
+            reason,
+        })?;
+    }
     let client_port = herd.client_port.unwrap_or(CLIENT_PORT);
     let peer_port = herd.peer_port.unwrap_or(PEER_PORT);
     // The founder first: it is the most likely to be up already.
@@ -307,6 +321,7 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         network,
         api_port: herd.api_port.unwrap_or(API_PORT),
         metadata: herd.metadata,
+        update: herd.update,
     })
 }
 
@@ -460,6 +475,7 @@ mod tests {
         .unwrap();
         assert_eq!(s.metadata["role"], "db");
         assert_eq!(s.api_port, 9000);
+        assert_eq!(s.update, None);
     }
 
     #[test]
@@ -494,6 +510,23 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("herd.network.backend"), "{e}");
+    }
+
+    #[test]
+    fn the_update_section_is_typed_and_checked() {
+        let yaml = format!("{M2}  update:\n    server: http://10.77.0.1:8080\n    interval: 20s\n");
+        let s = parse(&yaml).unwrap();
+        let u = s.update.unwrap();
+        assert_eq!(u.server.as_deref(), Some("http://10.77.0.1:8080"));
+        assert_eq!(u.interval, Duration::from_secs(20));
+        let e = parse(&format!("{M2}  update:\n    sever: x\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sever"), "{e}");
+        let e = parse(&format!("{M2}  update:\n    boot_tries: 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("herd.update") && e.contains("boot_tries"), "{e}");
     }
 
     #[test]

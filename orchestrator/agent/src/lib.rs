@@ -13,6 +13,7 @@ pub mod registration;
 pub mod settings;
 pub mod supervisor;
 pub mod timing;
+pub mod updates;
 
 use std::sync::Arc;
 
@@ -118,8 +119,9 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
         }
         let cancel = supervisor.token();
         let ttl = settings.machine_ttl;
+        let registered = record.clone();
         supervisor.spawn("machine-registration", async move {
-            registration::run(client, record, ttl, cancel).await;
+            registration::run(client, registered, ttl, cancel).await;
             Ok(())
         });
         let cancel = supervisor.token();
@@ -127,6 +129,18 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             units.run(cancel).await;
             Ok(())
         });
+        let cmdline = tokio::fs::read_to_string("/proc/cmdline")
+            .await
+            .unwrap_or_default();
+        if facts::booted_from_disk(&cmdline) {
+            let client = local.clone();
+            let cancel = supervisor.token();
+            let update = settings.update.clone().unwrap_or_default();
+            supervisor.spawn("update", async move {
+                updates::run(update, record, client, cancel).await;
+                Ok(())
+            });
+        }
     }
     if let Some(net) = settings.net.clone() {
         let client = local.clone();

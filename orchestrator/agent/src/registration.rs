@@ -7,11 +7,9 @@
 //! back; a session that ended is replaced. A clean stop removes the entry
 //! at once; a crash leaves it to expire.
 //!
-//! On a disk boot, the first registration is also the health check that
-//! marks the booted slot good (`herd_image::slot`): a write the cluster
-//! accepted means this member is back in a working quorum. herd marks good
-//! on health, not on a timer; until then the boot loader keeps counting
-//! tries and falls back by itself.
+//! A registration carries the boot id: the update role's health gate
+//! (`herd_update::health::StoreMember`) waits for this boot's record before
+//! it marks a new slot good.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,8 +41,6 @@ struct Ctx {
     desired: MachineRecord,
     ttl: Duration,
     session: Mutex<Option<Session>>,
-    /// Whether the slot question was settled (marked, or not a disk boot).
-    slot_settled: std::sync::atomic::AtomicBool,
 }
 
 impl Ctx {
@@ -98,37 +94,9 @@ async fn reconcile(
         }
         .report();
     }
-    if !ctx
-        .slot_settled
-        .swap(true, std::sync::atomic::Ordering::SeqCst)
-    {
-        settle_slot().await;
-    }
     // The session ending is not a change in the store: look again within
     // a third of the TTL (the cache answers; no store read).
     Ok(Action::Requeue(ctx.ttl / 3))
-}
-
-/// Marks the booted slot good on a disk boot (see the module doc).
-async fn settle_slot() {
-    let cmdline = tokio::fs::read_to_string("/proc/cmdline")
-        .await
-        .unwrap_or_default();
-    if !crate::facts::booted_from_disk(&cmdline) {
-        return;
-    }
-    let stage = match tokio::task::spawn_blocking(herd_image::slot::mark_good).await {
-        Ok(Ok(slot)) => AgentStage::SlotMarkedGood {
-            slot: slot.label().to_owned(),
-        },
-        Ok(Err(e)) => AgentStage::SlotNotMarked {
-            reason: e.to_string(),
-        },
-        Err(e) => AgentStage::SlotNotMarked {
-            reason: format!("the marking task failed: {e}"),
-        },
-    };
-    stage.report();
 }
 
 /// Keeps `record` registered until `cancel` fires; then removes it.
@@ -145,7 +113,6 @@ pub async fn run(client: Client, record: MachineRecord, ttl: Duration, cancel: C
         desired: record,
         ttl,
         session: Mutex::new(None),
-        slot_settled: std::sync::atomic::AtomicBool::new(false),
     });
     controller.run(Arc::clone(&ctx), reconcile, cancel).await;
     // Leaving cleanly: revoking the lease drops the entry now.

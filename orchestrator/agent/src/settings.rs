@@ -57,6 +57,9 @@ pub struct AgentSettings {
     pub machine_id: String,
     /// The cluster network role, when this machine takes part.
     pub net: Option<herd_net::NetSettings>,
+    /// OS updates (from cloud-config); a disk boot runs the update role
+    /// with these (or with the defaults: the health gate only).
+    pub update: Option<herd_update::UpdateSettings>,
 }
 
 /// A machine id derived from a member name, stable across restarts (a
@@ -283,6 +286,7 @@ impl AgentSettings {
             machine,
             machine_ttl: Duration::from_secs(args.machine_ttl),
             listen_api,
+            update: None,
         })
     }
 
@@ -389,6 +393,7 @@ impl AgentSettings {
                 None => timing_flags(&args)?,
             },
             machine: Some(record),
+            update: boot.update,
         })
     }
 }

@@ -65,6 +65,11 @@ pub const UPDATE: Prefix = Prefix::new("/herd/update/");
 pub const PKI: Prefix = Prefix::new("/herd/pki/");
 /// Elections of the controllers that run once per cluster.
 pub const ELECTIONS: Prefix = Prefix::new("/herd/elections/");
+/// Machines being drained for a reboot ([`DrainRecord`]), under [`UPDATE`].
+pub const DRAIN: Prefix = Prefix::new("/herd/update/drain/");
+/// Each machine's update progress as its agent sees it ([`UpdateStatus`]),
+/// under [`UPDATE`].
+pub const UPDATE_STATUS: Prefix = Prefix::new("/herd/update/machines/");
 
 /// A machine role from its cloud-config.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -113,6 +118,57 @@ impl MachineRecord {
 impl Resource for MachineRecord {
     const PREFIX: Prefix = MACHINES;
     const KIND: &'static str = "machine";
+}
+
+/// A machine about to reboot for an OS update, at `DRAIN + machine id`,
+/// attached to the lease of its reboot lock (so it goes when the update
+/// finishes, or when the machine dies and the lease expires).
+///
+/// The contract for roles that place work on machines: while a machine
+/// has this record, place nothing new on it (cordon its node); move off
+/// what can move (evict pods, so their controllers recreate them elsewhere;
+/// reschedule units that are not global). The agent waits its drain grace
+/// after writing the record, then reboots whatever is left; when the
+/// record goes, the machine takes work again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DrainRecord {
+    pub machine_id: String,
+    pub hostname: String,
+    /// The version the machine reboots into.
+    pub version: String,
+    /// Unix seconds when the drain began.
+    pub since: u64,
+}
+
+impl Resource for DrainRecord {
+    const PREFIX: Prefix = DRAIN;
+    const KIND: &'static str = "drain";
+}
+
+/// Where a machine is in an OS update, as its agent reports it at
+/// `UPDATE_STATUS + machine id` (for `herd lab status` and operators; the
+/// update server keeps its own view).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    pub machine_id: String,
+    pub hostname: String,
+    /// The OS version running.
+    pub version: String,
+    /// What the agent is doing: `idle`, `downloading`, `writing-slot`,
+    /// `waiting-for-lock`, `draining`, `rebooting`, `verifying`,
+    /// `rolling-back`, `failed`.
+    pub phase: String,
+    /// The version being installed, if any.
+    pub target: Option<String>,
+    /// Why it waits or failed, in words.
+    pub detail: String,
+    /// Unix seconds of this report.
+    pub at: u64,
+}
+
+impl Resource for UpdateStatus {
+    const PREFIX: Prefix = UPDATE_STATUS;
+    const KIND: &'static str = "update status";
 }
 
 /// The machine id for a MAC: its twelve hex digits (`52:54:00:77:00:01` →

@@ -31,6 +31,15 @@ pub enum AgentStage {
     /// Marking the booted slot good failed; the boot loader keeps counting
     /// tries and falls back by itself.
     SlotNotMarked { reason: String },
+    /// A step of an OS update (`download-started`, `slot-written`,
+    /// `lock-acquired`, `activated`, `gate-started`, `marked-good`,
+    /// `gate-failed`, `rolled-back`, `failed`, …) about `version`.
+    Update {
+        step: String,
+        version: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        detail: Option<String>,
+    },
     /// The agent stopped cleanly.
     Stopped,
 }

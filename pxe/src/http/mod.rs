@@ -1,6 +1,8 @@
 //! HTTP boot: iPXE scripts, kernels and initramfs (with Range), rendered
-//! cloud-configs, and the inventory's JSON API.
+//! cloud-configs, the inventory's JSON API, and the update server's
+//! routes (`crate::update::routes`).
 
+pub mod auth;
 pub mod ipxe;
 pub mod range;
 
@@ -26,6 +28,10 @@ pub struct AppState {
     pub inventory: Inventory,
     /// How machines reach this server, e.g. `http://10.0.0.1:8080`.
     pub base_url: String,
+    /// The Omaha update server's state.
+    pub updates: crate::update::UpdateService,
+    /// Who may use the admin routes.
+    pub admin: Arc<dyn auth::AdminAuth>,
 }
 
 impl AppState {
@@ -51,6 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/machines/{mac}", get(get_machine))
         .route("/api/machines/{mac}/installed", post(mark_installed))
         .route("/api/machines/{mac}/reinstall", post(mark_reinstall))
+        .merge(crate::update::routes::router())
         .with_state(state)
 }
 
@@ -463,6 +470,10 @@ mod tests {
             profiles: Arc::new(RwLock::new(Arc::new(profiles))),
             inventory: Inventory::open(&state_dir).await.unwrap(),
             base_url: "http://x".into(),
+            updates: crate::update::UpdateService::open(&state_dir)
+                .await
+                .unwrap(),
+            admin: Arc::new(auth::BearerToken::new("t".into())),
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
