@@ -67,6 +67,9 @@ pub struct AgentArgs {
     /// current revision (etcd's --experimental-watch-progress-notify-interval).
     #[arg(long, value_name = "SECONDS", default_value_t = 600, value_parser = clap::value_parser!(u64).range(1..))]
     pub watch_progress_notify_interval: u64,
+    /// The pods role: the Kubernetes API and its controllers.
+    #[command(flatten)]
+    pub pods: herd_pods::role::PodsArgs,
 }
 
 /// `herd agent`: settings from the flags or the cloud-config, then the
@@ -83,7 +86,7 @@ pub async fn run(
     .report();
     let settings = match args.cloud_config.clone() {
         Some(url) => AgentSettings::from_cloud_config(args, &url, version).await?,
-        None => AgentSettings::from_args(args)?,
+        None => AgentSettings::from_args(args, version)?,
     };
     tracing::info!(
         member = %settings.name,

@@ -12,6 +12,8 @@
 //!   peers: [10.77.0.11, 10.77.0.12, 10.77.0.13]
 //!   roles: [store]
 //!   install_disk: /dev/vda   # optional: install to disk on first boot
+//!   api_port: 6443           # optional: the Kubernetes API (default 6443)
+//!   api_token: 9b2e…         # optional: bearer token the Kubernetes API requires
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -69,6 +71,10 @@ struct HerdSection {
     client_port: Option<u16>,
     #[serde(default)]
     peer_port: Option<u16>,
+    #[serde(default)]
+    api_port: Option<u16>,
+    #[serde(default)]
+    api_token: Option<String>,
 }
 
 fn default_roles() -> Vec<Role> {
@@ -97,6 +103,10 @@ pub struct AgentBootstrap {
     pub membership: Membership,
     pub roles: Vec<Role>,
     pub install_disk: Option<PathBuf>,
+    /// Where the Kubernetes API listens.
+    pub listen_api: SocketAddr,
+    /// The bearer token the Kubernetes API requires, if any.
+    pub api_token: Option<String>,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -166,6 +176,8 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         membership,
         roles: herd.roles,
         install_disk: herd.install_disk,
+        listen_api: SocketAddr::new(herd.advertise, herd.api_port.unwrap_or(herd_pods::role::API_PORT)),
+        api_token: herd.api_token.filter(|t| !t.trim().is_empty()),
     })
 }
 

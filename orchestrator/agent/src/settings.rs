@@ -27,14 +27,54 @@ pub struct AgentSettings {
     pub watch_progress_notify_interval: Duration,
     /// Register this machine under /herd/machines (set from cloud-config).
     pub machine: Option<herd_client::keys::MachineRecord>,
+    /// The pods role (the Kubernetes API and its controllers), if enabled.
+    pub pods: Option<herd_pods::role::PodsConfig>,
+}
+
+/// The pods role's settings from its flags; `listen` overrides
+/// `--listen-api` (a cloud-config's address), `token` the token file.
+fn pods_config(
+    args: &herd_pods::role::PodsArgs,
+    listen: Option<SocketAddr>,
+    token: Option<String>,
+    candidate: &str,
+    version: &str,
+) -> anyhow::Result<Option<herd_pods::role::PodsConfig>> {
+    let Some(listen_api) = args.listen_api.or(listen) else {
+        return Ok(None);
+    };
+    let token = match (&args.api_token_file, token) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --api-token-file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, token) => token,
+    };
+    if token.as_deref().is_some_and(str::is_empty) {
+        bail!("the API token is empty");
+    }
+    Ok(Some(herd_pods::role::PodsConfig {
+        listen_api,
+        token,
+        api: herd_pods::api::ApiConfig {
+            service_cidr: args.service_cluster_ip_range,
+            ..Default::default()
+        },
+        eviction_timeout: Duration::from_secs(args.pod_eviction_timeout),
+        candidate: candidate.to_owned(),
+        version: version.to_owned(),
+    }))
 }
 
 impl AgentSettings {
     /// Validates the flags into settings (reads the token file).
-    pub fn from_args(args: AgentArgs) -> anyhow::Result<AgentSettings> {
-        let name = args.name.context("--name is required")?;
-        let data_dir = args.data_dir.context("--data-dir is required")?;
-        let token = match (args.token, args.token_file) {
+    pub fn from_args(args: AgentArgs, version: &str) -> anyhow::Result<AgentSettings> {
+        let name = args.name.clone().context("--name is required")?;
+        let pods = pods_config(&args.pods, None, None, &name, version)?;
+        let data_dir = args.data_dir.clone().context("--data-dir is required")?;
+        let token = match (args.token.clone(), args.token_file.clone()) {
             (Some(t), _) => t,
             (None, Some(path)) => std::fs::read_to_string(&path)
                 .with_context(|| format!("reading --token-file {}", path.display()))?
@@ -47,6 +87,7 @@ impl AgentSettings {
         }
         let initial_cluster = args
             .initial_cluster
+            .clone()
             .map(|members| {
                 members
                     .iter()
@@ -85,6 +126,7 @@ impl AgentSettings {
                 args.watch_progress_notify_interval,
             ),
             machine: None,
+            pods,
         })
     }
 
@@ -136,6 +178,13 @@ impl AgentSettings {
                 .await
                 .context("gathering machine facts")?
                 .context("gathering machine facts")?;
+        let pods = pods_config(
+            &args.pods,
+            Some(boot.listen_api),
+            boot.api_token.clone(),
+            &boot.name,
+            version,
+        )?;
         Ok(AgentSettings {
             name: boot.name,
             data_dir,
@@ -151,6 +200,7 @@ impl AgentSettings {
                 args.watch_progress_notify_interval,
             ),
             machine: Some(record),
+            pods,
         })
     }
 }

@@ -6,3 +6,6 @@
 //!   their validation, defaults, selectors, tables and `Status` errors.
 pub mod api;
 pub mod registry;
+pub mod server;
+pub mod role;
+pub mod controllers;

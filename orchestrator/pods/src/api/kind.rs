@@ -53,6 +53,14 @@ pub struct KindInfo {
     pub columns: &'static [Column],
 }
 
+impl PartialEq for KindInfo {
+    fn eq(&self, other: &Self) -> bool {
+        (self.group, self.version, self.kind) == (other.group, other.version, other.kind)
+    }
+}
+
+impl Eq for KindInfo {}
+
 impl KindInfo {
     /// `v1` or `apps/v1`.
     pub fn api_version(&self) -> String {
