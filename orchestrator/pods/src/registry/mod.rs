@@ -727,4 +727,49 @@ impl Registry {
         }
         self.set_scale::<T>(namespace, name, scale).await
     }
+
+    /// Writes `object` as it is if it is still at its resourceVersion: a
+    /// trusted write of a controller that sets what clients may not in
+    /// one go (a binding with its condition, a status with its spec).
+    pub async fn put<T: ApiObject>(&self, mut object: T) -> Result<T, ApiError> {
+        let key = T::INFO.key(&object.meta().namespace, &object.meta().name);
+        let value = encode(&object);
+        self.check_size(&object, value.len())?;
+        let resp = txn::txn(
+            &self.client,
+            self.compares(vec![txn::mod_is(&key, object.revision())]),
+            vec![txn::put(&key, value, 0)],
+        )
+        .await?;
+        if resp.succeeded {
+            object.meta_mut().resource_version = resp.header.map_or(0, |h| h.revision).to_string();
+            Ok(object)
+        } else if self.fence_failed().await {
+            Err(self.fence_lost())
+        } else {
+            Err(ApiError::conflict(T::INFO.what(), &object.meta().name))
+        }
+    }
+
+    /// Binds an unbound `pod` (at its resourceVersion) to `node`, with its
+    /// PodScheduled condition, in one write.
+    pub async fn bind(&self, mut pod: crate::api::Pod, node: &str) -> Result<crate::api::Pod, ApiError> {
+        if !pod.spec.node_name.is_empty() {
+            return Err(ApiError::new(
+                409,
+                "Conflict",
+                format!("pod {} is already assigned to node {:?}", pod.metadata.name, pod.spec.node_name),
+            ));
+        }
+        pod.spec.node_name = node.to_owned();
+        let status = pod.status.get_or_insert_with(Default::default);
+        status.conditions.retain(|c| c.kind != "PodScheduled");
+        status.conditions.push(crate::api::pod::PodCondition {
+            kind: "PodScheduled".into(),
+            status: "True".into(),
+            last_transition_time: Some(now()),
+            ..Default::default()
+        });
+        self.put(pod).await
+    }
 }

@@ -314,20 +314,8 @@ async fn bind(registry: &Registry, call: &Call) -> Result<Response, ApiError> {
     let value = decode::parse(&call.body, &call.content_type)?;
     let binding: Binding = serde_json::from_value(value)
         .map_err(|e| ApiError::bad_request(format!("not a Binding: {e}")))?;
-    let name = call.name()?;
-    registry
-        .modify::<Pod>(call.namespace(), name, Part::Main, |pod| {
-            if !pod.spec.node_name.is_empty() {
-                return Err(ApiError::new(
-                    409,
-                    "Conflict",
-                    format!("pod {name} is already assigned to node {:?}", pod.spec.node_name),
-                ));
-            }
-            pod.spec.node_name = binding.target.name.clone();
-            Ok(())
-        })
-        .await?;
+    let pod: Pod = registry.get(call.namespace(), call.name()?).await?;
+    registry.bind(pod, &binding.target.name).await?;
     Ok(respond::json(
         StatusCode::CREATED,
         &json!({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": 201}),
