@@ -8,5 +8,6 @@ pub use herd_testkit::{bin, netns, process, require, wait};
 
 pub mod lab;
 pub mod linearizability;
+pub mod pods;
 pub mod robustness;
 pub mod store;

@@ -37,6 +37,8 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     /// `None`: every member listens on loopback in the test's own namespace.
     pub net: Option<Topology>,
+    /// Extra `herd agent` arguments per member (roles' flags).
+    pub extra_args: Vec<Vec<String>>,
 }
 
 /// Namespaces of a cluster whose members each run in their own namespace,
@@ -116,6 +118,13 @@ impl Topology {
 
     fn peer_addr(i: usize) -> SocketAddr {
         format!("{PEER_NET}.{}:2380", 11 + i)
+            .parse()
+            .expect("valid address")
+    }
+
+    /// Member `i`'s address on the client network (where clients reach it).
+    pub fn client_ip(i: usize) -> std::net::IpAddr {
+        format!("{CLIENT_NET}.{}", 11 + i)
             .parse()
             .expect("valid address")
     }
@@ -221,6 +230,7 @@ impl Member {
         all: &[MemberSpec],
         token: &str,
         join: Option<SocketAddr>,
+        extra: &[String],
     ) -> Command {
         let binary = match server {
             Server::Herd => bin::herd(),
@@ -232,7 +242,7 @@ impl Member {
             None if all.len() == 1 && server == Server::Herd => Entry::Alone,
             None => Entry::Together(all),
         };
-        herd_store::launch::command(server, &binary, &self.spec(), entry, token, &[])
+        herd_store::launch::command(server, &binary, &self.spec(), entry, token, extra)
     }
 
     pub fn is_running(&mut self) -> bool {
@@ -292,6 +302,7 @@ impl Cluster {
             token: "test-token".to_owned(),
             dir,
             net: None,
+            extra_args: Vec::new(),
         }
     }
 
@@ -328,10 +339,17 @@ impl Cluster {
     /// Starts `n` herd members bootstrapped together, each in its own network
     /// namespace (see [`Topology`]), and waits until each serves a write.
     pub fn start_in_namespaces(n: usize) -> Cluster {
+        Cluster::start_in_namespaces_with(n, |_| Vec::new())
+    }
+
+    /// [`Cluster::start_in_namespaces`] with extra `herd agent` arguments
+    /// for member `i` (e.g. `--listen-api` on [`Topology::client_ip`]).
+    pub fn start_in_namespaces_with(n: usize, args: impl Fn(usize) -> Vec<String>) -> Cluster {
         let mut cluster = Cluster::unlaunched(Server::Herd, n, "m", |i| {
             (Topology::client_addr(i), Topology::peer_addr(i))
         });
         cluster.net = Some(Topology::new(n));
+        cluster.extra_args = (0..n).map(args).collect();
         for i in 0..n {
             cluster.launch(i);
         }
@@ -420,7 +438,8 @@ impl Cluster {
             .append(true)
             .open(&m.log)
             .expect("opening the member log");
-        let mut cmd = m.command(self.server, &all, &self.token, join);
+        let extra = self.extra_args.get(i).cloned().unwrap_or_default();
+        let mut cmd = m.command(self.server, &all, &self.token, join, &extra);
         if let Some(net) = &self.net {
             cmd = in_namespace(&net.members[i], &cmd);
         }

@@ -101,8 +101,3 @@ pub async fn caught_up<T: Clone>(cache: &Cache<T>, revision: i64, limit: Duratio
     }
     true
 }
-
-/// The revision a write answered with (its objects' resourceVersion).
-pub fn written<T: crate::api::ApiObject>(object: &T) -> i64 {
-    object.revision()
-}

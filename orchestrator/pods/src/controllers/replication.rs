@@ -17,7 +17,7 @@ use crate::api::meta::{OwnerReference, map_selects};
 use crate::api::pod::PodTemplateSpec;
 use crate::api::workloads::{ReplicaSetStatus, ReplicaStatus};
 use crate::api::{ApiError, ApiObject, ObjectMeta, Pod, ReplicaSet, ReplicationController};
-use crate::registry::{DeleteOptions, Part, from_cache};
+use crate::registry::{DeleteOptions, Deletion, Part, from_cache};
 
 /// Pods created in one transaction at most.
 const BATCH: usize = 100;
@@ -246,7 +246,7 @@ async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<A
                 ..Default::default()
             };
             match registry.delete::<Pod>(&ns, &p.metadata.name, &options).await {
-                Ok(_) => {}
+                Ok(Deletion::Deleted(gone) | Deletion::Pending(gone)) => wrote = wrote.max(gone.revision()),
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
@@ -255,8 +255,6 @@ async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<A
                 .normal(&owner, "SuccessfulDelete", format!("Deleted pod: {}", p.metadata.name))
                 .await;
         }
-        // The deletes' revision: one read of where the store is now.
-        wrote = crate::registry::txn::get(registry.client(), "/registry/").await?.1;
     }
     if wrote > 0 {
         ctx.writes.lock().unwrap_or_else(|p| p.into_inner()).insert(req.name.clone(), wrote);

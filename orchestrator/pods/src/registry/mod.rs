@@ -59,7 +59,7 @@ pub struct DeleteOptions {
 /// What a delete did.
 #[derive(Debug, Clone)]
 pub enum Deletion<T> {
-    /// Gone from the store.
+    /// Gone from the store; its resourceVersion is the deletion's revision.
     Deleted(T),
     /// Marked for deletion; finalizers still have work to do.
     Pending(T),
@@ -567,7 +567,10 @@ impl Registry {
                     new.meta_mut().resource_version = rev;
                     Deletion::Pending(new)
                 } else {
-                    Deletion::Deleted(old)
+                    // The revision it went at (as a watch's DELETED event says).
+                    let mut gone = old;
+                    gone.meta_mut().resource_version = rev;
+                    Deletion::Deleted(gone)
                 });
             }
             if self.fence_failed().await {
