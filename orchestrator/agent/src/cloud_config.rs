@@ -176,7 +176,10 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         membership,
         roles: herd.roles,
         install_disk: herd.install_disk,
-        listen_api: SocketAddr::new(herd.advertise, herd.api_port.unwrap_or(herd_pods::role::API_PORT)),
+        listen_api: SocketAddr::new(
+            herd.advertise,
+            herd.api_port.unwrap_or(herd_pods::role::API_PORT),
+        ),
         api_token: herd.api_token.filter(|t| !t.trim().is_empty()),
     })
 }

@@ -65,9 +65,13 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
 
 /// `A.B.C.D/N`.
 pub fn parse_cidr(s: &str) -> Result<(std::net::Ipv4Addr, u8), String> {
-    let (ip, bits) = s.split_once('/').ok_or_else(|| format!("{s:?} is not A.B.C.D/N"))?;
+    let (ip, bits) = s
+        .split_once('/')
+        .ok_or_else(|| format!("{s:?} is not A.B.C.D/N"))?;
     let ip: std::net::Ipv4Addr = ip.parse().map_err(|_| format!("{s:?}: bad address"))?;
-    let bits: u8 = bits.parse().map_err(|_| format!("{s:?}: bad prefix length"))?;
+    let bits: u8 = bits
+        .parse()
+        .map_err(|_| format!("{s:?}: bad prefix length"))?;
     if !(8..=30).contains(&bits) {
         return Err(format!("{s:?}: the prefix length must be between 8 and 30"));
     }
@@ -94,11 +98,14 @@ pub async fn run(
         let registry = registry.clone();
         let cancel = cancel.clone();
         tasks.spawn(async move {
-            let mut backoff = herd_client::kit::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
+            let mut backoff =
+                herd_client::kit::Backoff::new(Duration::from_millis(200), Duration::from_secs(5));
             loop {
                 match registry.ensure_namespaces().await {
                     Ok(()) => return,
-                    Err(e) => tracing::debug!(error = %e, "creating the default namespaces; retrying"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "creating the default namespaces; retrying")
+                    }
                 }
                 tokio::select! {
                     _ = cancel.cancelled() => return,
@@ -110,7 +117,10 @@ pub async fn run(
     crate::controllers::spawn_all(&mut tasks, &client, &registry, &config, &cancel);
     let server = ApiServer {
         registry,
-        auth: config.token.as_deref().map_or_else(Auth::open, Auth::bearer),
+        auth: config
+            .token
+            .as_deref()
+            .map_or_else(Auth::open, Auth::bearer),
         version: config.version.clone(),
         shutdown: cancel.clone(),
     };

@@ -43,7 +43,10 @@ pub async fn run_elected<F, Fut>(
     F: FnMut(CancellationToken) -> Fut,
     Fut: Future<Output = ()>,
 {
-    run_elected_fenced(client, election, candidate, ttl, cancel, |token, _| work(token)).await
+    run_elected_fenced(client, election, candidate, ttl, cancel, |token, _| {
+        work(token)
+    })
+    .await
 }
 
 /// [`run_elected`], also handing the work the [`LeaderKey`] it holds: a

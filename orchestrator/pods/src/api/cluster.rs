@@ -223,7 +223,9 @@ impl Node {
 }
 
 /// A reference to an object.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "io.k8s.api.core.v1.ObjectReference")]
 pub struct ObjectReference {

@@ -24,9 +24,7 @@ pub fn parse(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
             .map_err(|e| ApiError::bad_request(format!("error converting YAML to JSON: {e}")))
     } else {
         serde_json::from_str(text).map_err(|e| {
-            ApiError::bad_request(format!(
-                "couldn't get version/kind; json parse error: {e}"
-            ))
+            ApiError::bad_request(format!("couldn't get version/kind; json parse error: {e}"))
         })
     }
 }
@@ -85,7 +83,11 @@ pub fn typed<T: ApiObject>(mut value: Value) -> Result<T, ApiError> {
         };
         if let Some(field) = backticked(&message, "unknown field `") {
             // The path already ends at the unknown key for maps of structs.
-            let field = if path.ends_with(field) { path.clone() } else { join(field) };
+            let field = if path.ends_with(field) {
+                path.clone()
+            } else {
+                join(field)
+            };
             ApiError::invalid(info.what(), &name, vec![Cause::unknown(field)])
         } else if let Some(field) = backticked(&message, "missing field `") {
             ApiError::invalid(info.what(), &name, vec![Cause::required(join(field))])
@@ -128,9 +130,14 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.code, 422, "{e:?}");
-        assert_eq!(e.details.causes[0].field, "spec.containers[0].bogus", "{e:?}");
-        let e = pod("apiVersion: v1\nkind: Pod\nmetadata: {name: web, bogus: 1}\nspec: {containers: []}\n")
-            .unwrap_err();
+        assert_eq!(
+            e.details.causes[0].field, "spec.containers[0].bogus",
+            "{e:?}"
+        );
+        let e = pod(
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: web, bogus: 1}\nspec: {containers: []}\n",
+        )
+        .unwrap_err();
         assert_eq!(e.details.causes[0].field, "metadata.bogus", "{e:?}");
     }
 

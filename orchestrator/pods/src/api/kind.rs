@@ -259,7 +259,10 @@ mod tests {
 
     #[test]
     fn keys_follow_kubernetes_etcd_layout() {
-        assert_eq!(Pod::INFO.key("default", "web"), "/registry/pods/default/web");
+        assert_eq!(
+            Pod::INFO.key("default", "web"),
+            "/registry/pods/default/web"
+        );
         assert_eq!(Node::INFO.key("", "n1"), "/registry/minions/n1");
         assert_eq!(
             Service::INFO.key("default", "db"),

@@ -17,7 +17,12 @@ use super::workloads::{
     ReplicationController, RollingUpdateDeployment,
 };
 
-const fn col(name: &'static str, kind: &'static str, priority: u8, description: &'static str) -> Column {
+const fn col(
+    name: &'static str,
+    kind: &'static str,
+    priority: u8,
+    description: &'static str,
+) -> Column {
     Column {
         name,
         kind,
@@ -26,7 +31,12 @@ const fn col(name: &'static str, kind: &'static str, priority: u8, description: 
     }
 }
 
-const NAME: Column = col("Name", "string", 0, "Name must be unique within a namespace.");
+const NAME: Column = col(
+    "Name",
+    "string",
+    0,
+    "Name must be unique within a namespace.",
+);
 const AGE: Column = col(
     "Age",
     "string",
@@ -45,7 +55,11 @@ fn default_pod_spec(spec: &mut PodSpec) {
     if spec.dns_policy.is_empty() {
         spec.dns_policy = "ClusterFirst".into();
     }
-    for c in spec.containers.iter_mut().chain(spec.init_containers.iter_mut()) {
+    for c in spec
+        .containers
+        .iter_mut()
+        .chain(spec.init_containers.iter_mut())
+    {
         if c.image_pull_policy.is_empty() {
             // Kubernetes: `latest` (or no tag) is pulled every time.
             let last = c.image.rsplit('/').next().unwrap_or("");
@@ -61,7 +75,10 @@ fn default_pod_spec(spec: &mut PodSpec) {
                 p.protocol = "TCP".into();
             }
         }
-        for probe in [&mut c.liveness_probe, &mut c.readiness_probe].into_iter().flatten() {
+        for probe in [&mut c.liveness_probe, &mut c.readiness_probe]
+            .into_iter()
+            .flatten()
+        {
             probe.timeout_seconds.get_or_insert(1);
             probe.period_seconds.get_or_insert(10);
             probe.success_threshold.get_or_insert(1);
@@ -114,17 +131,47 @@ impl ApiObject for Pod {
         scale: false,
         generation: false,
         categories: &["all"],
-        fields: &["spec.nodeName", "spec.restartPolicy", "status.phase", "status.podIP"],
+        fields: &[
+            "spec.nodeName",
+            "spec.restartPolicy",
+            "status.phase",
+            "status.podIP",
+        ],
         columns: &[
             NAME,
-            col("Ready", "string", 0, "The aggregate readiness state of this pod for accepting traffic."),
-            col("Status", "string", 0, "The aggregate status of the containers in this pod."),
-            col("Restarts", "string", 0, "The number of times the containers in this pod have been restarted."),
+            col(
+                "Ready",
+                "string",
+                0,
+                "The aggregate readiness state of this pod for accepting traffic.",
+            ),
+            col(
+                "Status",
+                "string",
+                0,
+                "The aggregate status of the containers in this pod.",
+            ),
+            col(
+                "Restarts",
+                "string",
+                0,
+                "The number of times the containers in this pod have been restarted.",
+            ),
             AGE,
             col("IP", "string", 1, "IP address allocated to the pod."),
             col("Node", "string", 1, "Name of the node the pod is bound to."),
-            col("Nominated Node", "string", 1, "Node the pod is nominated to after a preemption."),
-            col("Readiness Gates", "string", 1, "Readiness gates of the pod."),
+            col(
+                "Nominated Node",
+                "string",
+                1,
+                "Node the pod is nominated to after a preemption.",
+            ),
+            col(
+                "Readiness Gates",
+                "string",
+                1,
+                "Readiness gates of the pod.",
+            ),
         ],
     };
     meta_methods!();
@@ -195,8 +242,18 @@ impl ApiObject for ReplicationController {
             col("Current", "integer", 0, "Number of actual pods."),
             col("Ready", "integer", 0, "Number of ready pods."),
             AGE,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
             col("Selector", "string", 1, "Label selector for pods."),
         ],
     };
@@ -289,7 +346,10 @@ impl ApiObject for ReplicaSet {
 }
 kind_basics!(ReplicaSet);
 
-fn immutable_selector(new: &super::meta::LabelSelector, old: &super::meta::LabelSelector) -> Vec<Cause> {
+fn immutable_selector(
+    new: &super::meta::LabelSelector,
+    old: &super::meta::LabelSelector,
+) -> Vec<Cause> {
     if new != old {
         return vec![Cause::invalid(
             "spec.selector",
@@ -318,11 +378,31 @@ impl ApiObject for Deployment {
         columns: &[
             NAME,
             col("Ready", "string", 0, "Number of the pod with ready state."),
-            col("Up-to-date", "string", 0, "Total number of non-terminated pods targeted by this deployment that have the desired template spec."),
-            col("Available", "string", 0, "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment."),
+            col(
+                "Up-to-date",
+                "string",
+                0,
+                "Total number of non-terminated pods targeted by this deployment that have the desired template spec.",
+            ),
+            col(
+                "Available",
+                "string",
+                0,
+                "Total number of available pods (ready for at least minReadySeconds) targeted by this deployment.",
+            ),
             AGE,
-            col("Containers", "string", 1, "Names of each container in the template."),
-            col("Images", "string", 1, "Images referenced by each container in the template."),
+            col(
+                "Containers",
+                "string",
+                1,
+                "Names of each container in the template.",
+            ),
+            col(
+                "Images",
+                "string",
+                1,
+                "Images referenced by each container in the template.",
+            ),
             col("Selector", "string", 1, "Label selector for pods."),
         ],
     };
@@ -440,10 +520,20 @@ impl ApiObject for Service {
             NAME,
             col("Type", "string", 0, "The type of the service."),
             col("Cluster-IP", "string", 0, "The IP address of the service."),
-            col("External-IP", "string", 0, "The external IPs of the service."),
+            col(
+                "External-IP",
+                "string",
+                0,
+                "The external IPs of the service.",
+            ),
             col("Port(s)", "string", 0, "The ports of the service."),
             AGE,
-            col("Selector", "string", 1, "The label selector of the service."),
+            col(
+                "Selector",
+                "string",
+                1,
+                "The label selector of the service.",
+            ),
         ],
     };
     meta_methods!();
@@ -475,7 +565,11 @@ impl ApiObject for Service {
     fn validate_update(&self, old: &Self) -> Vec<Cause> {
         let (new_ip, old_ip) = (&self.spec.cluster_ip, &old.spec.cluster_ip);
         if !new_ip.is_empty() && new_ip != old_ip {
-            return vec![Cause::invalid("spec.clusterIP", new_ip, "field is immutable")];
+            return vec![Cause::invalid(
+                "spec.clusterIP",
+                new_ip,
+                "field is immutable",
+            )];
         }
         Vec::new()
     }
@@ -609,12 +703,27 @@ impl ApiObject for Node {
             col("Status", "string", 0, "The status of the node."),
             col("Roles", "string", 0, "The roles of the node."),
             AGE,
-            col("Version", "string", 0, "Kubelet Version reported by the node."),
+            col(
+                "Version",
+                "string",
+                0,
+                "Kubelet Version reported by the node.",
+            ),
             col("Internal-IP", "string", 1, "List of internal IPs."),
             col("External-IP", "string", 1, "List of external IPs."),
             col("OS-Image", "string", 1, "OS image reported by the node."),
-            col("Kernel-Version", "string", 1, "Kernel version reported by the node."),
-            col("Container-Runtime", "string", 1, "Container runtime reported by the node."),
+            col(
+                "Kernel-Version",
+                "string",
+                1,
+                "Kernel version reported by the node.",
+            ),
+            col(
+                "Container-Runtime",
+                "string",
+                1,
+                "Container runtime reported by the node.",
+            ),
         ],
     };
     meta_methods!();
@@ -673,14 +782,24 @@ impl ApiObject for Event {
             "type",
         ],
         columns: &[
-            col("Last Seen", "string", 0, "Time since the event was last seen."),
+            col(
+                "Last Seen",
+                "string",
+                0,
+                "Time since the event was last seen.",
+            ),
             col("Type", "string", 0, "Normal or Warning."),
             col("Reason", "string", 0, "Why the event happened."),
             col("Object", "string", 0, "The object the event is about."),
             col("Subobject", "string", 1, "The part of the object."),
             col("Source", "string", 1, "Who reported it."),
             col("Message", "string", 0, "What happened."),
-            col("First Seen", "string", 1, "Time since the event was first seen."),
+            col(
+                "First Seen",
+                "string",
+                1,
+                "Time since the event was first seen.",
+            ),
             col("Count", "string", 1, "How many times it was seen."),
             col("Name", "string", 1, "The event's name."),
         ],
@@ -698,8 +817,14 @@ impl ApiObject for Event {
                 "does not match event.namespace",
             ));
         }
-        if !self.kind_of_event.is_empty() && !matches!(self.kind_of_event.as_str(), "Normal" | "Warning") {
-            errs.push(Cause::not_supported("type", &self.kind_of_event, &["Normal", "Warning"]));
+        if !self.kind_of_event.is_empty()
+            && !matches!(self.kind_of_event.as_str(), "Normal" | "Warning")
+        {
+            errs.push(Cause::not_supported(
+                "type",
+                &self.kind_of_event,
+                &["Normal", "Warning"],
+            ));
         }
         errs
     }

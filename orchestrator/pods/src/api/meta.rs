@@ -305,7 +305,8 @@ pub fn age(created: Option<&str>) -> String {
 /// A fresh random UID (a version 4 UUID).
 pub fn new_uid() -> String {
     let b: [u8; 16] = rand::random();
-    let h = |r: std::ops::Range<usize>| -> String { b[r].iter().map(|x| format!("{x:02x}")).collect() };
+    let h =
+        |r: std::ops::Range<usize>| -> String { b[r].iter().map(|x| format!("{x:02x}")).collect() };
     let mut third = b[6..8].to_vec();
     third[0] = (third[0] & 0x0f) | 0x40;
     let mut fourth = b[8..10].to_vec();
@@ -337,8 +338,11 @@ mod tests {
 
     #[test]
     fn selectors_match_as_kubernetes_does() {
-        let labels: BTreeMap<String, String> =
-            [("app".into(), "web".into()), ("track".into(), "stable".into())].into();
+        let labels: BTreeMap<String, String> = [
+            ("app".into(), "web".into()),
+            ("track".into(), "stable".into()),
+        ]
+        .into();
         let mut sel = LabelSelector::default();
         assert!(!sel.matches(&labels), "an empty selector selects nothing");
         sel.match_labels.insert("app".into(), "web".into());

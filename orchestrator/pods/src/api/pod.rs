@@ -431,7 +431,11 @@ pub struct ContainerStatus {
     #[serde(default, rename = "imageID")]
     pub image_id: String,
     /// `docker://<id>`.
-    #[serde(default, skip_serializing_if = "String::is_empty", rename = "containerID")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        rename = "containerID"
+    )]
     pub container_id: String,
     /// Whether it started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -506,7 +510,11 @@ pub struct ContainerStateTerminated {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<String>,
     /// `docker://<id>`.
-    #[serde(default, skip_serializing_if = "String::is_empty", rename = "containerID")]
+    #[serde(
+        default,
+        skip_serializing_if = "String::is_empty",
+        rename = "containerID"
+    )]
     pub container_id: String,
 }
 

@@ -44,7 +44,12 @@ pub fn pod_status(pod: &Pod) -> String {
         }
     }
     if reason == "Completed" && running {
-        reason = if pod.is_ready() { "Running" } else { "NotReady" }.into();
+        reason = if pod.is_ready() {
+            "Running"
+        } else {
+            "NotReady"
+        }
+        .into();
     }
     if pod.metadata.deletion_timestamp.is_some() {
         reason = "Terminating".into();
@@ -58,7 +63,11 @@ pub fn pod_status(pod: &Pod) -> String {
 pub fn pod(p: &Pod) -> Vec<Value> {
     let status = p.status.clone().unwrap_or_default();
     let ready = status.container_statuses.iter().filter(|c| c.ready).count();
-    let restarts: i32 = status.container_statuses.iter().map(|c| c.restart_count).sum();
+    let restarts: i32 = status
+        .container_statuses
+        .iter()
+        .map(|c| c.restart_count)
+        .sum();
     json!([
         p.metadata.name,
         format!("{ready}/{}", p.spec.containers.len()),
@@ -78,8 +87,16 @@ pub fn pod(p: &Pod) -> Vec<Value> {
 fn containers_images(t: Option<&PodTemplateSpec>) -> (String, String) {
     let containers = t.map(|t| t.spec.containers.as_slice()).unwrap_or_default();
     (
-        containers.iter().map(|c| c.name.as_str()).collect::<Vec<_>>().join(","),
-        containers.iter().map(|c| c.image.as_str()).collect::<Vec<_>>().join(","),
+        containers
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
+        containers
+            .iter()
+            .map(|c| c.image.as_str())
+            .collect::<Vec<_>>()
+            .join(","),
     )
 }
 
@@ -118,7 +135,11 @@ pub fn deployment(d: &Deployment) -> Vec<Value> {
     let (containers, images) = containers_images(Some(&d.spec.template));
     vec![
         json!(d.metadata.name),
-        json!(format!("{}/{}", status.ready_replicas, d.spec.replicas.unwrap_or(1))),
+        json!(format!(
+            "{}/{}",
+            status.ready_replicas,
+            d.spec.replicas.unwrap_or(1)
+        )),
         json!(status.updated_replicas),
         json!(status.available_replicas),
         json!(age(d.metadata.creation_timestamp.as_deref())),
@@ -245,7 +266,11 @@ pub fn node(n: &Node) -> Vec<Value> {
     vec![
         json!(n.metadata.name),
         json!(node_status(n)),
-        json!(if roles.is_empty() { "<none>".to_owned() } else { roles.join(",") }),
+        json!(if roles.is_empty() {
+            "<none>".to_owned()
+        } else {
+            roles.join(",")
+        }),
         json!(age(n.metadata.creation_timestamp.as_deref())),
         json!(info.kubelet_version),
         json!(addr("InternalIP")),

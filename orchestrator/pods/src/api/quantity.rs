@@ -100,7 +100,11 @@ impl Quantity {
         if scale_exp != 0 {
             value = int * 1000;
             let pow = 10i128.checked_pow(scale_exp.unsigned_abs())?;
-            value = if scale_exp > 0 { value * pow } else { value / pow };
+            value = if scale_exp > 0 {
+                value * pow
+            } else {
+                value / pow
+            };
         }
         Some(if negative { -value } else { value })
     }

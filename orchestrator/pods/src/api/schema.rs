@@ -158,20 +158,23 @@ mod tests {
         let defs = definitions();
         let pod = &defs["io.k8s.api.core.v1.Pod"];
         assert_eq!(
-            pod["x-kubernetes-group-version-kind"][0]["kind"],
-            "Pod",
+            pod["x-kubernetes-group-version-kind"][0]["kind"], "Pod",
             "{pod}"
         );
         assert_eq!(
-            pod["properties"]["spec"]["$ref"],
-            "#/definitions/io.k8s.api.core.v1.PodSpec",
+            pod["properties"]["spec"]["$ref"], "#/definitions/io.k8s.api.core.v1.PodSpec",
             "{pod}"
         );
         let spec = &defs["io.k8s.api.core.v1.PodSpec"];
         let containers = &spec["properties"]["containers"];
         assert_eq!(containers["x-kubernetes-patch-merge-key"], "name");
         assert_eq!(containers["type"], "array");
-        assert!(spec["required"].as_array().unwrap().contains(&json!("containers")));
+        assert!(
+            spec["required"]
+                .as_array()
+                .unwrap()
+                .contains(&json!("containers"))
+        );
         // Option<Probe> is a plain reference with its description.
         let c = &defs["io.k8s.api.core.v1.Container"]["properties"]["livenessProbe"];
         assert_eq!(c["$ref"], "#/definitions/io.k8s.api.core.v1.Probe", "{c}");

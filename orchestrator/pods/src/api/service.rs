@@ -150,7 +150,9 @@ pub struct EndpointSubset {
 }
 
 /// One address behind a service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "io.k8s.api.core.v1.EndpointAddress")]
 pub struct EndpointAddress {
@@ -168,7 +170,9 @@ pub struct EndpointAddress {
 }
 
 /// A port behind a service.
-#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema)]
+#[derive(
+    Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 #[schemars(rename = "io.k8s.api.core.v1.EndpointPort")]
 pub struct EndpointPort {

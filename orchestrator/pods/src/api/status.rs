@@ -104,7 +104,9 @@ pub struct ApiError {
     pub code: u16,
     pub reason: &'static str,
     pub message: String,
-    pub details: Details,
+    /// Boxed: errors travel every `Result` of the API machinery, which
+    /// stays small this way.
+    pub details: Box<Details>,
 }
 
 /// A kind's identity for error messages: `pods`, `""` group.
@@ -126,13 +128,13 @@ impl What<'_> {
         }
     }
 
-    fn details(&self, name: &str) -> Details {
-        Details {
+    fn details(&self, name: &str) -> Box<Details> {
+        Box::new(Details {
             name: name.to_owned(),
             group: self.group.to_owned(),
             kind: self.resource.to_owned(),
             ..Default::default()
-        }
+        })
     }
 }
 
@@ -142,7 +144,7 @@ impl ApiError {
             code,
             reason,
             message: message.into(),
-            details: Details::default(),
+            details: Box::default(),
         }
     }
 
@@ -188,11 +190,7 @@ impl ApiError {
         let lines: Vec<String> = causes.iter().map(Cause::line).collect();
         let message = match lines.len() {
             1 => format!("{} {name:?} is invalid: {}", what.kind, lines[0]),
-            _ => format!(
-                "{} {name:?} is invalid: [{}]",
-                what.kind,
-                lines.join(", ")
-            ),
+            _ => format!("{} {name:?} is invalid: [{}]", what.kind, lines.join(", ")),
         };
         let mut details = what.details(name);
         details.kind = what.kind.to_owned();
@@ -215,7 +213,9 @@ impl ApiError {
         ApiError::new(
             415,
             "UnsupportedMediaType",
-            format!("the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json (got {content_type:?})"),
+            format!(
+                "the body of the request was in an unknown format - accepted media types include: application/json, application/yaml, application/merge-patch+json, application/strategic-merge-patch+json, application/json-patch+json (got {content_type:?})"
+            ),
         )
     }
 
@@ -255,10 +255,10 @@ impl ApiError {
     /// 504/503-like: the store did not answer in time.
     pub fn unavailable(message: impl Into<String>) -> ApiError {
         ApiError {
-            details: Details {
+            details: Box::new(Details {
                 retry_after_seconds: Some(1),
                 ..Default::default()
-            },
+            }),
             ..ApiError::new(503, "ServiceUnavailable", message)
         }
     }
@@ -286,7 +286,7 @@ impl ApiError {
             "reason": self.reason,
             "code": self.code,
         });
-        if self.details != Details::default() {
+        if *self.details != Details::default() {
             v["details"] = serde_json::to_value(&self.details).expect("details serialize");
         }
         v
@@ -306,7 +306,7 @@ impl ApiError {
                 code,
                 reason: "",
                 message: b.message,
-                details: b.details.unwrap_or_default(),
+                details: Box::new(b.details.unwrap_or_default()),
             },
             Err(_) => ApiError::new(code, "", String::from_utf8_lossy(body).trim().to_owned()),
         }
@@ -341,11 +341,7 @@ mod tests {
         assert_eq!(e.message, "pods \"web\" not found");
         assert_eq!(e.status()["reason"], "NotFound");
         assert_eq!(e.status()["code"], 404);
-        let e = ApiError::invalid(
-            PODS,
-            "web",
-            vec![Cause::unknown("spec.containers[0].foo")],
-        );
+        let e = ApiError::invalid(PODS, "web", vec![Cause::unknown("spec.containers[0].foo")]);
         assert_eq!(e.code, 422);
         assert_eq!(
             e.message,

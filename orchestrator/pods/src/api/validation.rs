@@ -147,7 +147,13 @@ pub fn meta(
             }
         }
     }
-    if meta.owner_references.iter().filter(|r| r.is_controller()).count() > 1 {
+    if meta
+        .owner_references
+        .iter()
+        .filter(|r| r.is_controller())
+        .count()
+        > 1
+    {
         errs.push(Cause::invalid(
             "metadata.ownerReferences",
             "controller",
@@ -159,7 +165,11 @@ pub fn meta(
 
 fn port_number(path: &str, port: i32, errs: &mut Vec<Cause>) {
     if !(1..=65535).contains(&port) {
-        errs.push(Cause::invalid(path, port, "must be between 1 and 65535, inclusive"));
+        errs.push(Cause::invalid(
+            path,
+            port,
+            "must be between 1 and 65535, inclusive",
+        ));
     }
 }
 
@@ -195,10 +205,14 @@ fn int_or_port_name(path: &str, port: &IntOrString, errs: &mut Vec<Cause>) {
 }
 
 fn probe(path: &str, p: &Probe, errs: &mut Vec<Cause>) {
-    let handlers = [p.exec.is_some(), p.http_get.is_some(), p.tcp_socket.is_some()]
-        .iter()
-        .filter(|h| **h)
-        .count();
+    let handlers = [
+        p.exec.is_some(),
+        p.http_get.is_some(),
+        p.tcp_socket.is_some(),
+    ]
+    .iter()
+    .filter(|h| **h)
+    .count();
     if handlers != 1 {
         errs.push(Cause::required(format!(
             "{path}: must specify exactly one of exec, httpGet, tcpSocket"
@@ -303,7 +317,8 @@ fn container(path: &str, c: &Container, volumes: &HashSet<&str>, errs: &mut Vec<
                 "status.podIPs",
             ];
             let fp = &from.field_ref.field_path;
-            let labelish = fp.starts_with("metadata.labels['") || fp.starts_with("metadata.annotations['");
+            let labelish =
+                fp.starts_with("metadata.labels['") || fp.starts_with("metadata.annotations['");
             if !FIELDS.contains(&fp.as_str()) && !labelish {
                 errs.push(Cause::not_supported(
                     format!("{ep}.valueFrom.fieldRef.fieldPath"),
@@ -313,7 +328,10 @@ fn container(path: &str, c: &Container, volumes: &HashSet<&str>, errs: &mut Vec<
             }
         }
     }
-    for (list, field) in [(&c.resources.limits, "limits"), (&c.resources.requests, "requests")] {
+    for (list, field) in [
+        (&c.resources.limits, "limits"),
+        (&c.resources.requests, "requests"),
+    ] {
         for (k, q) in list {
             if q.millis().is_none_or(|m| m < 0) {
                 errs.push(Cause::invalid(
@@ -333,7 +351,10 @@ fn container(path: &str, c: &Container, volumes: &HashSet<&str>, errs: &mut Vec<
             errs.push(Cause::invalid(
                 format!("{path}.resources.requests"),
                 &req.0,
-                &format!("must be less than or equal to {k} limit of {}", c.resources.limits[k].0),
+                &format!(
+                    "must be less than or equal to {k} limit of {}",
+                    c.resources.limits[k].0
+                ),
             ));
         }
     }
@@ -354,7 +375,10 @@ fn container(path: &str, c: &Container, volumes: &HashSet<&str>, errs: &mut Vec<
         }
     }
     if !c.image_pull_policy.is_empty()
-        && !matches!(c.image_pull_policy.as_str(), "Always" | "IfNotPresent" | "Never")
+        && !matches!(
+            c.image_pull_policy.as_str(),
+            "Always" | "IfNotPresent" | "Never"
+        )
     {
         errs.push(Cause::not_supported(
             format!("{path}.imagePullPolicy"),
@@ -411,7 +435,10 @@ pub fn pod_spec(path: &str, spec: &PodSpec) -> Vec<Cause> {
         errs.push(Cause::required(format!("{path}.containers")));
     }
     let mut names = HashSet::new();
-    for (list, field) in [(&spec.init_containers, "initContainers"), (&spec.containers, "containers")] {
+    for (list, field) in [
+        (&spec.init_containers, "initContainers"),
+        (&spec.containers, "containers"),
+    ] {
         for (i, c) in list.iter().enumerate() {
             let cp = format!("{path}.{field}[{i}]");
             container(&cp, c, &volumes, &mut errs);
@@ -421,7 +448,10 @@ pub fn pod_spec(path: &str, spec: &PodSpec) -> Vec<Cause> {
         }
     }
     if !spec.restart_policy.is_empty()
-        && !matches!(spec.restart_policy.as_str(), "Always" | "OnFailure" | "Never")
+        && !matches!(
+            spec.restart_policy.as_str(),
+            "Always" | "OnFailure" | "Never"
+        )
     {
         errs.push(Cause::not_supported(
             format!("{path}.restartPolicy"),
@@ -453,13 +483,21 @@ pub fn pod_spec(path: &str, spec: &PodSpec) -> Vec<Cause> {
     if !spec.node_name.is_empty()
         && let Some(why) = dns1123_subdomain(&spec.node_name)
     {
-        errs.push(Cause::invalid(format!("{path}.nodeName"), &spec.node_name, &why));
+        errs.push(Cause::invalid(
+            format!("{path}.nodeName"),
+            &spec.node_name,
+            &why,
+        ));
     }
     errs.extend(labels(&format!("{path}.nodeSelector"), &spec.node_selector));
     if !spec.hostname.is_empty()
         && let Some(why) = dns1123_label(&spec.hostname)
     {
-        errs.push(Cause::invalid(format!("{path}.hostname"), &spec.hostname, &why));
+        errs.push(Cause::invalid(
+            format!("{path}.hostname"),
+            &spec.hostname,
+            &why,
+        ));
     }
     errs
 }
@@ -472,7 +510,10 @@ pub fn template(
     template: &PodTemplateSpec,
     selects: impl Fn(&BTreeMap<String, String>) -> bool,
 ) -> Vec<Cause> {
-    let mut errs = labels(&format!("{path}.metadata.labels"), &template.metadata.labels);
+    let mut errs = labels(
+        &format!("{path}.metadata.labels"),
+        &template.metadata.labels,
+    );
     if !selects(&template.metadata.labels) {
         errs.push(Cause::invalid(
             format!("{path}.metadata.labels"),
@@ -495,7 +536,11 @@ pub fn template(
 pub fn label_selector(path: &str, sel: &LabelSelector) -> Vec<Cause> {
     let mut errs = labels(&format!("{path}.matchLabels"), &sel.match_labels);
     if sel.is_empty() {
-        errs.push(Cause::invalid(path, "{}", "empty selector is invalid for deployment and replica set"));
+        errs.push(Cause::invalid(
+            path,
+            "{}",
+            "empty selector is invalid for deployment and replica set",
+        ));
     }
     for (i, r) in sel.match_expressions.iter().enumerate() {
         let rp = format!("{path}.matchExpressions[{i}]");
@@ -524,21 +569,33 @@ pub fn label_selector(path: &str, sel: &LabelSelector) -> Vec<Cause> {
 /// Errors of a replica count.
 pub fn replicas(path: &str, n: Option<i32>) -> Vec<Cause> {
     match n {
-        Some(n) if n < 0 => vec![Cause::invalid(path, n, "must be greater than or equal to 0")],
+        Some(n) if n < 0 => vec![Cause::invalid(
+            path,
+            n,
+            "must be greater than or equal to 0",
+        )],
         _ => Vec::new(),
     }
 }
 
 /// Whether `ip` is inside the service range.
 pub fn in_cidr(ip: std::net::Ipv4Addr, (net, bits): (std::net::Ipv4Addr, u8)) -> bool {
-    let mask = if bits == 0 { 0 } else { u32::MAX << (32 - u32::from(bits)) };
+    let mask = if bits == 0 {
+        0
+    } else {
+        u32::MAX << (32 - u32::from(bits))
+    };
     u32::from(ip) & mask == u32::from(net) & mask
 }
 
 /// Errors of a service spec.
 pub fn service_spec(spec: &super::service::ServiceSpec, config: &ApiConfig) -> Vec<Cause> {
     let mut errs = Vec::new();
-    let kind = if spec.kind.is_empty() { "ClusterIP" } else { spec.kind.as_str() };
+    let kind = if spec.kind.is_empty() {
+        "ClusterIP"
+    } else {
+        spec.kind.as_str()
+    };
     if !matches!(kind, "ClusterIP" | "NodePort" | "LoadBalancer") {
         errs.push(Cause::not_supported(
             "spec.type",
@@ -566,9 +623,16 @@ pub fn service_spec(spec: &super::service::ServiceSpec, config: &ApiConfig) -> V
         }
         port_number(&format!("{pp}.port"), p.port, &mut errs);
         protocol(&format!("{pp}.protocol"), &p.protocol, &mut errs);
-        let proto = if p.protocol.is_empty() { "TCP" } else { p.protocol.as_str() };
+        let proto = if p.protocol.is_empty() {
+            "TCP"
+        } else {
+            p.protocol.as_str()
+        };
         if !seen.insert((p.port, proto.to_owned())) {
-            errs.push(Cause::duplicate(format!("{pp}"), &format!("{}/{proto}", p.port)));
+            errs.push(Cause::duplicate(
+                pp.to_string(),
+                &format!("{}/{proto}", p.port),
+            ));
         }
         if let Some(t) = &p.target_port {
             int_or_port_name(&format!("{pp}.targetPort"), t, &mut errs);
@@ -682,6 +746,9 @@ mod tests {
         spec.cluster_ip = "192.168.1.1".into();
         let errs = service_spec(&spec, &config);
         assert_eq!(errs[0].field, "spec.clusterIP");
-        assert!(errs[0].message.contains("not in the valid range"), "{errs:?}");
+        assert!(
+            errs[0].message.contains("not in the valid range"),
+            "{errs:?}"
+        );
     }
 }

@@ -34,13 +34,19 @@ struct Ctx {
 }
 
 pub async fn run(e: Elected, cancel: CancellationToken) {
-    let mut controller = Controller::<Deployment>::new("pods-deployments", e.client.clone(), Scope::All);
+    let mut controller =
+        Controller::<Deployment>::new("pods-deployments", e.client.clone(), Scope::All);
     let deployments = controller.cache();
     let rss = controller.watches::<ReplicaSet>(Scope::All, move |before, after| {
         let mut names = Vec::new();
         for o in [before, after].into_iter().flatten() {
             let rs = &o.value;
-            match rs.metadata.owner_references.iter().find(|r| r.is_controller()) {
+            match rs
+                .metadata
+                .owner_references
+                .iter()
+                .find(|r| r.is_controller())
+            {
                 Some(r) if r.kind == "Deployment" => {
                     names.push(format!("{}/{}", rs.metadata.namespace, r.name));
                 }
@@ -133,13 +139,19 @@ fn limits(d: &Deployment, desired: i32) -> (i32, i32) {
 /// The replica set for `d`'s current template.
 fn new_replica_set(d: &Deployment, hash: &str, revision: i64, replicas: i32) -> ReplicaSet {
     let mut template = d.spec.template.clone();
-    template.metadata.labels.insert(HASH_LABEL.into(), hash.into());
+    template
+        .metadata
+        .labels
+        .insert(HASH_LABEL.into(), hash.into());
     let mut selector: LabelSelector = d.spec.selector.clone();
     selector.match_labels.insert(HASH_LABEL.into(), hash.into());
     let desired = d.spec.replicas.unwrap_or(1);
     let annotations: BTreeMap<String, String> = [
         (REVISION.to_owned(), revision.to_string()),
-        ("deployment.kubernetes.io/desired-replicas".to_owned(), desired.to_string()),
+        (
+            "deployment.kubernetes.io/desired-replicas".to_owned(),
+            desired.to_string(),
+        ),
         (
             "deployment.kubernetes.io/max-replicas".to_owned(),
             (desired + limits(d, desired).0).to_string(),
@@ -177,7 +189,8 @@ fn status_of(d: &Deployment, all: &[ReplicaSet], new: Option<&ReplicaSet>) -> De
     let old = d.status.clone().unwrap_or_default();
     let condition = |kind: &str, status: &str, reason: &str, message: String| {
         let previous = old.condition(kind);
-        let same = previous.is_some_and(|p| p.status == status && p.reason == reason && p.message == message);
+        let same = previous
+            .is_some_and(|p| p.status == status && p.reason == reason && p.message == message);
         match previous {
             Some(p) if same => p.clone(),
             _ => DeploymentCondition {
@@ -194,14 +207,29 @@ fn status_of(d: &Deployment, all: &[ReplicaSet], new: Option<&ReplicaSet>) -> De
         }
     };
     let available = if avail >= desired - max_unavailable {
-        condition("Available", "True", "MinimumReplicasAvailable", "Deployment has minimum availability.".into())
+        condition(
+            "Available",
+            "True",
+            "MinimumReplicasAvailable",
+            "Deployment has minimum availability.".into(),
+        )
     } else {
-        condition("Available", "False", "MinimumReplicasUnavailable", "Deployment does not have minimum availability.".into())
+        condition(
+            "Available",
+            "False",
+            "MinimumReplicasUnavailable",
+            "Deployment does not have minimum availability.".into(),
+        )
     };
     let new_name = new.map_or(String::new(), |rs| rs.metadata.name.clone());
     let complete = new.is_some() && updated == desired && replicas == updated && avail >= desired;
     let progressing = if d.spec.paused == Some(true) {
-        condition("Progressing", "Unknown", "DeploymentPaused", "Deployment is paused".into())
+        condition(
+            "Progressing",
+            "Unknown",
+            "DeploymentPaused",
+            "Deployment is paused".into(),
+        )
     } else if complete {
         condition(
             "Progressing",
@@ -238,7 +266,13 @@ impl Ctx {
     }
 
     /// Sets the replicas of `rs` and records the write.
-    async fn scale(&self, d: &Deployment, key: &str, mut rs: ReplicaSet, to: i32) -> Result<(), ApiError> {
+    async fn scale(
+        &self,
+        d: &Deployment,
+        key: &str,
+        mut rs: ReplicaSet,
+        to: i32,
+    ) -> Result<(), ApiError> {
         let from = replicas(&rs);
         rs.spec.replicas = Some(to);
         let updated = self.e.registry.update(rs, Part::Main).await?;
@@ -246,7 +280,14 @@ impl Ctx {
         let how = if to > from { "up" } else { "down" };
         self.e
             .events
-            .normal(d, "ScalingReplicaSet", format!("Scaled {how} replica set {} to {to} from {from}", updated.metadata.name))
+            .normal(
+                d,
+                "ScalingReplicaSet",
+                format!(
+                    "Scaled {how} replica set {} to {to} from {from}",
+                    updated.metadata.name
+                ),
+            )
             .await;
         Ok(())
     }
@@ -254,10 +295,19 @@ impl Ctx {
 
 async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, ApiError> {
     let Some(object) = req.object else {
-        ctx.writes.lock().unwrap_or_else(|p| p.into_inner()).remove(&req.name);
+        ctx.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req.name);
         return Ok(Action::AwaitChange);
     };
-    let last = ctx.writes.lock().unwrap_or_else(|p| p.into_inner()).get(&req.name).copied().unwrap_or(0);
+    let last = ctx
+        .writes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&req.name)
+        .copied()
+        .unwrap_or(0);
     if !caught_up(&ctx.rss, last, Duration::from_secs(5)).await {
         return Ok(Action::Requeue(Duration::from_millis(100)));
     }
@@ -269,9 +319,20 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, Ap
     let (ns, uid) = (d.metadata.namespace.clone(), d.metadata.uid.clone());
     let prefix = format!("{ns}/");
     let mut owned: Vec<ReplicaSet> = Vec::new();
-    for o in ctx.rss.list().iter().filter(|o| o.name.starts_with(&prefix)) {
+    for o in ctx
+        .rss
+        .list()
+        .iter()
+        .filter(|o| o.name.starts_with(&prefix))
+    {
         let mut rs = from_cache(o);
-        match rs.metadata.owner_references.iter().find(|r| r.is_controller()).map(|r| r.uid.clone()) {
+        match rs
+            .metadata
+            .owner_references
+            .iter()
+            .find(|r| r.is_controller())
+            .map(|r| r.uid.clone())
+        {
             Some(u) if u == uid => {
                 if d.spec.selector.matches(&rs.metadata.labels) {
                     owned.push(rs);
@@ -280,7 +341,9 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, Ap
                     registry.update(rs, Part::Main).await?;
                 }
             }
-            None if d.spec.selector.matches(&rs.metadata.labels) && rs.metadata.deletion_timestamp.is_none() => {
+            None if d.spec.selector.matches(&rs.metadata.labels)
+                && rs.metadata.deletion_timestamp.is_none() =>
+            {
                 rs.metadata.owner_references.push(controller_ref(&d));
                 let adopted = registry.update(rs, Part::Main).await?;
                 ctx.wrote(&req.name, adopted.revision());
@@ -291,11 +354,17 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, Ap
     }
     owned.sort_by_key(revision_of);
     let target = without_hash(&d.spec.template);
-    let new = owned.iter().position(|rs| without_hash(&rs.spec.template) == target);
+    let new = owned
+        .iter()
+        .position(|rs| without_hash(&rs.spec.template) == target);
     let max_revision = owned.iter().map(revision_of).max().unwrap_or(0);
     let desired = d.spec.replicas.unwrap_or(1);
     let paused = d.spec.paused == Some(true);
-    let recreate = d.spec.strategy.as_ref().is_some_and(|s| s.kind == "Recreate");
+    let recreate = d
+        .spec
+        .strategy
+        .as_ref()
+        .is_some_and(|s| s.kind == "Recreate");
     // Report first: one write per reconcile, and `kubectl rollout status`
     // sees every step.
     let status = status_of(&d, &owned, new.map(|i| &owned[i]));
@@ -309,7 +378,11 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, Ap
     if !paused {
         let Some(new_index) = new else {
             // A template not seen before: its replica set, under the next revision.
-            let collisions = d.status.as_ref().and_then(|s| s.collision_count).unwrap_or(0);
+            let collisions = d
+                .status
+                .as_ref()
+                .and_then(|s| s.collision_count)
+                .unwrap_or(0);
             let hash = template_hash(&target, collisions);
             let all: i32 = owned.iter().map(replicas).sum();
             let (surge, _) = limits(&d, desired);
@@ -326,13 +399,20 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, Ap
                     ctx.wrote(&req.name, created.revision());
                     ctx.e
                         .events
-                        .normal(&d, "ScalingReplicaSet", format!("Scaled up replica set {} to {start}", created.metadata.name))
+                        .normal(
+                            &d,
+                            "ScalingReplicaSet",
+                            format!("Scaled up replica set {} to {start}", created.metadata.name),
+                        )
                         .await;
                 }
                 Err(e) if e.is_already_exists() => {
                     // Another template hashed to that name: count the collision.
                     let mut bumped = d.clone();
-                    bumped.status.get_or_insert_with(Default::default).collision_count = Some(collisions + 1);
+                    bumped
+                        .status
+                        .get_or_insert_with(Default::default)
+                        .collision_count = Some(collisions + 1);
                     registry.update(bumped, Part::Status).await?;
                 }
                 Err(e) => return Err(e),
@@ -344,18 +424,28 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, Ap
         if new_revision < max_revision || new_revision == 0 {
             // Rolled back to this template: it becomes the newest revision.
             let mut rs = new_rs.clone();
-            rs.metadata.annotations.insert(REVISION.into(), (max_revision.max(new_revision) + 1).to_string());
+            rs.metadata.annotations.insert(
+                REVISION.into(),
+                (max_revision.max(new_revision) + 1).to_string(),
+            );
             let updated = registry.update(rs, Part::Main).await?;
             ctx.wrote(&req.name, updated.revision());
             return Ok(Action::AwaitChange);
         }
         if d.metadata.annotations.get(REVISION) != Some(&new_revision.to_string()) {
             let mut annotated = d.clone();
-            annotated.metadata.annotations.insert(REVISION.into(), new_revision.to_string());
+            annotated
+                .metadata
+                .annotations
+                .insert(REVISION.into(), new_revision.to_string());
             registry.update(annotated, Part::Main).await?;
             return Ok(Action::AwaitChange);
         }
-        let old: Vec<ReplicaSet> = owned.iter().filter(|rs| rs.metadata.uid != new_rs.metadata.uid).cloned().collect();
+        let old: Vec<ReplicaSet> = owned
+            .iter()
+            .filter(|rs| rs.metadata.uid != new_rs.metadata.uid)
+            .cloned()
+            .collect();
         if let Some(action) = roll(&ctx, &req.name, &d, &new_rs, &old, recreate).await? {
             return Ok(action);
         }
@@ -377,7 +467,9 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, Ap
     } else if let Some(i) = new {
         // Paused: keep scaling the current set when it is the only active one.
         let rs = &owned[i];
-        let others_active = owned.iter().any(|o| o.metadata.uid != rs.metadata.uid && replicas(o) > 0);
+        let others_active = owned
+            .iter()
+            .any(|o| o.metadata.uid != rs.metadata.uid && replicas(o) > 0);
         if !others_active && replicas(rs) != desired {
             ctx.scale(&d, &req.name, rs.clone(), desired).await?;
             return Ok(Action::AwaitChange);
@@ -401,7 +493,10 @@ async fn roll(
             ctx.scale(d, key, rs.clone(), 0).await?;
             return Ok(Some(Action::AwaitChange));
         }
-        if old.iter().any(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0)) {
+        if old
+            .iter()
+            .any(|rs| rs.status.as_ref().is_some_and(|s| s.replicas > 0))
+        {
             return Ok(None);
         }
         if replicas(new) != desired {
@@ -439,10 +534,10 @@ async fn roll(
     }
     let available_total: i32 = available(new) + old.iter().map(available).sum::<i32>();
     budget = available_total - min_available;
-    for rs in old.iter().filter(|rs| replicas(rs) > 0) {
-        if budget <= 0 {
-            break;
-        }
+    // One step at a time: the oldest set with replicas goes down first.
+    if budget > 0
+        && let Some(rs) = old.iter().find(|rs| replicas(rs) > 0)
+    {
         let down = replicas(rs).min(budget);
         ctx.scale(d, key, rs.clone(), replicas(rs) - down).await?;
         return Ok(Some(Action::AwaitChange));

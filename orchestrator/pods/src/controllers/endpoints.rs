@@ -51,7 +51,12 @@ pub async fn run(e: Elected, cancel: CancellationToken) {
     });
     // An Endpoints object changed by hand is put back.
     let endpoints = controller.watches::<Endpoints>(Scope::All, |before, after| {
-        [before, after].into_iter().flatten().map(|o| o.name.clone()).take(1).collect()
+        [before, after]
+            .into_iter()
+            .flatten()
+            .map(|o| o.name.clone())
+            .take(1)
+            .collect()
     });
     let ctx = Arc::new(Ctx { e, pods, endpoints });
     controller.run(ctx, reconcile, cancel).await;
@@ -73,7 +78,8 @@ fn resolve(pod: &Pod, target: &IntOrString, protocol: &str) -> Option<i32> {
 
 /// The subsets of `service` given the pods of its namespace.
 pub fn subsets(service: &Service, pods: &[Pod]) -> Vec<EndpointSubset> {
-    let mut groups: BTreeMap<Vec<EndpointPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> = BTreeMap::new();
+    let mut groups: BTreeMap<Vec<EndpointPort>, (Vec<EndpointAddress>, Vec<EndpointAddress>)> =
+        BTreeMap::new();
     for pod in pods {
         let ip = pod.status.as_ref().map_or("", |s| s.pod_ip.as_str());
         if ip.is_empty()
@@ -136,7 +142,10 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Service>) -> Result<Action, ApiEr
     let existing = ctx.endpoints.get(&req.name).map(|o| from_cache(&o));
     let Some(object) = req.object else {
         if existing.is_some() {
-            match registry.delete::<Endpoints>(ns, name, &DeleteOptions::default()).await {
+            match registry
+                .delete::<Endpoints>(ns, name, &DeleteOptions::default())
+                .await
+            {
                 Err(e) if !e.is_not_found() => return Err(e),
                 _ => {}
             }
@@ -171,7 +180,10 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Service>) -> Result<Action, ApiEr
             Err(e) if e.is_already_exists() => Err(e),
             other => other.map(|_| Action::AwaitChange),
         },
-        Some(current) if current.subsets == desired.subsets && current.metadata.labels == desired.metadata.labels => {
+        Some(current)
+            if current.subsets == desired.subsets
+                && current.metadata.labels == desired.metadata.labels =>
+        {
             Ok(Action::AwaitChange)
         }
         Some(mut current) => {

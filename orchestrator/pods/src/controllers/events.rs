@@ -30,13 +30,22 @@ impl Recorder {
         self.record(object, "Normal", reason, message.into()).await;
     }
 
-    pub async fn warning<T: ApiObject>(&self, object: &T, reason: &str, message: impl Into<String>) {
+    pub async fn warning<T: ApiObject>(
+        &self,
+        object: &T,
+        reason: &str,
+        message: impl Into<String>,
+    ) {
         self.record(object, "Warning", reason, message.into()).await;
     }
 
     async fn record<T: ApiObject>(&self, object: &T, kind: &str, reason: &str, message: String) {
         let m = object.meta();
-        let namespace = if m.namespace.is_empty() { "default" } else { m.namespace.as_str() };
+        let namespace = if m.namespace.is_empty() {
+            "default"
+        } else {
+            m.namespace.as_str()
+        };
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());

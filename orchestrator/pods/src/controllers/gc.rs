@@ -13,7 +13,9 @@ use herd_client::kit::{Action, Cache, Controller, Request, Scope};
 use tokio_util::sync::CancellationToken;
 
 use super::Elected;
-use crate::api::{ApiError, ApiObject, Deployment, OwnerReference, Pod, ReplicaSet, ReplicationController};
+use crate::api::{
+    ApiError, ApiObject, Deployment, OwnerReference, Pod, ReplicaSet, ReplicationController,
+};
 use crate::registry::{DeleteOptions, Part, Propagation, from_cache};
 
 const FOREGROUND: &str = "foregroundDeletion";
@@ -30,7 +32,11 @@ struct Owners {
 /// What is known of an owner.
 enum OwnerState {
     Gone,
-    Alive { deleting: bool, foreground: bool, orphan: bool },
+    Alive {
+        deleting: bool,
+        foreground: bool,
+        orphan: bool,
+    },
 }
 
 pub async fn run(e: Elected, cancel: CancellationToken) {
@@ -104,8 +110,18 @@ fn state_of<T: ApiObject>(o: &T) -> OwnerState {
 }
 
 /// The owner `r` (in namespace `ns`): from the cache, else from the store.
-async fn owner_state(e: &Elected, owners: &Owners, ns: &str, r: &OwnerReference) -> Result<OwnerState, ApiError> {
-    async fn look<T: ApiObject>(e: &Elected, cache: &Cache<T>, ns: &str, r: &OwnerReference) -> Result<OwnerState, ApiError> {
+async fn owner_state(
+    e: &Elected,
+    owners: &Owners,
+    ns: &str,
+    r: &OwnerReference,
+) -> Result<OwnerState, ApiError> {
+    async fn look<T: ApiObject>(
+        e: &Elected,
+        cache: &Cache<T>,
+        ns: &str,
+        r: &OwnerReference,
+    ) -> Result<OwnerState, ApiError> {
         let cached = cache.get(&T::INFO.store_name(ns, &r.name)).map(|o| o.value);
         let found = match cached {
             Some(o) if o.meta().uid == r.uid => Some(o),
@@ -132,7 +148,10 @@ async fn owner_state(e: &Elected, owners: &Owners, ns: &str, r: &OwnerReference)
     }
 }
 
-async fn reconcile_dependent<D: ApiObject>(ctx: Arc<DependentCtx<D>>, req: Request<D>) -> Result<Action, ApiError> {
+async fn reconcile_dependent<D: ApiObject>(
+    ctx: Arc<DependentCtx<D>>,
+    req: Request<D>,
+) -> Result<Action, ApiError> {
     let Some(object) = req.object else {
         return Ok(Action::AwaitChange);
     };
@@ -147,15 +166,27 @@ async fn reconcile_dependent<D: ApiObject>(ctx: Arc<DependentCtx<D>>, req: Reque
     for r in &m.owner_references {
         match owner_state(&ctx.e, &ctx.owners, &m.namespace, r).await? {
             OwnerState::Gone => dangling.push(r.uid.clone()),
-            OwnerState::Alive { deleting: true, orphan: true, .. } => orphaned.push(r.uid.clone()),
-            OwnerState::Alive { deleting: true, foreground: true, .. } => foreground = true,
+            OwnerState::Alive {
+                deleting: true,
+                orphan: true,
+                ..
+            } => orphaned.push(r.uid.clone()),
+            OwnerState::Alive {
+                deleting: true,
+                foreground: true,
+                ..
+            } => foreground = true,
             OwnerState::Alive { .. } => {}
         }
     }
     let registry = &ctx.e.registry;
     let remaining = m.owner_references.len() - dangling.len() - orphaned.len();
     if (remaining == 0 && !dangling.is_empty()) || foreground {
-        let propagation = if foreground { Propagation::Foreground } else { Propagation::Background };
+        let propagation = if foreground {
+            Propagation::Foreground
+        } else {
+            Propagation::Background
+        };
         let options = DeleteOptions {
             propagation,
             precondition_uid: Some(m.uid.clone()),
@@ -195,14 +226,24 @@ async fn owners<O: ApiObject>(name: &'static str, e: Elected, cancel: Cancellati
         [before, after]
             .into_iter()
             .flatten()
-            .flat_map(|o| owner_names(&o.value.metadata.owner_references, &o.value.metadata.namespace))
+            .flat_map(|o| {
+                owner_names(
+                    &o.value.metadata.owner_references,
+                    &o.value.metadata.namespace,
+                )
+            })
             .collect()
     });
     let rss = controller.watches::<ReplicaSet>(Scope::All, move |before, after| {
         [before, after]
             .into_iter()
             .flatten()
-            .flat_map(|o| owner_names(&o.value.metadata.owner_references, &o.value.metadata.namespace))
+            .flat_map(|o| {
+                owner_names(
+                    &o.value.metadata.owner_references,
+                    &o.value.metadata.namespace,
+                )
+            })
             .collect()
     });
     let ctx = Arc::new(OwnerCtx::<O> {
@@ -214,7 +255,10 @@ async fn owners<O: ApiObject>(name: &'static str, e: Elected, cancel: Cancellati
     controller.run(ctx, reconcile_owner::<O>, cancel).await;
 }
 
-async fn reconcile_owner<O: ApiObject>(ctx: Arc<OwnerCtx<O>>, req: Request<O>) -> Result<Action, ApiError> {
+async fn reconcile_owner<O: ApiObject>(
+    ctx: Arc<OwnerCtx<O>>,
+    req: Request<O>,
+) -> Result<Action, ApiError> {
     let Some(object) = req.object else {
         return Ok(Action::AwaitChange);
     };
@@ -245,7 +289,10 @@ async fn reconcile_owner<O: ApiObject>(ctx: Arc<OwnerCtx<O>>, req: Request<O>) -
                             precondition_uid: Some(dep.metadata.uid.clone()),
                             ..Default::default()
                         };
-                        match registry.delete::<$t>(&dep.metadata.namespace, &dep.metadata.name, &options).await {
+                        match registry
+                            .delete::<$t>(&dep.metadata.namespace, &dep.metadata.name, &options)
+                            .await
+                        {
                             Err(e) if !e.is_not_found() => return Err(e),
                             _ => {}
                         }
@@ -261,7 +308,9 @@ async fn reconcile_owner<O: ApiObject>(ctx: Arc<OwnerCtx<O>>, req: Request<O>) -
         return Ok(Action::AwaitChange);
     }
     let mut done = owner.clone();
-    done.meta_mut().finalizers.retain(|f| f != FOREGROUND && f != ORPHAN);
+    done.meta_mut()
+        .finalizers
+        .retain(|f| f != FOREGROUND && f != ORPHAN);
     registry.update(done, Part::Main).await?;
     tracing::info!(kind = O::INFO.kind, object = %req.name, "dependents handled; finalizer removed");
     Ok(Action::AwaitChange)

@@ -52,20 +52,31 @@ fn spawn_elected<F, Fut>(
     F: Fn(Elected, CancellationToken) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let (client, registry, config, cancel) =
-        (client.clone(), registry.clone(), config.clone(), cancel.clone());
+    let (client, registry, config, cancel) = (
+        client.clone(),
+        registry.clone(),
+        config.clone(),
+        cancel.clone(),
+    );
     tasks.spawn(async move {
         let candidate = config.candidate.clone();
-        run_elected_fenced(&client, name, &candidate, ELECTION_TTL, &cancel, |token, leader| {
-            let registry = registry.fenced(herd_client::kit::fence(&leader));
-            let elected = Elected {
-                client: client.clone(),
-                events: events::Recorder::new(registry.clone(), name, &candidate),
-                registry,
-                config: config.clone(),
-            };
-            run(elected, token)
-        })
+        run_elected_fenced(
+            &client,
+            name,
+            &candidate,
+            ELECTION_TTL,
+            &cancel,
+            |token, leader| {
+                let registry = registry.fenced(herd_client::kit::fence(&leader));
+                let elected = Elected {
+                    client: client.clone(),
+                    events: events::Recorder::new(registry.clone(), name, &candidate),
+                    registry,
+                    config: config.clone(),
+                };
+                run(elected, token)
+            },
+        )
         .await;
     });
 }
@@ -78,13 +89,69 @@ pub fn spawn_all(
     config: &PodsConfig,
     cancel: &CancellationToken,
 ) {
-    spawn_elected(tasks, "pods-scheduler", client, registry, config, cancel, scheduler::run);
-    spawn_elected(tasks, "pods-replication", client, registry, config, cancel, replication::run);
-    spawn_elected(tasks, "pods-deployments", client, registry, config, cancel, deployment::run);
-    spawn_elected(tasks, "pods-endpoints", client, registry, config, cancel, endpoints::run);
-    spawn_elected(tasks, "pods-node-lifecycle", client, registry, config, cancel, nodes::run);
-    spawn_elected(tasks, "pods-garbage-collector", client, registry, config, cancel, gc::run);
-    spawn_elected(tasks, "pods-namespaces", client, registry, config, cancel, namespaces::run);
+    spawn_elected(
+        tasks,
+        "pods-scheduler",
+        client,
+        registry,
+        config,
+        cancel,
+        scheduler::run,
+    );
+    spawn_elected(
+        tasks,
+        "pods-replication",
+        client,
+        registry,
+        config,
+        cancel,
+        replication::run,
+    );
+    spawn_elected(
+        tasks,
+        "pods-deployments",
+        client,
+        registry,
+        config,
+        cancel,
+        deployment::run,
+    );
+    spawn_elected(
+        tasks,
+        "pods-endpoints",
+        client,
+        registry,
+        config,
+        cancel,
+        endpoints::run,
+    );
+    spawn_elected(
+        tasks,
+        "pods-node-lifecycle",
+        client,
+        registry,
+        config,
+        cancel,
+        nodes::run,
+    );
+    spawn_elected(
+        tasks,
+        "pods-garbage-collector",
+        client,
+        registry,
+        config,
+        cancel,
+        gc::run,
+    );
+    spawn_elected(
+        tasks,
+        "pods-namespaces",
+        client,
+        registry,
+        config,
+        cancel,
+        namespaces::run,
+    );
 }
 
 /// Waits until `cache` reflects `revision` (a controller's own last

@@ -26,7 +26,10 @@ async fn delete_all<T: ApiObject>(registry: &Registry, namespace: &str) -> Resul
         if o.meta().deletion_timestamp.is_some() {
             continue;
         }
-        match registry.delete::<T>(namespace, &o.meta().name, &DeleteOptions::default()).await {
+        match registry
+            .delete::<T>(namespace, &o.meta().name, &DeleteOptions::default())
+            .await
+        {
             Err(e) if !e.is_not_found() => return Err(e),
             _ => {}
         }

@@ -29,14 +29,23 @@ struct Ctx {
 }
 
 pub async fn run(e: Elected, cancel: CancellationToken) {
-    let mut controller = Controller::<Node>::new("pods-node-lifecycle", e.client.clone(), Scope::All);
+    let mut controller =
+        Controller::<Node>::new("pods-node-lifecycle", e.client.clone(), Scope::All);
     let nodes = controller.cache();
     let machines = controller.watches::<MachineRecord>(Scope::All, move |before, after| {
-        let ids: Vec<String> = [before, after].into_iter().flatten().map(|m| m.name.clone()).collect();
+        let ids: Vec<String> = [before, after]
+            .into_iter()
+            .flatten()
+            .map(|m| m.name.clone())
+            .collect();
         nodes
             .list()
             .into_iter()
-            .filter(|n| n.value.machine_id().is_some_and(|id| ids.iter().any(|i| i == id)))
+            .filter(|n| {
+                n.value
+                    .machine_id()
+                    .is_some_and(|id| ids.iter().any(|i| i == id))
+            })
             .map(|n| n.name)
             .collect()
     });
@@ -69,7 +78,14 @@ async fn evict(ctx: &Ctx, node: &str, why: &str) -> Result<usize, ApiError> {
                 tracing::info!(pod = %pod.metadata.name, node, "pod evicted: {why}");
                 ctx.e
                     .events
-                    .normal(pod, "TaintManagerEviction", format!("Marking for deletion Pod {}/{}: {why}", pod.metadata.namespace, pod.metadata.name))
+                    .normal(
+                        pod,
+                        "TaintManagerEviction",
+                        format!(
+                            "Marking for deletion Pod {}/{}: {why}",
+                            pod.metadata.namespace, pod.metadata.name
+                        ),
+                    )
                     .await;
             }
             Err(e) if e.is_not_found() => {}
@@ -100,7 +116,9 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Node>) -> Result<Action, ApiError
             kind: "Ready".into(),
             status: "Unknown".into(),
             reason: LEASE_EXPIRED.into(),
-            message: format!("The lease of machine {machine} expired: its agent stopped renewing it."),
+            message: format!(
+                "The lease of machine {machine} expired: its agent stopped renewing it."
+            ),
             last_heartbeat_time: ready.as_ref().and_then(|c| c.last_heartbeat_time.clone()),
             last_transition_time: Some(now()),
         });
@@ -108,7 +126,11 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Node>) -> Result<Action, ApiError
         tracing::warn!(node = %req.name, %machine, "node is NotReady: its machine's lease expired");
         ctx.e
             .events
-            .normal(&updated, "NodeNotReady", format!("Node {} status is now: NodeNotReady", req.name))
+            .normal(
+                &updated,
+                "NodeNotReady",
+                format!("Node {} status is now: NodeNotReady", req.name),
+            )
             .await;
         return Ok(Action::Requeue(ctx.e.config.eviction_timeout));
     }
@@ -119,7 +141,9 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Node>) -> Result<Action, ApiError
         .unwrap_or_default();
     let timeout = ctx.e.config.eviction_timeout;
     if unready_for < timeout {
-        return Ok(Action::Requeue(timeout - unready_for + Duration::from_millis(100)));
+        return Ok(Action::Requeue(
+            timeout - unready_for + Duration::from_millis(100),
+        ));
     }
     let evicted = evict(&ctx, &req.name, "its node is not ready").await?;
     Ok(if evicted > 0 {

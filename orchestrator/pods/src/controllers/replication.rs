@@ -98,7 +98,8 @@ fn owners_of<R: Replicated>(pod: &Pod, owners: &Cache<R>) -> Vec<String> {
             .list()
             .into_iter()
             .filter(|o| {
-                o.value.meta().namespace == pod.metadata.namespace && o.value.selects(&pod.metadata.labels)
+                o.value.meta().namespace == pod.metadata.namespace
+                    && o.value.selects(&pod.metadata.labels)
             })
             .map(|o| o.name)
             .collect(),
@@ -173,26 +174,45 @@ fn deletion_rank(p: &Pod) -> (bool, u8, bool, std::cmp::Reverse<String>) {
 
 /// The status `pods` (the active pods of `owner`) amount to.
 fn status_of<R: Replicated>(owner: &R, pods: &[&Pod]) -> ReplicaStatus {
-    let template_labels = owner.template().map(|t| t.metadata.labels.clone()).unwrap_or_default();
+    let template_labels = owner
+        .template()
+        .map(|t| t.metadata.labels.clone())
+        .unwrap_or_default();
     ReplicaStatus {
         replicas: pods.len() as i32,
         fully_labeled_replicas: pods
             .iter()
-            .filter(|p| template_labels.iter().all(|(k, v)| p.metadata.labels.get(k) == Some(v)))
+            .filter(|p| {
+                template_labels
+                    .iter()
+                    .all(|(k, v)| p.metadata.labels.get(k) == Some(v))
+            })
             .count() as i32,
         ready_replicas: pods.iter().filter(|p| p.is_ready()).count() as i32,
-        available_replicas: pods.iter().filter(|p| p.is_available(owner.min_ready())).count() as i32,
+        available_replicas: pods
+            .iter()
+            .filter(|p| p.is_available(owner.min_ready()))
+            .count() as i32,
         observed_generation: owner.meta().generation,
     }
 }
 
 async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<Action, ApiError> {
     let Some(object) = req.object else {
-        ctx.writes.lock().unwrap_or_else(|p| p.into_inner()).remove(&req.name);
+        ctx.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&req.name);
         return Ok(Action::AwaitChange);
     };
     let owner = from_cache(&object);
-    let last = ctx.writes.lock().unwrap_or_else(|p| p.into_inner()).get(&req.name).copied().unwrap_or(0);
+    let last = ctx
+        .writes
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&req.name)
+        .copied()
+        .unwrap_or(0);
     if !caught_up(&ctx.pods, last, Duration::from_secs(5)).await {
         return Ok(Action::Requeue(Duration::from_millis(100)));
     }
@@ -201,7 +221,12 @@ async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<A
     let deleting = owner.meta().deletion_timestamp.is_some();
     let prefix = format!("{ns}/");
     let mut mine: Vec<Pod> = Vec::new();
-    for o in ctx.pods.list().iter().filter(|o| o.name.starts_with(&prefix)) {
+    for o in ctx
+        .pods
+        .list()
+        .iter()
+        .filter(|o| o.name.starts_with(&prefix))
+    {
         let mut pod = from_cache(o);
         match pod.controller_ref().map(|r| r.uid.clone()) {
             Some(owner_uid) if owner_uid == uid => {
@@ -235,7 +260,10 @@ async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<A
                 [one] => format!("Created pod: {one}"),
                 many => format!("Created {} pods: {}", many.len(), many.join(", ")),
             };
-            ctx.e.events.normal(&owner, "SuccessfulCreate", message).await;
+            ctx.e
+                .events
+                .normal(&owner, "SuccessfulCreate", message)
+                .await;
         }
     } else if !deleting && active.len() > desired {
         active.sort_by_key(|p| deletion_rank(p));
@@ -245,19 +273,31 @@ async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<A
                 precondition_uid: Some(p.metadata.uid.clone()),
                 ..Default::default()
             };
-            match registry.delete::<Pod>(&ns, &p.metadata.name, &options).await {
-                Ok(Deletion::Deleted(gone) | Deletion::Pending(gone)) => wrote = wrote.max(gone.revision()),
+            match registry
+                .delete::<Pod>(&ns, &p.metadata.name, &options)
+                .await
+            {
+                Ok(Deletion::Deleted(gone) | Deletion::Pending(gone)) => {
+                    wrote = wrote.max(gone.revision())
+                }
                 Err(e) if e.is_not_found() => {}
                 Err(e) => return Err(e),
             }
             ctx.e
                 .events
-                .normal(&owner, "SuccessfulDelete", format!("Deleted pod: {}", p.metadata.name))
+                .normal(
+                    &owner,
+                    "SuccessfulDelete",
+                    format!("Deleted pod: {}", p.metadata.name),
+                )
                 .await;
         }
     }
     if wrote > 0 {
-        ctx.writes.lock().unwrap_or_else(|p| p.into_inner()).insert(req.name.clone(), wrote);
+        ctx.writes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(req.name.clone(), wrote);
     }
     let status = status_of(&owner, &active);
     if status != owner.replica_status() {
@@ -266,7 +306,9 @@ async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<A
         registry.update(updated, Part::Status).await?;
     }
     // Ready pods become available after minReadySeconds without any change.
-    let waiting = active.iter().any(|p| p.is_ready() && !p.is_available(owner.min_ready()));
+    let waiting = active
+        .iter()
+        .any(|p| p.is_ready() && !p.is_available(owner.min_ready()));
     Ok(if waiting {
         Action::Requeue(Duration::from_secs(1))
     } else {

@@ -35,7 +35,8 @@ struct Ctx {
 }
 
 pub async fn run(e: Elected, cancel: CancellationToken) {
-    let mut controller = Controller::<Pod>::new("pods-scheduler", e.client.clone(), Scope::All).concurrency(1);
+    let mut controller =
+        Controller::<Pod>::new("pods-scheduler", e.client.clone(), Scope::All).concurrency(1);
     let pods = controller.cache();
     let pending = pods.clone();
     let nodes = controller.watches::<Node>(Scope::All, move |_, _| {
@@ -63,7 +64,13 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Pod>) -> Result<Action, ApiError>
     if !pod.spec.node_name.is_empty() || !pod.is_active() {
         return Ok(Action::AwaitChange);
     }
-    if !caught_up(&ctx.pods, ctx.last_bind.load(Ordering::SeqCst), Duration::from_secs(5)).await {
+    if !caught_up(
+        &ctx.pods,
+        ctx.last_bind.load(Ordering::SeqCst),
+        Duration::from_secs(5),
+    )
+    .await
+    {
         return Ok(Action::Requeue(Duration::from_millis(100)));
     }
     let nodes: Vec<Node> = ctx.nodes.list().iter().map(from_cache).collect();
@@ -101,7 +108,10 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Pod>) -> Result<Action, ApiError>
                     ..Default::default()
                 });
                 let updated = ctx.e.registry.update(unschedulable, Part::Status).await?;
-                ctx.e.events.warning(&updated, "FailedScheduling", message).await;
+                ctx.e
+                    .events
+                    .warning(&updated, "FailedScheduling", message)
+                    .await;
             }
             Ok(Action::Requeue(RETRY))
         }
@@ -185,11 +195,18 @@ pub fn place(pod: &Pod, nodes: &[Node], pods: &[Pod]) -> Result<String, String> 
     match best {
         Some((_, node)) => Ok(node),
         None => {
-            let detail: Vec<String> = reasons.iter().map(|(why, n)| format!("{n} {why}")).collect();
+            let detail: Vec<String> = reasons
+                .iter()
+                .map(|(why, n)| format!("{n} {why}"))
+                .collect();
             Err(if nodes.is_empty() {
                 "0/0 nodes are available: no nodes registered.".into()
             } else {
-                format!("0/{} nodes are available: {}.", nodes.len(), detail.join(", "))
+                format!(
+                    "0/{} nodes are available: {}.",
+                    nodes.len(),
+                    detail.join(", ")
+                )
             })
         }
     }
@@ -205,9 +222,16 @@ mod tests {
     fn node(name: &str, ready: bool, labels: &[(&str, &str)], cpu: &str) -> Node {
         let mut n = Node::default();
         n.metadata.name = name.into();
-        n.metadata.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        n.metadata.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         n.status = Some(NodeStatus {
-            allocatable: [("cpu".to_string(), Quantity(cpu.into())), ("pods".into(), Quantity("110".into()))].into(),
+            allocatable: [
+                ("cpu".to_string(), Quantity(cpu.into())),
+                ("pods".into(), Quantity("110".into())),
+            ]
+            .into(),
             conditions: vec![NodeCondition {
                 kind: "Ready".into(),
                 status: if ready { "True" } else { "False" }.into(),
@@ -256,20 +280,33 @@ mod tests {
     #[test]
     fn pods_of_one_controller_spread_and_host_ports_conflict() {
         let nodes = vec![node("a", true, &[], "8"), node("b", true, &[], "8")];
-        let pods = vec![pod("r1", "1", "a", Some("rc")), pod("x1", "1", "b", None), pod("x2", "1", "b", None)];
+        let pods = vec![
+            pod("r1", "1", "a", Some("rc")),
+            pod("x1", "1", "b", None),
+            pod("x2", "1", "b", None),
+        ];
         // b has more pods, but none of this controller's.
-        assert_eq!(place(&pod("r2", "1", "", Some("rc")), &nodes, &pods), Ok("b".into()));
+        assert_eq!(
+            place(&pod("r2", "1", "", Some("rc")), &nodes, &pods),
+            Ok("b".into())
+        );
         let mut hp = pod("h", "1", "", None);
-        hp.spec.containers[0].ports.push(crate::api::pod::ContainerPort {
-            container_port: 80,
-            host_port: Some(8080),
-            ..Default::default()
-        });
+        hp.spec.containers[0]
+            .ports
+            .push(crate::api::pod::ContainerPort {
+                container_port: 80,
+                host_port: Some(8080),
+                ..Default::default()
+            });
         let mut taken = hp.clone();
         taken.spec.node_name = "a".into();
         assert_eq!(place(&hp, &nodes, &[taken.clone()]), Ok("b".into()));
         let mut taken_b = taken.clone();
         taken_b.spec.node_name = "b".into();
-        assert!(place(&hp, &nodes, &[taken, taken_b]).unwrap_err().contains("free ports"));
+        assert!(
+            place(&hp, &nodes, &[taken, taken_b])
+                .unwrap_err()
+                .contains("free ports")
+        );
     }
 }

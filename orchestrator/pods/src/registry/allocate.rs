@@ -114,7 +114,12 @@ pub async fn service(
         for i in 0..svc.spec.ports.len() {
             let p = &svc.spec.ports[i];
             let previous = old
-                .and_then(|o| o.spec.ports.iter().find(|q| q.port == p.port && q.protocol == p.protocol))
+                .and_then(|o| {
+                    o.spec
+                        .ports
+                        .iter()
+                        .find(|q| q.port == p.port && q.protocol == p.protocol)
+                })
                 .and_then(|q| q.node_port);
             let wanted = p.node_port.filter(|n| *n != 0).or(previous);
             let port = match wanted {
@@ -140,7 +145,9 @@ pub async fn service(
                     let Some(key) =
                         pick(client, NODE_PORTS, || rand::random_range(lo..=hi), lo..=hi).await?
                     else {
-                        return Err(ApiError::internal("failed to allocate a nodePort: the range is full"));
+                        return Err(ApiError::internal(
+                            "failed to allocate a nodePort: the range is full",
+                        ));
                     };
                     compares.push(txn::absent(&key));
                     ops.push(txn::put(&key, owner(svc), 0));
@@ -163,7 +170,10 @@ pub async fn service(
 pub fn release(svc: &Service) -> Vec<RequestOp> {
     let mut ops = Vec::new();
     if !svc.spec.cluster_ip.is_empty() && svc.spec.cluster_ip != "None" {
-        ops.push(txn::delete(&format!("{SERVICE_IPS}{}", svc.spec.cluster_ip)));
+        ops.push(txn::delete(&format!(
+            "{SERVICE_IPS}{}",
+            svc.spec.cluster_ip
+        )));
     }
     if uses_node_ports(svc) {
         for p in svc.spec.ports.iter().filter_map(|p| p.node_port) {

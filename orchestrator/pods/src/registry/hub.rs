@@ -137,7 +137,8 @@ fn start<T: ApiObject>(client: Client, from: i64) -> Arc<Hub<T>> {
 /// saw; a compaction it missed ends the hub (its subscribers get 410 and
 /// the next subscriber starts a new one).
 async fn follow<T: ApiObject>(client: Client, hub: Weak<Hub<T>>, mut last: i64) {
-    let mut backoff = herd_client::kit::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
+    let mut backoff =
+        herd_client::kit::Backoff::new(Duration::from_millis(100), Duration::from_secs(5));
     loop {
         let mut changes = store_changes::<T>(client.clone(), last);
         while let Some(item) = changes.next().await {
@@ -157,7 +158,11 @@ async fn follow<T: ApiObject>(client: Client, hub: Weak<Hub<T>>, mut last: i64) 
                     let _ = state.tx.send(change);
                 }
                 Err(Stop::Compacted(rev)) => {
-                    tracing::warn!(kind = T::INFO.plural, compacted = rev, "watch hub fell behind compaction; closing it");
+                    tracing::warn!(
+                        kind = T::INFO.plural,
+                        compacted = rev,
+                        "watch hub fell behind compaction; closing it"
+                    );
                     let mut state = hub.lock();
                     state.alive = false;
                     state.buffer.clear();

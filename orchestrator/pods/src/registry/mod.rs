@@ -89,7 +89,9 @@ pub struct Registry {
 
 impl std::fmt::Debug for Registry {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Registry").field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Registry")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -123,7 +125,10 @@ fn encode<T: ApiObject>(object: &T) -> Vec<u8> {
 /// `target` with the status of `source` (absent if `source` has none).
 fn with_status_of<T: ApiObject>(target: &T, source: &T) -> Result<T, ApiError> {
     let mut v = serde_json::to_value(target).expect("API objects serialize");
-    match serde_json::to_value(source).expect("API objects serialize").get("status") {
+    match serde_json::to_value(source)
+        .expect("API objects serialize")
+        .get("status")
+    {
         Some(s) => v["status"] = s.clone(),
         None => {
             if let Some(m) = v.as_object_mut() {
@@ -209,7 +214,10 @@ impl Registry {
 
     /// Every object of `T` in `namespace` (all namespaces with `None`),
     /// and the revision the list is at.
-    pub async fn list<T: ApiObject>(&self, namespace: Option<&str>) -> Result<(Vec<T>, i64), ApiError> {
+    pub async fn list<T: ApiObject>(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<(Vec<T>, i64), ApiError> {
         let (kvs, revision) = txn::range(&self.client, &T::INFO.scope_prefix(namespace)).await?;
         let objects = kvs.iter().map(decode).collect::<Result<Vec<T>, _>>()?;
         Ok((objects, revision))
@@ -217,7 +225,11 @@ impl Registry {
 
     /// Checks that `namespace` exists and takes new objects; the compare
     /// that keeps it so until the write lands.
-    async fn namespace_open<T: ApiObject>(&self, namespace: &str, name: &str) -> Result<Vec<Compare>, ApiError> {
+    async fn namespace_open<T: ApiObject>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Vec<Compare>, ApiError> {
         if !T::INFO.namespaced {
             return Ok(Vec::new());
         }
@@ -231,7 +243,9 @@ impl Registry {
             return Err(ApiError::forbidden(
                 T::INFO.what(),
                 name,
-                &format!("unable to create new content in namespace {namespace} because it is being terminated"),
+                &format!(
+                    "unable to create new content in namespace {namespace} because it is being terminated"
+                ),
             ));
         }
         Ok(vec![txn::mod_is(&key, kv.mod_revision)])
@@ -272,11 +286,11 @@ impl Registry {
     fn check_size<T: ApiObject>(&self, object: &T, bytes: usize) -> Result<(), ApiError> {
         if bytes > self.config.max_object_bytes {
             return Err(ApiError {
-                details: crate::api::status::Details {
+                details: Box::new(crate::api::status::Details {
                     name: object.meta().name.clone(),
                     kind: T::INFO.plural.into(),
                     ..Default::default()
-                },
+                }),
                 ..ApiError::too_large(self.config.max_object_bytes)
             });
         }
@@ -438,7 +452,8 @@ impl Registry {
                     (&old as &dyn Any).downcast_ref::<Service>(),
                     (&mut new as &mut dyn Any).downcast_mut::<Service>(),
                 ) {
-                    let (c, o) = allocate::service(&self.client, &self.config, Some(old_svc), svc).await?;
+                    let (c, o) =
+                        allocate::service(&self.client, &self.config, Some(old_svc), svc).await?;
                     compares.extend(c);
                     ops.extend(o);
                 }
@@ -448,8 +463,7 @@ impl Registry {
             }
             let resp = txn::txn(&self.client, self.compares(compares), ops).await?;
             if resp.succeeded {
-                new.meta_mut().resource_version =
-                    resp.header.map_or(0, |h| h.revision).to_string();
+                new.meta_mut().resource_version = resp.header.map_or(0, |h| h.revision).to_string();
                 return Ok(new);
             }
             if self.fence_failed().await {
@@ -497,11 +511,11 @@ impl Registry {
                 && *uid != m.uid
             {
                 return Err(ApiError {
-                    details: crate::api::status::Details {
+                    details: Box::new(crate::api::status::Details {
                         name: name.into(),
                         kind: info.plural.into(),
                         ..Default::default()
-                    },
+                    }),
                     ..ApiError::new(
                         409,
                         "Conflict",
@@ -529,7 +543,10 @@ impl Registry {
                 // The namespace controller empties it, then removes it.
                 ns.status.get_or_insert_with(Default::default).phase = "Terminating".into();
             }
-            let owner_kind = matches!(info.kind, "ReplicationController" | "ReplicaSet" | "Deployment");
+            let owner_kind = matches!(
+                info.kind,
+                "ReplicationController" | "ReplicaSet" | "Deployment"
+            );
             let finalizer = match options.propagation {
                 Propagation::Foreground if owner_kind => Some("foregroundDeletion"),
                 Propagation::Orphan if owner_kind => Some("orphan"),
@@ -659,14 +676,9 @@ impl Registry {
     ) -> Result<T, ApiError> {
         for _ in 0..16 {
             let current: T = self.get(namespace, name).await?;
-            let mut new = patch::apply(&current, kind, body)?;
-            let requested = new.revision();
-            if requested != 0 && requested != current.revision() {
-                return Err(ApiError::conflict(T::INFO.what(), name));
-            }
-            new.meta_mut().resource_version = current.meta().resource_version.clone();
+            let (new, precondition) = patch::apply_for_update(&current, kind, body)?;
             match self.update(new, part).await {
-                Err(e) if e.is_conflict() && requested == 0 => continue,
+                Err(e) if e.is_conflict() && !precondition => continue,
                 other => return other,
             }
         }
@@ -674,7 +686,11 @@ impl Registry {
     }
 
     /// The `scale` of `name`.
-    pub async fn get_scale<T: ScaleTarget>(&self, namespace: &str, name: &str) -> Result<crate::api::Scale, ApiError> {
+    pub async fn get_scale<T: ScaleTarget>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<crate::api::Scale, ApiError> {
         Ok(scale_of(&self.get::<T>(namespace, name).await?))
     }
 
@@ -723,8 +739,9 @@ impl Registry {
         let root = crate::api::schema::definitions().get("io.k8s.api.autoscaling.v1.Scale");
         patch::apply_value(&mut doc, kind, body, root)?;
         crate::api::decode::strip_nulls(&mut doc);
-        let mut scale: crate::api::Scale = serde_json::from_value(doc)
-            .map_err(|e| ApiError::bad_request(format!("the patched scale does not decode: {e}")))?;
+        let mut scale: crate::api::Scale = serde_json::from_value(doc).map_err(|e| {
+            ApiError::bad_request(format!("the patched scale does not decode: {e}"))
+        })?;
         if scale.metadata.resource_version == current.metadata.resource_version {
             scale.metadata.resource_version.clear();
         }
@@ -756,12 +773,19 @@ impl Registry {
 
     /// Binds an unbound `pod` (at its resourceVersion) to `node`, with its
     /// PodScheduled condition, in one write.
-    pub async fn bind(&self, mut pod: crate::api::Pod, node: &str) -> Result<crate::api::Pod, ApiError> {
+    pub async fn bind(
+        &self,
+        mut pod: crate::api::Pod,
+        node: &str,
+    ) -> Result<crate::api::Pod, ApiError> {
         if !pod.spec.node_name.is_empty() {
             return Err(ApiError::new(
                 409,
                 "Conflict",
-                format!("pod {} is already assigned to node {:?}", pod.metadata.name, pod.spec.node_name),
+                format!(
+                    "pod {} is already assigned to node {:?}",
+                    pod.metadata.name, pod.spec.node_name
+                ),
             ));
         }
         pod.spec.node_name = node.to_owned();

@@ -72,12 +72,20 @@ fn strategy(field_schema: Option<&Value>) -> (bool, bool, Option<String>) {
         .and_then(|f| f.get("x-kubernetes-patch-merge-key"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    (s.split(',').any(|x| x == "merge"), s.split(',').any(|x| x == "retainKeys"), key)
+    (
+        s.split(',').any(|x| x == "merge"),
+        s.split(',').any(|x| x == "retainKeys"),
+        key,
+    )
 }
 
 /// Kubernetes' strategic merge patch of `target` by `patch`, where
 /// `schema` describes `target` (None: plain merge semantics).
-pub fn strategic_merge(target: &mut Value, patch: &Value, schema: Option<&Value>) -> Result<(), String> {
+pub fn strategic_merge(
+    target: &mut Value,
+    patch: &Value,
+    schema: Option<&Value>,
+) -> Result<(), String> {
     let Value::Object(p) = patch else {
         *target = patch.clone();
         return Ok(());
@@ -129,7 +137,8 @@ pub fn strategic_merge(target: &mut Value, patch: &Value, schema: Option<&Value>
                 let slot = t.entry(k.clone()).or_insert(Value::Null);
                 strategic_merge(slot, v, child_schema)?;
                 if retain
-                    && let (Some(Value::Array(keep)), Value::Object(obj)) = (v.get("$retainKeys"), slot)
+                    && let (Some(Value::Array(keep)), Value::Object(obj)) =
+                        (v.get("$retainKeys"), slot)
                 {
                     obj.retain(|key, _| keep.iter().any(|x| x == key));
                 }
@@ -174,7 +183,12 @@ pub fn strategic_merge(target: &mut Value, patch: &Value, schema: Option<&Value>
 }
 
 /// Merges list `patch` into `target` by `key` (primitive lists: union).
-fn merge_list(target: &mut Value, patch: &[Value], key: Option<&str>, item_schema: Option<&Value>) -> Result<(), String> {
+fn merge_list(
+    target: &mut Value,
+    patch: &[Value],
+    key: Option<&str>,
+    item_schema: Option<&Value>,
+) -> Result<(), String> {
     if patch
         .iter()
         .any(|i| i.get("$patch").and_then(Value::as_str) == Some("replace"))
@@ -223,7 +237,12 @@ fn merge_list(target: &mut Value, patch: &[Value], key: Option<&str>, item_schem
 
 /// Patches the JSON document `doc` with `body` as `kind` says; `root` is
 /// the schema of `doc` (for strategic merge).
-pub fn apply_value(doc: &mut Value, kind: PatchKind, body: &[u8], root: Option<&Value>) -> Result<(), ApiError> {
+pub fn apply_value(
+    doc: &mut Value,
+    kind: PatchKind,
+    body: &[u8],
+    root: Option<&Value>,
+) -> Result<(), ApiError> {
     let patch: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::bad_request(format!("the patch is not JSON: {e}")))?;
     match kind {
@@ -231,7 +250,11 @@ pub fn apply_value(doc: &mut Value, kind: PatchKind, body: &[u8], root: Option<&
             let ops: json_patch::Patch = serde_json::from_value(patch)
                 .map_err(|e| ApiError::bad_request(format!("not a JSON patch: {e}")))?;
             json_patch::patch(doc, &ops).map_err(|e| {
-                ApiError::new(422, "Invalid", format!("the JSON patch does not apply: {e}"))
+                ApiError::new(
+                    422,
+                    "Invalid",
+                    format!("the JSON patch does not apply: {e}"),
+                )
             })?;
         }
         PatchKind::Merge => {
@@ -242,7 +265,9 @@ pub fn apply_value(doc: &mut Value, kind: PatchKind, body: &[u8], root: Option<&
         }
         PatchKind::Strategic => {
             if !patch.is_object() {
-                return Err(ApiError::bad_request("a strategic merge patch must be a JSON object"));
+                return Err(ApiError::bad_request(
+                    "a strategic merge patch must be a JSON object",
+                ));
             }
             strategic_merge(doc, &patch, root).map_err(ApiError::bad_request)?;
         }
@@ -258,6 +283,28 @@ pub fn apply<T: ApiObject>(current: &T, kind: PatchKind, body: &[u8]) -> Result<
     let root = schema::definitions().get(schema::name_of::<T>().as_str());
     apply_value(&mut doc, kind, body, root)?;
     typed::<T>(doc)
+}
+
+/// `current` patched by `body` for an update, and whether the patch named
+/// a resourceVersion. The patch applies to `current` without its
+/// resourceVersion, so only one the patch sets counts: it is a
+/// precondition (a stale one is a conflict, and the caller must not retry
+/// on conflicts); without one the caller retries on conflicts. The result
+/// carries `current`'s resourceVersion for the compare-and-swap.
+pub fn apply_for_update<T: ApiObject>(
+    current: &T,
+    kind: PatchKind,
+    body: &[u8],
+) -> Result<(T, bool), ApiError> {
+    let mut base = current.clone();
+    base.meta_mut().resource_version.clear();
+    let mut new = apply(&base, kind, body)?;
+    let requested = new.revision();
+    if requested != 0 && requested != current.revision() {
+        return Err(ApiError::conflict(T::INFO.what(), &current.meta().name));
+    }
+    new.meta_mut().resource_version = current.meta().resource_version.clone();
+    Ok((new, requested != 0))
 }
 
 #[cfg(test)]
@@ -316,7 +363,8 @@ mod tests {
 
     #[test]
     fn json_patch_and_unknown_fields() {
-        let body = json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "x:9"}]).to_string();
+        let body = json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "x:9"}])
+            .to_string();
         let p = apply(&pod(), PatchKind::Json, body.as_bytes()).unwrap();
         assert_eq!(p.spec.containers[0].image, "x:9");
         let body = json!({"spec": {"bogus": 1}}).to_string();
@@ -324,6 +372,44 @@ mod tests {
         assert_eq!(e.code, 422);
         assert_eq!(e.details.causes[0].field, "spec.bogus");
         let body = json!([{"op": "remove", "path": "/spec/nothing"}]).to_string();
-        assert_eq!(apply(&pod(), PatchKind::Json, body.as_bytes()).unwrap_err().code, 422);
+        assert_eq!(
+            apply(&pod(), PatchKind::Json, body.as_bytes())
+                .unwrap_err()
+                .code,
+            422
+        );
+    }
+
+    #[test]
+    fn only_a_resource_version_the_patch_names_is_a_precondition() {
+        let mut current = pod();
+        current.metadata.resource_version = "7".into();
+        // No resourceVersion in the patch: no precondition (the caller
+        // retries conflicts), the update carries the current one.
+        let body = json!({"metadata": {"labels": {"tier": "be"}}}).to_string();
+        for kind in [PatchKind::Merge, PatchKind::Strategic] {
+            let (p, precondition) = apply_for_update(&current, kind, body.as_bytes()).unwrap();
+            assert!(!precondition, "{kind:?}");
+            assert_eq!(p.metadata.resource_version, "7");
+            assert_eq!(p.metadata.labels["tier"], "be");
+        }
+        let ops = json!([{"op": "replace", "path": "/spec/containers/0/image", "value": "x:2"}])
+            .to_string();
+        assert!(
+            !apply_for_update(&current, PatchKind::Json, ops.as_bytes())
+                .unwrap()
+                .1
+        );
+        // The current one named: a precondition that holds.
+        let body =
+            json!({"metadata": {"resourceVersion": "7", "labels": {"tier": "be"}}}).to_string();
+        let (p, precondition) =
+            apply_for_update(&current, PatchKind::Merge, body.as_bytes()).unwrap();
+        assert!(precondition);
+        assert_eq!(p.metadata.resource_version, "7");
+        // A stale one: 409, nothing to retry.
+        let body = json!({"metadata": {"resourceVersion": "6"}}).to_string();
+        let e = apply_for_update(&current, PatchKind::Merge, body.as_bytes()).unwrap_err();
+        assert_eq!(e.code, 409);
     }
 }

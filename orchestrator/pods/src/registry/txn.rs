@@ -72,10 +72,12 @@ pub fn put(key: &str, value: Vec<u8>, lease: i64) -> RequestOp {
 
 pub fn delete(key: &str) -> RequestOp {
     RequestOp {
-        request: Some(request_op::Request::RequestDeleteRange(DeleteRangeRequest {
-            key: key.as_bytes().to_vec(),
-            ..Default::default()
-        })),
+        request: Some(request_op::Request::RequestDeleteRange(
+            DeleteRangeRequest {
+                key: key.as_bytes().to_vec(),
+                ..Default::default()
+            },
+        )),
     }
 }
 

@@ -92,13 +92,15 @@ pub fn store_changes<T: ApiObject>(client: Client, from: i64) -> ChangeStream<T>
         let (req_tx, req_rx) = tokio::sync::mpsc::channel(1);
         req_tx
             .send(WatchRequest {
-                request_union: Some(watch_request::RequestUnion::CreateRequest(WatchCreateRequest {
-                    key: prefix.clone(),
-                    range_end: herd_client::prefix_end(&prefix),
-                    start_revision: from + 1,
-                    prev_kv: true,
-                    ..Default::default()
-                })),
+                request_union: Some(watch_request::RequestUnion::CreateRequest(
+                    WatchCreateRequest {
+                        key: prefix.clone(),
+                        range_end: herd_client::prefix_end(&prefix),
+                        start_revision: from + 1,
+                        prev_kv: true,
+                        ..Default::default()
+                    },
+                )),
             })
             .await
             .expect("a fresh channel has room");
@@ -117,7 +119,9 @@ pub fn store_changes<T: ApiObject>(client: Client, from: i64) -> ChangeStream<T>
             let resp = match responses.message().await {
                 Ok(Some(r)) => r,
                 Ok(None) => {
-                    let _ = tx.send(Err(Stop::Failed("the watch stream ended".into()))).await;
+                    let _ = tx
+                        .send(Err(Stop::Failed("the watch stream ended".into())))
+                        .await;
                     return;
                 }
                 Err(s) => {
@@ -129,7 +133,10 @@ pub fn store_changes<T: ApiObject>(client: Client, from: i64) -> ChangeStream<T>
                 let stop = if resp.compact_revision > 0 {
                     Stop::Compacted(resp.compact_revision)
                 } else {
-                    Stop::Failed(format!("the store canceled the watch: {}", resp.cancel_reason))
+                    Stop::Failed(format!(
+                        "the store canceled the watch: {}",
+                        resp.cancel_reason
+                    ))
                 };
                 let _ = tx.send(Err(stop)).await;
                 return;
@@ -137,7 +144,11 @@ pub fn store_changes<T: ApiObject>(client: Client, from: i64) -> ChangeStream<T>
             for ev in resp.events {
                 let Some(kv) = ev.kv else { continue };
                 let revision = kv.mod_revision;
-                let prev = ev.prev_kv.as_ref().and_then(|p| decode::<T>(p).ok()).map(Arc::new);
+                let prev = ev
+                    .prev_kv
+                    .as_ref()
+                    .and_then(|p| decode::<T>(p).ok())
+                    .map(Arc::new);
                 let change = if ev.r#type == EventType::Delete as i32 {
                     Change {
                         revision,
@@ -195,7 +206,10 @@ impl Drop for AbortOnDrop {
 /// The watch events `change` means for a watcher with `filter`.
 pub fn event_for<T: ApiObject>(change: &Change<T>, filter: &Filter) -> Option<Watched<T>> {
     let was = change.prev.as_ref().filter(|p| filter.matches(p.as_ref()));
-    let is = change.object.as_ref().filter(|o| filter.matches(o.as_ref()));
+    let is = change
+        .object
+        .as_ref()
+        .filter(|o| filter.matches(o.as_ref()));
     match (was, is) {
         (None, Some(o)) => Some(Watched::Event(EventKind::Added, Arc::clone(o))),
         (Some(_), Some(o)) => Some(Watched::Event(EventKind::Modified, Arc::clone(o))),
@@ -246,7 +260,11 @@ pub fn events<T: ApiObject>(changes: ChangeStream<T>, filter: Filter) -> WatchSt
 impl Registry {
     /// Watches `T` from resourceVersion `from` (`None` or 0: the objects
     /// that exist now, as ADDED events, then their changes).
-    pub async fn watch<T: ApiObject>(&self, from: Option<i64>, filter: Filter) -> Result<WatchStream<T>, ApiError> {
+    pub async fn watch<T: ApiObject>(
+        &self,
+        from: Option<i64>,
+        filter: Filter,
+    ) -> Result<WatchStream<T>, ApiError> {
         let (initial, from) = match from.filter(|r| *r > 0) {
             Some(rev) => (Vec::new(), rev),
             None => {
@@ -277,7 +295,10 @@ mod tests {
         let mut p = Pod::default();
         p.metadata.name = "web".into();
         p.metadata.namespace = "default".into();
-        p.metadata.labels = labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        p.metadata.labels = labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         Arc::new(p)
     }
 
@@ -301,13 +322,39 @@ mod tests {
         };
         let web = pod(&[("app", "web")]);
         let other = pod(&[("app", "db")]);
-        assert_eq!(kind(event_for(&change(None, Some(web.clone())), &filter)), Some(EventKind::Added));
-        assert_eq!(kind(event_for(&change(Some(web.clone()), Some(web.clone())), &filter)), Some(EventKind::Modified));
-        assert_eq!(kind(event_for(&change(Some(web.clone()), Some(other.clone())), &filter)), Some(EventKind::Deleted));
-        assert_eq!(kind(event_for(&change(Some(other.clone()), Some(web.clone())), &filter)), Some(EventKind::Added));
-        assert_eq!(kind(event_for(&change(Some(other.clone()), None), &filter)), None);
+        assert_eq!(
+            kind(event_for(&change(None, Some(web.clone())), &filter)),
+            Some(EventKind::Added)
+        );
+        assert_eq!(
+            kind(event_for(
+                &change(Some(web.clone()), Some(web.clone())),
+                &filter
+            )),
+            Some(EventKind::Modified)
+        );
+        assert_eq!(
+            kind(event_for(
+                &change(Some(web.clone()), Some(other.clone())),
+                &filter
+            )),
+            Some(EventKind::Deleted)
+        );
+        assert_eq!(
+            kind(event_for(
+                &change(Some(other.clone()), Some(web.clone())),
+                &filter
+            )),
+            Some(EventKind::Added)
+        );
+        assert_eq!(
+            kind(event_for(&change(Some(other.clone()), None), &filter)),
+            None
+        );
         match event_for(&change(Some(web), None), &filter) {
-            Some(Watched::Event(EventKind::Deleted, o)) => assert_eq!(o.metadata.resource_version, "9"),
+            Some(Watched::Event(EventKind::Deleted, o)) => {
+                assert_eq!(o.metadata.resource_version, "9")
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -77,10 +77,19 @@ pub fn groups() -> Value {
 }
 
 fn verbs(k: &KindInfo) -> Vec<&'static str> {
-    vec!["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
-        .into_iter()
-        .filter(|_| !k.plural.is_empty())
-        .collect()
+    vec![
+        "create",
+        "delete",
+        "deletecollection",
+        "get",
+        "list",
+        "patch",
+        "update",
+        "watch",
+    ]
+    .into_iter()
+    .filter(|_| !k.plural.is_empty())
+    .collect()
 }
 
 fn entries(k: &KindInfo) -> Vec<Value> {
@@ -153,7 +162,17 @@ mod tests {
             .iter()
             .map(|r| r["name"].as_str().unwrap())
             .collect();
-        for n in ["pods", "pods/status", "pods/binding", "replicationcontrollers/scale", "services", "endpoints", "nodes", "namespaces", "events"] {
+        for n in [
+            "pods",
+            "pods/status",
+            "pods/binding",
+            "replicationcontrollers/scale",
+            "services",
+            "endpoints",
+            "nodes",
+            "namespaces",
+            "events",
+        ] {
             assert!(names.contains(&n), "{n} missing from {names:?}");
         }
         let apps = resources("apps", "v1");

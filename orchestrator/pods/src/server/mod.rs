@@ -105,7 +105,9 @@ async fn answer(server: &ApiServer, req: Request) -> Result<Response, ApiError> 
     let route = route::parse(req.uri().path());
     let get_only = |method: &Method| {
         if method != Method::GET && method != Method::HEAD {
-            Err(ApiError::method_not_allowed(format!("{method} is not supported here")))
+            Err(ApiError::method_not_allowed(format!(
+                "{method} is not supported here"
+            )))
         } else {
             Ok(())
         }
@@ -172,7 +174,9 @@ async fn dispatch(registry: &Registry, call: Call) -> Result<Response, ApiError>
     let scale_call = call.target.sub.as_deref() == Some("scale");
     match call.target.kind.kind {
         "Pod" => handle::<Pod>(registry, call).await,
-        "ReplicationController" if scale_call => scale::<ReplicationController>(registry, call).await,
+        "ReplicationController" if scale_call => {
+            scale::<ReplicationController>(registry, call).await
+        }
         "ReplicationController" => handle::<ReplicationController>(registry, call).await,
         "ReplicaSet" if scale_call => scale::<ReplicaSet>(registry, call).await,
         "ReplicaSet" => handle::<ReplicaSet>(registry, call).await,

@@ -60,7 +60,8 @@ fn operation(k: &KindInfo, action: &str, v3: bool, write: bool) -> Value {
     if write {
         op["parameters"] = Value::Array(write_params(v3));
         if v3 {
-            op["requestBody"] = json!({"content": {"application/json": {"schema": body_ref(k, true)}}});
+            op["requestBody"] =
+                json!({"content": {"application/json": {"schema": body_ref(k, true)}}});
         }
     }
     op
@@ -204,19 +205,38 @@ mod tests {
     #[test]
     fn v3_documents_advertise_field_validation_per_kind() {
         let doc = v3("apps", "v1");
-        let patch = &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
-        assert_eq!(patch["x-kubernetes-group-version-kind"]["kind"], "Deployment");
-        assert!(patch["parameters"].as_array().unwrap().iter().any(|p| p["name"] == "fieldValidation"));
+        let patch =
+            &doc["paths"]["/apis/apps/v1/namespaces/{namespace}/deployments/{name}"]["patch"];
+        assert_eq!(
+            patch["x-kubernetes-group-version-kind"]["kind"],
+            "Deployment"
+        );
+        assert!(
+            patch["parameters"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["name"] == "fieldValidation")
+        );
         assert!(doc["components"]["schemas"]["io.k8s.api.apps.v1.Deployment"].is_object());
         assert!(!doc.to_string().contains("#/definitions/"));
         let index = v3_index();
-        assert!(index["paths"]["api/v1"]["serverRelativeURL"].as_str().unwrap().starts_with("/openapi/v3/api/v1?hash="));
+        assert!(
+            index["paths"]["api/v1"]["serverRelativeURL"]
+                .as_str()
+                .unwrap()
+                .starts_with("/openapi/v3/api/v1?hash=")
+        );
     }
 
     #[test]
     fn definition_names_match_the_schemas() {
         for k in kind::all() {
-            assert!(definitions().contains_key(&definition_of(k)), "{}", definition_of(k));
+            assert!(
+                definitions().contains_key(&definition_of(k)),
+                "{}",
+                definition_of(k)
+            );
         }
     }
 }

@@ -123,7 +123,12 @@ fn named(map: Option<&serde_json::Map<String, Value>>) -> Vec<NamedSchema> {
 }
 
 fn schema(v: &Value) -> Schema {
-    let s = |k: &str| v.get(k).and_then(Value::as_str).unwrap_or_default().to_owned();
+    let s = |k: &str| {
+        v.get(k)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
     Schema {
         r#ref: s("$ref"),
         format: s("format"),
@@ -131,12 +136,22 @@ fn schema(v: &Value) -> Schema {
         required: v
             .get("required")
             .and_then(Value::as_array)
-            .map(|r| r.iter().filter_map(|x| x.as_str().map(str::to_owned)).collect())
+            .map(|r| {
+                r.iter()
+                    .filter_map(|x| x.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default(),
         r#enum: v
             .get("enum")
             .and_then(Value::as_array)
-            .map(|e| e.iter().map(|x| Any { yaml: x.to_string() }).collect())
+            .map(|e| {
+                e.iter()
+                    .map(|x| Any {
+                        yaml: x.to_string(),
+                    })
+                    .collect()
+            })
             .unwrap_or_default(),
         additional_properties: v.get("additionalProperties").map(|a| {
             Box::new(match a {
@@ -161,9 +176,12 @@ fn schema(v: &Value) -> Schema {
             .and_then(Value::as_array)
             .map(|a| a.iter().map(schema).collect())
             .unwrap_or_default(),
-        properties: v.get("properties").and_then(Value::as_object).map(|p| Properties {
-            additional_properties: named(Some(p)),
-        }),
+        properties: v
+            .get("properties")
+            .and_then(Value::as_object)
+            .map(|p| Properties {
+                additional_properties: named(Some(p)),
+            }),
         vendor_extension: v
             .as_object()
             .into_iter()
@@ -171,7 +189,9 @@ fn schema(v: &Value) -> Schema {
             .filter(|(k, _)| k.starts_with("x-"))
             .map(|(k, x)| NamedAny {
                 name: k.clone(),
-                value: Some(Any { yaml: x.to_string() }),
+                value: Some(Any {
+                    yaml: x.to_string(),
+                }),
             })
             .collect(),
     }
@@ -214,10 +234,23 @@ mod tests {
         assert_eq!(pod.name, "io.k8s.api.core.v1.Pod");
         let s = pod.value.unwrap();
         assert_eq!(s.r#type.unwrap().value, ["object"]);
-        assert_eq!(s.vendor_extension[0].name, "x-kubernetes-group-version-kind");
-        assert!(s.vendor_extension[0].value.as_ref().unwrap().yaml.contains("\"Pod\""));
+        assert_eq!(
+            s.vendor_extension[0].name,
+            "x-kubernetes-group-version-kind"
+        );
+        assert!(
+            s.vendor_extension[0]
+                .value
+                .as_ref()
+                .unwrap()
+                .yaml
+                .contains("\"Pod\"")
+        );
         let spec = &s.properties.unwrap().additional_properties[0];
-        assert_eq!(spec.value.as_ref().unwrap().r#ref, "#/definitions/io.k8s.api.core.v1.PodSpec");
+        assert_eq!(
+            spec.value.as_ref().unwrap().r#ref,
+            "#/definitions/io.k8s.api.core.v1.PodSpec"
+        );
         assert!(s.additional_properties.unwrap().schema.is_some());
     }
 }

@@ -146,7 +146,10 @@ pub async fn handle<T: ApiObject>(registry: &Registry, call: Call) -> Result<Res
         (None, false, &Method::POST) => {
             let object = call.object::<T>()?;
             let created = registry.create(object, call.dry_run()).await?;
-            Ok(respond::json(StatusCode::CREATED, &decode::to_value(&created)))
+            Ok(respond::json(
+                StatusCode::CREATED,
+                &decode::to_value(&created),
+            ))
         }
         (None, false, &Method::DELETE) => delete_collection::<T>(registry, &call).await,
         (None | Some("status"), true, &Method::GET) => {
@@ -155,7 +158,11 @@ pub async fn handle<T: ApiObject>(registry: &Registry, call: Call) -> Result<Res
             ok(&render(&call, &[object], rev, true))
         }
         (None | Some("status"), true, &Method::PUT) => {
-            let part = if sub.is_some() { Part::Status } else { Part::Main };
+            let part = if sub.is_some() {
+                Part::Status
+            } else {
+                Part::Main
+            };
             if sub.is_some() && !T::INFO.status {
                 return Err(ApiError::not_found(T::INFO.what(), call.name()?));
             }
@@ -164,7 +171,11 @@ pub async fn handle<T: ApiObject>(registry: &Registry, call: Call) -> Result<Res
             ok(&decode::to_value(&updated))
         }
         (None | Some("status"), true, &Method::PATCH) => {
-            let part = if sub.is_some() { Part::Status } else { Part::Main };
+            let part = if sub.is_some() {
+                Part::Status
+            } else {
+                Part::Main
+            };
             let kind = PatchKind::from_content_type(&call.content_type)?;
             let patched: T = registry
                 .patch(call.namespace(), call.name()?, kind, &call.body, part)
@@ -174,16 +185,19 @@ pub async fn handle<T: ApiObject>(registry: &Registry, call: Call) -> Result<Res
         (None, true, &Method::DELETE) => {
             let options = delete_options(&call)?;
             let name = call.name()?;
-            match registry.delete::<T>(call.namespace(), name, &options).await? {
+            match registry
+                .delete::<T>(call.namespace(), name, &options)
+                .await?
+            {
                 Deletion::Deleted(o) | Deletion::Pending(o) => ok(&decode::to_value(&o)),
             }
         }
         (Some("binding"), true, &Method::POST) if T::INFO.kind == "Pod" => {
             bind(registry, &call).await
         }
-        (Some("scale"), true, _) if T::INFO.scale => Err(ApiError::internal(
-            "scale is handled per kind",
-        )),
+        (Some("scale"), true, _) if T::INFO.scale => {
+            Err(ApiError::internal("scale is handled per kind"))
+        }
         (Some(other), _, _) => Err(ApiError::new(
             404,
             "NotFound",
@@ -210,7 +224,9 @@ pub async fn scale<T: ScaleTarget>(registry: &Registry, call: Call) -> Result<Re
         }
         Method::PATCH => {
             let kind = PatchKind::from_content_type(&call.content_type)?;
-            registry.patch_scale::<T>(&ns, &name, kind, &call.body).await?
+            registry
+                .patch_scale::<T>(&ns, &name, kind, &call.body)
+                .await?
         }
         ref m => {
             return Err(ApiError::method_not_allowed(format!(
@@ -253,7 +269,11 @@ fn delete_options(call: &Call) -> Result<DeleteOptions, ApiError> {
     let policy = body
         .propagation_policy
         .or_else(|| call.q("propagationPolicy").map(str::to_owned));
-    let propagation = match (policy.as_deref(), body.orphan_dependents.or(call.q("orphanDependents").map(|v| v == "true"))) {
+    let propagation = match (
+        policy.as_deref(),
+        body.orphan_dependents
+            .or(call.q("orphanDependents").map(|v| v == "true")),
+    ) {
         (Some("Foreground"), _) => Propagation::Foreground,
         (Some("Orphan"), _) | (None, Some(true)) => Propagation::Orphan,
         (Some("Background") | None, _) => Propagation::Background,
@@ -281,13 +301,19 @@ fn delete_options(call: &Call) -> Result<DeleteOptions, ApiError> {
     })
 }
 
-async fn delete_collection<T: ApiObject>(registry: &Registry, call: &Call) -> Result<Response, ApiError> {
+async fn delete_collection<T: ApiObject>(
+    registry: &Registry,
+    call: &Call,
+) -> Result<Response, ApiError> {
     let filter = call.filter::<T>()?;
     let options = delete_options(call)?;
     let (items, _) = registry.list::<T>(filter.namespace.as_deref()).await?;
     let mut deleted = Vec::new();
     for o in items.into_iter().filter(|o| filter.matches(o)) {
-        match registry.delete::<T>(&o.meta().namespace, &o.meta().name, &options).await {
+        match registry
+            .delete::<T>(&o.meta().namespace, &o.meta().name, &options)
+            .await
+        {
             Ok(Deletion::Deleted(o) | Deletion::Pending(o)) => deleted.push(o),
             Err(e) if e.is_not_found() => {}
             Err(e) => return Err(e),
@@ -355,7 +381,11 @@ async fn watch<T: ApiObject>(registry: &Registry, call: Call) -> Result<Response
             Watched::Event(kind, object) => {
                 let object = match table {
                     Some(version) => {
-                        let mut t = table::table(std::slice::from_ref(object.as_ref()), object.revision(), include);
+                        let mut t = table::table(
+                            std::slice::from_ref(object.as_ref()),
+                            object.revision(),
+                            include,
+                        );
                         t["apiVersion"] = json!(version);
                         t
                     }
@@ -384,18 +414,30 @@ mod tests {
                 sub: None,
                 legacy_watch: false,
             },
-            query: query.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            query: query
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             content_type: "application/json".into(),
             accept: Accept::default(),
             body: Bytes::from(body.to_owned()),
             shutdown: CancellationToken::new(),
         };
-        let o = delete_options(&call(r#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Foreground"}"#, &[])).unwrap();
+        let o = delete_options(&call(
+            r#"{"kind":"DeleteOptions","apiVersion":"v1","propagationPolicy":"Foreground"}"#,
+            &[],
+        ))
+        .unwrap();
         assert_eq!(o.propagation, Propagation::Foreground);
         let o = delete_options(&call("", &[("propagationPolicy", "Orphan")])).unwrap();
         assert_eq!(o.propagation, Propagation::Orphan);
         let o = delete_options(&call(r#"{"preconditions":{"uid":"u1"}}"#, &[])).unwrap();
         assert_eq!(o.precondition_uid.as_deref(), Some("u1"));
-        assert_eq!(delete_options(&call(r#"{"propagationPolicy":"Now"}"#, &[])).unwrap_err().code, 422);
+        assert_eq!(
+            delete_options(&call(r#"{"propagationPolicy":"Now"}"#, &[]))
+                .unwrap_err()
+                .code,
+            422
+        );
     }
 }

@@ -29,11 +29,17 @@ pub enum Route {
     /// `/apis/<group>`
     Group(String),
     /// `/api/v1`, `/apis/apps/v1`
-    Resources { group: String, version: String },
+    Resources {
+        group: String,
+        version: String,
+    },
     OpenApiV2,
     OpenApiV3,
     /// `/openapi/v3/api/v1`, `/openapi/v3/apis/apps/v1`
-    OpenApiV3Doc { group: String, version: String },
+    OpenApiV3Doc {
+        group: String,
+        version: String,
+    },
     Resource(Target),
     NotFound,
 }
@@ -47,7 +53,11 @@ pub fn served(group: &str, version: &str) -> bool {
 
 /// Parses a request path.
 pub fn parse(path: &str) -> Route {
-    let segments: Vec<&str> = path.trim_matches('/').split('/').filter(|s| !s.is_empty()).collect();
+    let segments: Vec<&str> = path
+        .trim_matches('/')
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .collect();
     match segments.as_slice() {
         ["healthz" | "livez" | "readyz", ..] => Route::Health,
         ["version"] => Route::Version,
@@ -84,7 +94,10 @@ fn resource(group: &str, version: &str, mut rest: &[&str]) -> Route {
         rest = &rest[1..];
     }
     let find = |plural: &str| kind::by_resource(group, version, plural);
-    let target = |kind: &'static KindInfo, namespace: Option<&str>, name: Option<&str>, sub: Option<&str>| {
+    let target = |kind: &'static KindInfo,
+                  namespace: Option<&str>,
+                  name: Option<&str>,
+                  sub: Option<&str>| {
         Route::Resource(Target {
             kind,
             namespace: namespace.map(str::to_owned),
@@ -132,26 +145,52 @@ mod tests {
     fn kubernetes_paths_parse() {
         let t = target("/api/v1/namespaces/default/pods/web/status");
         assert_eq!(
-            (t.kind.kind, t.namespace.as_deref(), t.name.as_deref(), t.sub.as_deref()),
+            (
+                t.kind.kind,
+                t.namespace.as_deref(),
+                t.name.as_deref(),
+                t.sub.as_deref()
+            ),
             ("Pod", Some("default"), Some("web"), Some("status"))
         );
         let t = target("/apis/apps/v1/deployments");
-        assert_eq!((t.kind.kind, t.namespace, t.name), ("Deployment", None, None));
+        assert_eq!(
+            (t.kind.kind, t.namespace, t.name),
+            ("Deployment", None, None)
+        );
         let t = target("/api/v1/namespaces/kube-system");
-        assert_eq!((t.kind.kind, t.name.as_deref()), ("Namespace", Some("kube-system")));
+        assert_eq!(
+            (t.kind.kind, t.name.as_deref()),
+            ("Namespace", Some("kube-system"))
+        );
         let t = target("/api/v1/namespaces/x/status");
-        assert_eq!((t.kind.kind, t.sub.as_deref()), ("Namespace", Some("status")));
+        assert_eq!(
+            (t.kind.kind, t.sub.as_deref()),
+            ("Namespace", Some("status"))
+        );
         let t = target("/api/v1/nodes/n1");
         assert_eq!((t.kind.kind, t.name.as_deref()), ("Node", Some("n1")));
         assert!(target("/api/v1/watch/namespaces/default/pods").legacy_watch);
-        assert_eq!(parse("/apis/apps/v1"), Route::Resources { group: "apps".into(), version: "v1".into() });
+        assert_eq!(
+            parse("/apis/apps/v1"),
+            Route::Resources {
+                group: "apps".into(),
+                version: "v1".into()
+            }
+        );
         assert_eq!(parse("/apis/batch/v1/jobs"), Route::NotFound);
-        assert_eq!(parse("/api/v1/namespaces/default/deployments"), Route::NotFound);
+        assert_eq!(
+            parse("/api/v1/namespaces/default/deployments"),
+            Route::NotFound
+        );
         assert_eq!(parse("/api/v1/nodes/n1/x/y"), Route::NotFound);
         assert_eq!(parse("/healthz"), Route::Health);
         assert_eq!(
             parse("/openapi/v3/apis/apps/v1"),
-            Route::OpenApiV3Doc { group: "apps".into(), version: "v1".into() }
+            Route::OpenApiV3Doc {
+                group: "apps".into(),
+                version: "v1".into()
+            }
         );
     }
 }
