@@ -129,7 +129,11 @@ impl PodsLab {
             .arg(format!("--kubeconfig={}", self.kubeconfigs[i].display()))
             .args(args)
             .env("HOME", self.cluster.dir.path())
-            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
         run(cmd, stdin)
@@ -176,12 +180,22 @@ impl PodsLab {
     pub fn get(&self, i: usize, path: &str) -> Result<Value, herd_http::Error> {
         let (http, url) = (self.http.clone(), format!("{}{path}", api_url(i)));
         self.rt
-            .block_on(self.rt.spawn(async move { http.get_json::<Value>(&url).await }))
+            .block_on(
+                self.rt
+                    .spawn(async move { http.get_json::<Value>(&url).await }),
+            )
             .expect("the request task")
     }
 
     /// Sends `method path` with a JSON `body` to agent `i`; status and body.
-    pub fn send(&self, i: usize, method: herd_http::Method, path: &str, content_type: &str, body: &Value) -> (u16, Value) {
+    pub fn send(
+        &self,
+        i: usize,
+        method: herd_http::Method,
+        path: &str,
+        content_type: &str,
+        body: &Value,
+    ) -> (u16, Value) {
         let (http, url) = (self.http.clone(), format!("{}{path}", api_url(i)));
         let req = herd_http::Request::new(method, url)
             .header("content-type", content_type)
@@ -198,19 +212,36 @@ impl PodsLab {
     }
 
     /// Starts a fake node named `name` (see the module doc).
-    pub fn fake_node(&self, index: usize, name: &str, labels: &[(&str, &str)], cpu: &str) -> FakeNode {
-        let endpoints: Vec<String> = self.cluster.members.iter().map(|m| m.client.to_string()).collect();
+    pub fn fake_node(
+        &self,
+        index: usize,
+        name: &str,
+        labels: &[(&str, &str)],
+        cpu: &str,
+    ) -> FakeNode {
+        let endpoints: Vec<String> = self
+            .cluster
+            .members
+            .iter()
+            .map(|m| m.client.to_string())
+            .collect();
         let node = FakeNodeSpec {
             api: api_url(index % 3),
             endpoints,
             name: name.to_owned(),
             index,
-            labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+            labels: labels
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
             cpu: cpu.to_owned(),
         };
         let stop = CancellationToken::new();
         let task = self.rt.spawn(node.run(stop.clone()));
-        FakeNode { stop, task: Some(task) }
+        FakeNode {
+            stop,
+            task: Some(task),
+        }
     }
 
     /// Pods of `namespace` as JSON objects.
@@ -221,7 +252,13 @@ impl PodsLab {
     }
 
     /// Waits until `check` holds for the pods of `namespace`.
-    pub fn wait_pods(&self, what: &str, namespace: &str, limit: Duration, check: impl Fn(&[Value]) -> bool) -> Vec<Value> {
+    pub fn wait_pods(
+        &self,
+        what: &str,
+        namespace: &str,
+        limit: Duration,
+        check: impl Fn(&[Value]) -> bool,
+    ) -> Vec<Value> {
         wait::until(what, limit, Duration::from_millis(200), || {
             let pods = self.pods(namespace);
             check(&pods).then_some(pods)
@@ -257,9 +294,10 @@ fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
 /// Whether a pod is Running and Ready.
 pub fn running(pod: &Value) -> bool {
     pod["status"]["phase"] == "Running"
-        && pod["status"]["conditions"]
-            .as_array()
-            .is_some_and(|c| c.iter().any(|c| c["type"] == "Ready" && c["status"] == "True"))
+        && pod["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        })
 }
 
 /// A running fake node; [`FakeNode::crash`] stops it without a goodbye.
@@ -303,10 +341,10 @@ impl FakeNodeSpec {
         format!("fake{:08}", self.index)
     }
 
-    async fn run(self, stop: CancellationToken) {
-        let http = herd_http::Client::new().with_timeout(Duration::from_secs(10));
-        // The machine's lease, as an agent keeps it.
-        let session = loop {
+    /// Opens a session and puts the machine's record on its lease, as an
+    /// agent registers; retried until the store answers.
+    async fn register(&self) -> herd_client::session::Session {
+        loop {
             if let Ok(client) = herd_client::Client::connect(&self.endpoints).await
                 && let Ok(session) = herd_client::session::Session::new(&client, FAKE_LEASE).await
             {
@@ -331,11 +369,43 @@ impl FakeNodeSpec {
                     })
                     .await;
                 if put.is_ok() {
-                    break session;
+                    return session;
                 }
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The node's Ready condition, as a kubelet posts it.
+    fn ready_condition() -> Value {
+        json!({"type": "Ready", "status": "True", "reason": "KubeletReady",
+            "message": "fake node is posting ready status", "lastHeartbeatTime": herd_now(), "lastTransitionTime": herd_now()})
+    }
+
+    /// Posts Ready again if the node is not Ready (after a lost lease, as
+    /// a kubelet's status heartbeat would).
+    async fn heartbeat(&self, http: &herd_http::Client) {
+        let url = format!("{}/api/v1/nodes/{}", self.api, self.name);
+        let Ok(node) = http.get_json::<Value>(&url).await else {
+            return;
         };
+        let ready = node["status"]["conditions"].as_array().is_some_and(|c| {
+            c.iter()
+                .any(|c| c["type"] == "Ready" && c["status"] == "True")
+        });
+        if !ready {
+            let patch = json!({"status": {"conditions": [Self::ready_condition()]}});
+            let req = herd_http::Request::new(herd_http::Method::PATCH, format!("{url}/status"))
+                .header("content-type", "application/strategic-merge-patch+json")
+                .body(patch.to_string());
+            let _ = http.fetch(req).await;
+        }
+    }
+
+    async fn run(self, stop: CancellationToken) {
+        let http = herd_http::Client::new().with_timeout(Duration::from_secs(10));
+        // The machine's lease, as an agent keeps it.
+        let mut session = self.register().await;
         let node = json!({
             "apiVersion": "v1", "kind": "Node",
             "metadata": {"name": self.name, "labels": self.labels},
@@ -343,7 +413,7 @@ impl FakeNodeSpec {
             "status": {
                 "capacity": {"cpu": self.cpu, "memory": "8Gi", "pods": "110"},
                 "allocatable": {"cpu": self.cpu, "memory": "8Gi", "pods": "110"},
-                "conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "fake node is posting ready status"}],
+                "conditions": [Self::ready_condition()],
                 "addresses": [{"type": "InternalIP", "address": format!("10.78.0.{}", 10 + self.index)}, {"type": "Hostname", "address": self.name}],
                 "nodeInfo": {"machineID": self.machine_id(), "kubeletVersion": "v1.32.0-herd-fake", "operatingSystem": "linux", "architecture": "amd64", "osImage": "fake", "containerRuntimeVersion": "fake://0", "kernelVersion": "", "kubeProxyVersion": "", "bootID": "", "systemUUID": ""}
             }
@@ -356,15 +426,33 @@ impl FakeNodeSpec {
             }
         }
         let mut next_ip = 2u32;
+        let mut round = 0u64;
         while !stop.is_cancelled() {
-            let url = format!("{}/api/v1/pods?fieldSelector=spec.nodeName={}", self.api, self.name);
+            // A lease lost while the store was out (a leader kill outlasting
+            // the short TTL) is registered again, as an agent does.
+            if session.has_ended() {
+                session = self.register().await;
+            }
+            round += 1;
+            if round.is_multiple_of(5) {
+                self.heartbeat(&http).await;
+            }
+            let url = format!(
+                "{}/api/v1/pods?fieldSelector=spec.nodeName={}",
+                self.api, self.name
+            );
             if let Ok(list) = http.get_json::<Value>(&url).await {
                 for pod in list["items"].as_array().into_iter().flatten() {
                     if running(pod) || !pod["metadata"]["deletionTimestamp"].is_null() {
                         continue;
                     }
                     next_ip += 1;
-                    let ip = format!("10.{}.{}.{}", 100 + self.index, next_ip / 250, next_ip % 250 + 2);
+                    let ip = format!(
+                        "10.{}.{}.{}",
+                        100 + self.index,
+                        next_ip / 250,
+                        next_ip % 250 + 2
+                    );
                     let statuses: Vec<Value> = pod["spec"]["containers"]
                         .as_array()
                         .into_iter()

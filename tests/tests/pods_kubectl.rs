@@ -79,18 +79,26 @@ fn contains(out: &str, want: &str) {
 }
 
 fn wait_running(lab: &PodsLab, ns: &str, selector_label: (&str, &str), n: usize) {
-    lab.wait_pods(&format!("{n} running pods {selector_label:?} in {ns}"), ns, Duration::from_secs(60), |pods| {
-        pods.iter()
-            .filter(|p| p["metadata"]["labels"][selector_label.0] == selector_label.1 && p["metadata"]["deletionTimestamp"].is_null())
-            .filter(|p| running(p))
-            .count()
-            == n
-            && pods
-                .iter()
-                .filter(|p| p["metadata"]["labels"][selector_label.0] == selector_label.1)
+    lab.wait_pods(
+        &format!("{n} running pods {selector_label:?} in {ns}"),
+        ns,
+        Duration::from_secs(60),
+        |pods| {
+            pods.iter()
+                .filter(|p| {
+                    p["metadata"]["labels"][selector_label.0] == selector_label.1
+                        && p["metadata"]["deletionTimestamp"].is_null()
+                })
+                .filter(|p| running(p))
                 .count()
                 == n
-    });
+                && pods
+                    .iter()
+                    .filter(|p| p["metadata"]["labels"][selector_label.0] == selector_label.1)
+                    .count()
+                    == n
+        },
+    );
 }
 
 fn conformance(lab: &PodsLab, k: Kubectl) {
@@ -108,8 +116,18 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
     };
     // kubectl 1.32's `create namespace` speaks protobuf, which herd does
     // not: the namespace comes from YAML, as every other object here.
-    let created = lab.kubectl(k, &["create", "-f", "-"], Some(&format!("apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n")));
-    assert!(created.status.success(), "creating namespace {ns}: {}", String::from_utf8_lossy(&created.stderr));
+    let created = lab.kubectl(
+        k,
+        &["create", "-f", "-"],
+        Some(&format!(
+            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
+        )),
+    );
+    assert!(
+        created.status.success(),
+        "creating namespace {ns}: {}",
+        String::from_utf8_lossy(&created.stderr)
+    );
 
     // get nodes
     let nodes = lab.kubectl_ok(k, &["get", "nodes"]);
@@ -121,46 +139,115 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
     // create -f: the seed's RC and service, as written.
     let rc = write_file(dir, &format!("{ns}-rc.yaml"), SEED_RC);
     let svc = write_file(dir, &format!("{ns}-svc.yaml"), SEED_SERVICE);
-    contains(&ok(&["create", "-f", &rc]), "replicationcontroller/redis-master created");
+    contains(
+        &ok(&["create", "-f", &rc]),
+        "replicationcontroller/redis-master created",
+    );
     contains(&ok(&["create", "-f", &svc]), "service/redis-master created");
-    let ip = ok(&["get", "svc", "redis-master", "-o", "jsonpath={.spec.clusterIP}"]);
-    assert!(ip.starts_with("10.0."), "cluster IP from the service range: {ip}");
+    let ip = ok(&[
+        "get",
+        "svc",
+        "redis-master",
+        "-o",
+        "jsonpath={.spec.clusterIP}",
+    ]);
+    assert!(
+        ip.starts_with("10.0."),
+        "cluster IP from the service range: {ip}"
+    );
     wait_running(lab, ns, ("name", "redis-master"), 1);
 
     // get -o wide / json / yaml
     let wide = ok(&["get", "pods", "-o", "wide"]);
     contains(&wide, "Running");
     contains(&wide, "NODE");
-    assert!(wide.contains("node-a") || wide.contains("node-b") || wide.contains("node-c"), "{wide}");
-    let json: serde_json::Value = serde_json::from_str(&ok(&["get", "rc", "redis-master", "-o", "json"])).expect("-o json is JSON");
+    assert!(
+        wide.contains("node-a") || wide.contains("node-b") || wide.contains("node-c"),
+        "{wide}"
+    );
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&["get", "rc", "redis-master", "-o", "json"]))
+            .expect("-o json is JSON");
     assert_eq!(json["kind"], "ReplicationController");
     assert_eq!(json["status"]["replicas"], 1);
-    contains(&ok(&["get", "svc", "redis-master", "-o", "yaml"]), "kind: Service");
-    let endpoints = wait::until("the service's endpoints", Duration::from_secs(30), Duration::from_millis(300), || {
-        let out = ok(&["get", "endpoints", "redis-master"]);
-        out.contains(":6379").then_some(out)
-    });
+    contains(
+        &ok(&["get", "svc", "redis-master", "-o", "yaml"]),
+        "kind: Service",
+    );
+    let endpoints = wait::until(
+        "the service's endpoints",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let out = ok(&["get", "endpoints", "redis-master"]);
+            out.contains(":6379").then_some(out)
+        },
+    );
     contains(&endpoints, "redis-master");
 
     // apply -f twice (unchanged), then changed.
     let dep = write_file(dir, &format!("{ns}-dep.yaml"), DEPLOYMENT);
     contains(&ok(&["apply", "-f", &dep]), "deployment.apps/front created");
-    contains(&ok(&["apply", "-f", &dep]), "deployment.apps/front unchanged");
+    contains(
+        &ok(&["apply", "-f", &dep]),
+        "deployment.apps/front unchanged",
+    );
     wait_running(lab, ns, ("app", "front"), 2);
-    contains(&ok(&["rollout", "status", "deployment/front", "--timeout=60s"]), "successfully rolled out");
-    let dep2 = write_file(dir, &format!("{ns}-dep2.yaml"), &DEPLOYMENT.replace("nginx:1.25", "nginx:1.26"));
-    contains(&ok(&["apply", "-f", &dep2]), "deployment.apps/front configured");
-    contains(&ok(&["rollout", "status", "deployment/front", "--timeout=60s"]), "successfully rolled out");
-    assert_eq!(ok(&["get", "deploy", "front", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "nginx:1.26");
+    contains(
+        &ok(&["rollout", "status", "deployment/front", "--timeout=60s"]),
+        "successfully rolled out",
+    );
+    let dep2 = write_file(
+        dir,
+        &format!("{ns}-dep2.yaml"),
+        &DEPLOYMENT.replace("nginx:1.25", "nginx:1.26"),
+    );
+    contains(
+        &ok(&["apply", "-f", &dep2]),
+        "deployment.apps/front configured",
+    );
+    contains(
+        &ok(&["rollout", "status", "deployment/front", "--timeout=60s"]),
+        "successfully rolled out",
+    );
+    assert_eq!(
+        ok(&[
+            "get",
+            "deploy",
+            "front",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "nginx:1.26"
+    );
 
     // rollout undo goes back to the first template.
     contains(&ok(&["rollout", "undo", "deployment/front"]), "rolled back");
-    contains(&ok(&["rollout", "status", "deployment/front", "--timeout=60s"]), "successfully rolled out");
-    assert_eq!(ok(&["get", "deploy", "front", "-o", "jsonpath={.spec.template.spec.containers[0].image}"]), "nginx:1.25");
+    contains(
+        &ok(&["rollout", "status", "deployment/front", "--timeout=60s"]),
+        "successfully rolled out",
+    );
+    assert_eq!(
+        ok(&[
+            "get",
+            "deploy",
+            "front",
+            "-o",
+            "jsonpath={.spec.template.spec.containers[0].image}"
+        ]),
+        "nginx:1.25"
+    );
     wait_running(lab, ns, ("app", "front"), 2);
 
     // get -w sees a change.
-    let pod = ok(&["get", "pods", "-l", "name=redis-master", "-o", "jsonpath={.items[0].metadata.name}"]);
+    let pod = ok(&[
+        "get",
+        "pods",
+        "-l",
+        "name=redis-master",
+        "-o",
+        "jsonpath={.items[0].metadata.name}",
+    ]);
     let watch = {
         let net = lab.cluster.net.as_ref().expect("namespace lab");
         let mut cmd = net.client.command("timeout");
@@ -168,7 +255,16 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
         cmd.arg("8")
             .arg(k.path())
             .arg(format!("--kubeconfig={}", kubeconfig.display()))
-            .args(["-n", ns, "get", "pod", &pod, "-w", "-o", "jsonpath={.metadata.labels.step}{\"\\n\"}"])
+            .args([
+                "-n",
+                ns,
+                "get",
+                "pod",
+                &pod,
+                "-w",
+                "-o",
+                "jsonpath={.metadata.labels.step}{\"\\n\"}",
+            ])
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped());
         cmd.spawn().expect("kubectl get -w")
@@ -179,7 +275,10 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
     contains(&String::from_utf8_lossy(&out.stdout), "two");
 
     // scale and label.
-    contains(&ok(&["scale", "rc", "redis-master", "--replicas=3"]), "scaled");
+    contains(
+        &ok(&["scale", "rc", "redis-master", "--replicas=3"]),
+        "scaled",
+    );
     wait_running(lab, ns, ("name", "redis-master"), 3);
     contains(&ok(&["label", "pod", &pod, "tier=cache"]), "labeled");
     contains(&ok(&["get", "pods", "-l", "tier=cache"]), &pod);
@@ -192,7 +291,13 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
 
     // api-resources and explain.
     let resources = lab.kubectl_ok(k, &["api-resources"]);
-    for want in ["deployments", "deploy", "apps/v1", "replicationcontrollers", "rc"] {
+    for want in [
+        "deployments",
+        "deploy",
+        "apps/v1",
+        "replicationcontrollers",
+        "rc",
+    ] {
         contains(&resources, want);
     }
     let explained = lab.kubectl_ok(k, &["explain", "pod"]);
@@ -202,17 +307,44 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
 
     // Bad input: refused, by its field.
     let bad = write_file(dir, &format!("{ns}-bad.yaml"), UNKNOWN_FIELD);
-    contains(&lab.kubectl_err(k, &["-n", ns, "create", "-f", &bad], None), "bogus");
-    contains(&lab.kubectl_err(k, &["-n", ns, "create", "-f", &bad, "--validate=false"], None), "bogus");
+    contains(
+        &lab.kubectl_err(k, &["-n", ns, "create", "-f", &bad], None),
+        "bogus",
+    );
+    contains(
+        &lab.kubectl_err(
+            k,
+            &["-n", ns, "create", "-f", &bad, "--validate=false"],
+            None,
+        ),
+        "bogus",
+    );
 
     // delete, with cascade.
     contains(&ok(&["delete", "rc", "redis-master"]), "deleted");
-    lab.wait_pods("the RC's pods garbage-collected", ns, Duration::from_secs(30), |pods| {
-        pods.iter().all(|p| p["metadata"]["labels"]["name"] != "redis-master")
-    });
-    contains(&ok(&["delete", "deployment", "front", "--cascade=foreground"]), "deleted");
-    assert!(ok(&["get", "rs", "-o", "name"]).trim().is_empty(), "replica sets left");
-    lab.wait_pods("the deployment's pods gone", ns, Duration::from_secs(30), |pods| pods.is_empty());
+    lab.wait_pods(
+        "the RC's pods garbage-collected",
+        ns,
+        Duration::from_secs(30),
+        |pods| {
+            pods.iter()
+                .all(|p| p["metadata"]["labels"]["name"] != "redis-master")
+        },
+    );
+    contains(
+        &ok(&["delete", "deployment", "front", "--cascade=foreground"]),
+        "deleted",
+    );
+    assert!(
+        ok(&["get", "rs", "-o", "name"]).trim().is_empty(),
+        "replica sets left"
+    );
+    lab.wait_pods(
+        "the deployment's pods gone",
+        ns,
+        Duration::from_secs(30),
+        |pods| pods.is_empty(),
+    );
 }
 
 #[test]
@@ -223,10 +355,15 @@ fn pods_kubectl_120_and_132_conformance() {
         .enumerate()
         .map(|(i, name)| lab.fake_node(i, name, &[], "4"))
         .collect();
-    wait::until("three nodes", Duration::from_secs(30), Duration::from_millis(200), || {
-        let nodes = lab.get(0, "/api/v1/nodes").ok()?;
-        (nodes["items"].as_array()?.len() == 3).then_some(())
-    });
+    wait::until(
+        "three nodes",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let nodes = lab.get(0, "/api/v1/nodes").ok()?;
+            (nodes["items"].as_array()?.len() == 3).then_some(())
+        },
+    );
     for k in [Kubectl::V132, Kubectl::V120] {
         conformance(&lab, k);
     }
