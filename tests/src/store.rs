@@ -166,6 +166,13 @@ impl Topology {
             .expect("valid address")
     }
 
+    /// Member `i`'s address on the client network (where clients reach it).
+    pub fn client_ip(i: usize) -> std::net::IpAddr {
+        format!("{CLIENT_NET}.{}", 11 + i)
+            .parse()
+            .expect("valid address")
+    }
+
     fn client_addr(i: usize) -> SocketAddr {
         format!("{CLIENT_NET}.{}:2379", 11 + i)
             .parse()

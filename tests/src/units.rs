@@ -109,7 +109,7 @@ impl UnitsLab {
                 grace.clone(),
                 "--units-cgroup-root".into(),
                 root.join(format!("m{i}")).display().to_string(),
-                "--listen-api".into(),
+                "--listen-agent-api".into(),
                 format!("{}:{API_PORT}", Cluster::member_ip(i)),
             ];
             let md = metadata(i);

@@ -115,16 +115,18 @@ pub struct AgentArgs {
     /// KEY=VALUE,… (added to a cloud-config's herd.metadata).
     #[arg(long, value_name = "KEY=VALUE,…")]
     pub metadata: Option<String>,
-    /// Address of the agent's HTTP API (unit status and journals) [default:
-    /// the client address's host on port 2381 with a cloud-config, on a
-    /// free port otherwise]; the machine advertises it in its record.
+    /// Address of the agent's own HTTP API (unit status and journals)
+    /// [default: the client address's host on port 2381 with a
+    /// cloud-config, on a free port otherwise]; the machine advertises it
+    /// in its record. (`--listen-api` is the Kubernetes API's.)
     #[arg(long, value_name = "HOST:PORT")]
-    pub listen_api: Option<SocketAddr>,
+    pub listen_agent_api: Option<SocketAddr>,
     /// Seconds a machine's registration outlives its agent.
     #[arg(long, value_name = "SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u64).range(2..))]
     pub machine_ttl: u64,
-    /// Run only the store member: no registration, no roles, no API (the
-    /// store's own tests and benchmarks, which count every revision).
+    /// Run the store member without this machine's registration, units or
+    /// agent API (the store's own tests and benchmarks, which count every
+    /// revision); only roles whose flags are given (network, pods) run.
     #[arg(long)]
     pub store_only: bool,
     /// cgroup v2 group that units run under [default: herd.units under the
@@ -137,6 +139,9 @@ pub struct AgentArgs {
     /// How long a lost machine keeps its units before they move elsewhere.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = humantime::parse_duration)]
     pub units_grace: std::time::Duration,
+    /// The pods role: the Kubernetes API and its controllers.
+    #[command(flatten)]
+    pub pods: herd_pods::role::PodsArgs,
 }
 
 /// `herd agent`: settings from the flags or the cloud-config, then the

@@ -23,10 +23,12 @@
 //!     cluster_iface: eth0    # default: the interface carrying `advertise`
 //!     public_ip: 10.77.0.12  # default: `advertise`
 //!   metadata: {role: db}     # optional: labels units' MachineMetadata matches
-//!   api_port: 2381           # optional: the agent API's port
+//!   agent_api_port: 2381     # optional: the agent's own API (units)
 //!   update:                  # optional: OS updates (herd_update::UpdateSettings)
 //!     server: http://10.77.0.1:8080
 //!     group: stable
+//!   api_port: 6443           # optional: the Kubernetes API (default 6443)
+//!   api_token: 9b2e…         # optional: bearer token the Kubernetes API requires
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -97,9 +99,15 @@ struct HerdSection {
     election_timeout_ms: Option<u64>,
     #[serde(default)]
     network: Option<NetworkSection>,
-    /// The agent API's port (default 2381).
+    /// The agent's own API's port (default 2381; unit status, journals).
+    #[serde(default)]
+    agent_api_port: Option<u16>,
+    /// The Kubernetes API's port (default 6443).
     #[serde(default)]
     api_port: Option<u16>,
+    /// The bearer token the Kubernetes API requires, if any.
+    #[serde(default)]
+    api_token: Option<String>,
     /// Labels units' MachineMetadata matches (`role: db`).
     #[serde(default)]
     metadata: std::collections::BTreeMap<String, String>,
@@ -142,8 +150,8 @@ pub struct NetworkBootstrap {
 }
 
 
-/// Default port of the agent's HTTP API.
-pub const API_PORT: u16 = 2381;
+/// Default port of the agent's own HTTP API.
+pub const AGENT_API_PORT: u16 = 2381;
 
 /// Whether `key=value` is a usable machine label: a key of letters,
 /// digits, `-`, `_`, `.`, `/`; a value without `,`, `=` or whitespace.
@@ -210,10 +218,14 @@ pub struct AgentBootstrap {
     pub timing: Option<crate::timing::RaftTiming>,
     /// `herd.network`: run the cluster network role.
     pub network: Option<NetworkBootstrap>,
-    pub api_port: u16,
+    pub agent_api_port: u16,
     pub metadata: std::collections::BTreeMap<String, String>,
     /// OS updates; `None`: the update role only runs the health gate.
     pub update: Option<herd_update::UpdateSettings>,
+    /// Where the Kubernetes API listens.
+    pub listen_api: SocketAddr,
+    /// The bearer token the Kubernetes API requires, if any.
+    pub api_token: Option<String>,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -319,9 +331,14 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
         insecure_plaintext: herd.insecure_plaintext,
         timing,
         network,
-        api_port: herd.api_port.unwrap_or(API_PORT),
+        agent_api_port: herd.agent_api_port.unwrap_or(AGENT_API_PORT),
         metadata: herd.metadata,
         update: herd.update,
+        listen_api: SocketAddr::new(
+            herd.advertise,
+            herd.api_port.unwrap_or(herd_pods::role::API_PORT),
+        ),
+        api_token: herd.api_token.filter(|t| !t.trim().is_empty()),
     })
 }
 
@@ -467,14 +484,14 @@ mod tests {
         assert_eq!(s.roles, vec![Role::Store]);
         assert_eq!(s.install_disk, None);
         assert_eq!(s.network, None);
-        assert_eq!(s.api_port, API_PORT);
+        assert_eq!(s.agent_api_port, AGENT_API_PORT);
         assert!(s.metadata.is_empty());
         let s = parse(&format!(
-            "{M2}  metadata: {{role: db, zone: a}}\n  api_port: 9000\n"
+            "{M2}  metadata: {{role: db, zone: a}}\n  agent_api_port: 9000\n"
         ))
         .unwrap();
         assert_eq!(s.metadata["role"], "db");
-        assert_eq!(s.api_port, 9000);
+        assert_eq!(s.agent_api_port, 9000);
         assert_eq!(s.update, None);
     }
 

@@ -27,6 +27,14 @@ pub use settings::AgentSettings;
 pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Bind first: a taken client port should fail before the store starts.
     let listener = herd_store::server::Listener::bind(settings.listen_client).await?;
+    let api_listener = match &settings.pods {
+        Some(pods) => Some(
+            tokio::net::TcpListener::bind(pods.listen_api)
+                .await
+                .with_context(|| format!("binding the Kubernetes API on {}", pods.listen_api))?,
+        ),
+        None => None,
+    };
     let resumed = herd_store::has_state(&settings.data_dir);
     let member = herd_store::Member::start(settings.store_config()?)
         .await
@@ -147,6 +155,14 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
         let cancel = supervisor.token();
         supervisor.spawn("cluster-network", async move {
             herd_net::run(client, net, cancel).await?;
+            Ok(())
+        });
+    }
+    if let (Some(pods), Some(api_listener)) = (settings.pods.clone(), api_listener) {
+        let client = local.clone();
+        let cancel = supervisor.token();
+        supervisor.spawn("pods", async move {
+            herd_pods::role::run(client, api_listener, pods, cancel).await?;
             Ok(())
         });
     }

@@ -60,6 +60,8 @@ pub struct AgentSettings {
     /// OS updates (from cloud-config); a disk boot runs the update role
     /// with these (or with the defaults: the health gate only).
     pub update: Option<herd_update::UpdateSettings>,
+    /// The pods role (the Kubernetes API and its controllers), if enabled.
+    pub pods: Option<herd_pods::role::PodsConfig>,
 }
 
 /// A machine id derived from a member name, stable across restarts (a
@@ -156,6 +158,43 @@ fn net_settings(
     })
 }
 
+/// The pods role's settings from its flags; `listen` overrides
+/// `--listen-api` (a cloud-config's address), `token` the token file.
+fn pods_config(
+    args: &herd_pods::role::PodsArgs,
+    listen: Option<SocketAddr>,
+    token: Option<String>,
+    candidate: &str,
+    version: &str,
+) -> anyhow::Result<Option<herd_pods::role::PodsConfig>> {
+    let Some(listen_api) = args.listen_agent_api.or(listen) else {
+        return Ok(None);
+    };
+    let token = match (&args.api_token_file, token) {
+        (Some(path), _) => Some(
+            std::fs::read_to_string(path)
+                .with_context(|| format!("reading --api-token-file {}", path.display()))?
+                .trim()
+                .to_owned(),
+        ),
+        (None, token) => token,
+    };
+    if token.as_deref().is_some_and(str::is_empty) {
+        bail!("the API token is empty");
+    }
+    Ok(Some(herd_pods::role::PodsConfig {
+        listen_api,
+        token,
+        api: herd_pods::api::ApiConfig {
+            service_cidr: args.service_cluster_ip_range,
+            ..Default::default()
+        },
+        eviction_timeout: Duration::from_secs(args.pod_eviction_timeout),
+        candidate: candidate.to_owned(),
+        version: version.to_owned(),
+    }))
+}
+
 impl AgentSettings {
     fn units_settings(
         args: &AgentArgs,
@@ -178,6 +217,7 @@ impl AgentSettings {
     pub async fn from_args(args: AgentArgs, version: &str) -> anyhow::Result<AgentSettings> {
         let timing = timing_flags(&args)?;
         let name = args.name.clone().context("--name is required")?;
+        let pods = pods_config(&args.pods, None, None, &name, version)?;
         let data_dir = args.data_dir.clone().context("--data-dir is required")?;
         let token = match (args.token.clone(), args.token_file.clone()) {
             (Some(t), _) => t,
@@ -287,6 +327,7 @@ impl AgentSettings {
             machine_ttl: Duration::from_secs(args.machine_ttl),
             listen_api,
             update: None,
+            pods,
         })
     }
 
@@ -348,7 +389,7 @@ impl AgentSettings {
         }
         let listen_api = args
             .listen_api
-            .unwrap_or_else(|| SocketAddr::new(boot.advertise, boot.api_port));
+            .unwrap_or_else(|| SocketAddr::new(boot.advertise, boot.agent_api_port));
         let machine_id = record.machine_id.clone();
         let net = boot
             .network
@@ -362,6 +403,13 @@ impl AgentSettings {
                 )
             })
             .or_else(|| net_settings(&NetFlags::of(&args), &machine_id, &data_dir, None));
+        let pods = pods_config(
+            &args.pods,
+            Some(boot.listen_api),
+            boot.api_token.clone(),
+            &boot.name,
+            version,
+        )?;
         Ok(AgentSettings {
             machine_id,
             net,
@@ -394,6 +442,7 @@ impl AgentSettings {
             },
             machine: Some(record),
             update: boot.update,
+            pods,
         })
     }
 }

@@ -11,7 +11,20 @@ use super::backoff::Backoff;
 use crate::client::Client;
 use crate::election;
 use crate::keys::ELECTIONS;
+use crate::proto::etcdserverpb::{Compare, compare};
+use crate::proto::v3electionpb::LeaderKey;
 use crate::session::Session;
+
+/// The compare that holds while `leader` still leads its election.
+pub fn fence(leader: &LeaderKey) -> Compare {
+    Compare {
+        result: compare::CompareResult::Equal as i32,
+        target: compare::CompareTarget::Create as i32,
+        key: leader.key.clone(),
+        target_union: Some(compare::TargetUnion::CreateRevision(leader.rev)),
+        range_end: Vec::new(),
+    }
+}
 
 /// Campaigns for `election` as `candidate` (its value, for `herd kv elect
 /// -l`-style observers) with a session of `ttl`; while elected, runs
@@ -28,6 +41,27 @@ pub async fn run_elected<F, Fut>(
     mut work: F,
 ) where
     F: FnMut(CancellationToken) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    run_elected_fenced(client, election, candidate, ttl, cancel, |token, _| {
+        work(token)
+    })
+    .await
+}
+
+/// [`run_elected`], also handing the work the [`LeaderKey`] it holds: a
+/// write that compares the key's create revision (see [`fence`]) lands
+/// only while this process still leads, so a deposed leader whose
+/// session ended mid-write cannot act after its successor started.
+pub async fn run_elected_fenced<F, Fut>(
+    client: &Client,
+    election: &str,
+    candidate: &str,
+    ttl: Duration,
+    cancel: &CancellationToken,
+    mut work: F,
+) where
+    F: FnMut(CancellationToken, LeaderKey) -> Fut,
     Fut: Future<Output = ()>,
 {
     let name = ELECTIONS.key(election);
@@ -69,7 +103,7 @@ pub async fn run_elected<F, Fut>(
         tracing::info!(election, candidate, "elected");
         let token = cancel.child_token();
         tokio::select! {
-            () = work(token.clone()) => tracing::info!(election, "elected work finished"),
+            () = work(token.clone(), leader.clone()) => tracing::info!(election, "elected work finished"),
             () = session.ended() => tracing::warn!(election, "the election's session ended; stepping down"),
             _ = cancel.cancelled() => {}
         }

@@ -32,6 +32,6 @@ pub mod watcher;
 pub use backoff::Backoff;
 pub use cache::Cache;
 pub use controller::{Action, Controller, Request};
-pub use elected::run_elected;
+pub use elected::{fence, run_elected, run_elected_fenced};
 pub use resource::{DecodeError, ListError, Object, Resource, Scope, list};
 pub use watcher::{Event, Watcher};

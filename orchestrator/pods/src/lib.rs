@@ -1,0 +1,11 @@
+//! Pods, part 1: herd hosts the Kubernetes API and its controllers, with
+//! every object in the store under `/registry/` as Kubernetes keeps them
+//! in etcd, so the `kubectl` users already have works unchanged.
+//!
+//! - [`api`]: the kinds as typed Rust (unknown fields refused by path),
+//!   their validation, defaults, selectors, tables and `Status` errors.
+pub mod api;
+pub mod controllers;
+pub mod registry;
+pub mod role;
+pub mod server;

@@ -1,0 +1,376 @@
+//! The pod controllers on a namespace lab of three herd agents (fake
+//! nodes play the kubelet's API part): scheduling by selectors, requests
+//! and spreading; replication converging after deleted pods and a lost
+//! node; a deployment rollout through a store leader kill and a move of
+//! the controller's election, losing nothing and doubling nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::Duration;
+
+use herd_http::Method;
+use herd_tests::pods::{PodsLab, running};
+use herd_tests::wait;
+use serde_json::{Value, json};
+
+fn create(lab: &PodsLab, path: &str, body: Value) -> Value {
+    let (code, answer) = lab.send(0, Method::POST, path, "application/json", &body);
+    assert_eq!(code, 201, "POST {path}: {answer}");
+    answer
+}
+
+fn pod(name: &str, cpu: &str, selector: Value) -> Value {
+    json!({"apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {"nodeSelector": selector, "containers": [{"name": "c", "image": "busybox",
+            "resources": {"requests": {"cpu": cpu}}}]}})
+}
+
+fn rc(name: &str, replicas: i32, cpu: &str) -> Value {
+    json!({"apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": name},
+        "spec": {"replicas": replicas, "selector": {"app": name},
+            "template": {"metadata": {"labels": {"app": name}},
+                "spec": {"containers": [{"name": "c", "image": "busybox",
+                    "resources": {"requests": {"cpu": cpu}}}]}}}})
+}
+
+fn owned_by<'a>(pods: &'a [Value], label: &str) -> Vec<&'a Value> {
+    pods.iter()
+        .filter(|p| {
+            p["metadata"]["labels"]["app"] == label && p["metadata"]["deletionTimestamp"].is_null()
+        })
+        .collect()
+}
+
+#[test]
+fn pods_scheduling_follows_selectors_requests_and_spreads() {
+    let lab = PodsLab::start(60);
+    let _a = lab.fake_node(0, "node-a", &[("disk", "ssd")], "1");
+    let _b = lab.fake_node(1, "node-b", &[], "4");
+    let _c = lab.fake_node(2, "node-c", &[], "4");
+    wait::until(
+        "three nodes",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || (lab.get(0, "/api/v1/nodes").ok()?["items"].as_array()?.len() == 3).then_some(()),
+    );
+    let pods = "/api/v1/namespaces/default/pods";
+    create(&lab, pods, pod("fast", "500m", json!({"disk": "ssd"})));
+    create(&lab, pods, pod("too-big", "2", json!({"disk": "ssd"})));
+    let fast = wait::until(
+        "fast bound",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let p = lab.get(0, &format!("{pods}/fast")).ok()?;
+            (!p["spec"]["nodeName"].is_null()).then_some(p)
+        },
+    );
+    assert_eq!(
+        fast["spec"]["nodeName"], "node-a",
+        "nodeSelector picks the ssd node"
+    );
+    let message = wait::until(
+        "too-big reported unschedulable",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let p = lab.get(0, &format!("{pods}/too-big")).ok()?;
+            let c = p["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "PodScheduled")?
+                .clone();
+            (c["status"] == "False").then(|| c["message"].as_str().unwrap_or_default().to_owned())
+        },
+    );
+    assert_eq!(
+        message,
+        "0/3 nodes are available: 1 Insufficient cpu, 2 node(s) didn't match Pod's node affinity/selector."
+    );
+    assert!(lab.get(0, &format!("{pods}/too-big")).unwrap()["spec"]["nodeName"].is_null());
+
+    // Six pods of one controller spread two per node.
+    create(
+        &lab,
+        "/api/v1/namespaces/default/replicationcontrollers",
+        rc("spread", 6, "100m"),
+    );
+    let placed = lab.wait_pods(
+        "six spread pods running",
+        "default",
+        Duration::from_secs(60),
+        |pods| {
+            let mine = owned_by(pods, "spread");
+            mine.len() == 6 && mine.iter().all(|p| running(p))
+        },
+    );
+    let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+    for p in owned_by(&placed, "spread") {
+        *per_node
+            .entry(p["spec"]["nodeName"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        per_node.values().copied().collect::<Vec<_>>(),
+        [2, 2, 2],
+        "{per_node:?}"
+    );
+}
+
+#[test]
+fn pods_replication_converges_after_deleted_pods_and_a_lost_node() {
+    let lab = PodsLab::start(5);
+    let a = lab.fake_node(0, "node-a", &[], "8");
+    let _b = lab.fake_node(1, "node-b", &[], "8");
+    let _c = lab.fake_node(2, "node-c", &[], "8");
+    create(
+        &lab,
+        "/api/v1/namespaces/default/replicationcontrollers",
+        rc("web", 6, "100m"),
+    );
+    let first = lab.wait_pods("six running", "default", Duration::from_secs(60), |pods| {
+        let mine = owned_by(pods, "web");
+        mine.len() == 6 && mine.iter().all(|p| running(p))
+    });
+    // Delete two pods: two new ones replace them.
+    let victims: Vec<String> = owned_by(&first, "web")
+        .iter()
+        .take(2)
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_owned())
+        .collect();
+    for v in &victims {
+        let (code, _) = lab.send(
+            0,
+            Method::DELETE,
+            &format!("/api/v1/namespaces/default/pods/{v}"),
+            "application/json",
+            &json!({}),
+        );
+        assert_eq!(code, 200);
+    }
+    lab.wait_pods(
+        "six running again, the victims gone",
+        "default",
+        Duration::from_secs(60),
+        |pods| {
+            let mine = owned_by(pods, "web");
+            mine.len() == 6
+                && mine.iter().all(|p| running(p))
+                && mine
+                    .iter()
+                    .all(|p| !victims.iter().any(|v| p["metadata"]["name"] == v.as_str()))
+        },
+    );
+    // Lose node-a: NotReady when its machine lease expires, its pods
+    // evicted after the grace period and recreated on the others.
+    let on_a = owned_by(&lab.pods("default"), "web")
+        .iter()
+        .filter(|p| p["spec"]["nodeName"] == "node-a")
+        .count();
+    assert!(on_a > 0, "node-a had pods before it was lost");
+    a.crash();
+    wait::until(
+        "node-a NotReady",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let n = lab.get(0, "/api/v1/nodes/node-a").ok()?;
+            let ready = n["status"]["conditions"]
+                .as_array()?
+                .iter()
+                .find(|c| c["type"] == "Ready")?
+                .clone();
+            (ready["status"] == "Unknown").then_some(())
+        },
+    );
+    let after = lab.wait_pods(
+        "six running on the surviving nodes",
+        "default",
+        Duration::from_secs(60),
+        |pods| {
+            let mine = owned_by(pods, "web");
+            mine.len() == 6
+                && mine
+                    .iter()
+                    .all(|p| running(p) && p["spec"]["nodeName"] != "node-a")
+        },
+    );
+    assert_eq!(owned_by(&after, "web").len(), 6);
+    let rc = lab
+        .get(0, "/api/v1/namespaces/default/replicationcontrollers/web")
+        .unwrap();
+    assert_eq!(rc["status"]["replicas"], 6);
+}
+
+/// The name of the agent leading election `name`.
+fn election_leader(lab: &PodsLab, name: &str) -> String {
+    let out = lab.cluster.etcdctl(
+        &lab.cluster.endpoints(),
+        &[
+            "get",
+            "--prefix",
+            &format!("/herd/elections/{name}/"),
+            "--print-value-only",
+            "--sort-by=CREATE",
+            "--order=ASCEND",
+        ],
+        None,
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+#[test]
+fn pods_rollout_survives_a_store_leader_kill_and_an_election_move() {
+    let mut lab = PodsLab::start(60);
+    let _nodes: Vec<_> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .enumerate()
+        .map(|(i, n)| lab.fake_node(i, n, &[], "16"))
+        .collect();
+    let deployment = |image: &str| {
+        json!({"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": "app"},
+            "spec": {"replicas": 6, "selector": {"matchLabels": {"app": "app"}},
+                "strategy": {"rollingUpdate": {"maxSurge": 1, "maxUnavailable": 1}},
+                "template": {"metadata": {"labels": {"app": "app"}},
+                    "spec": {"containers": [{"name": "c", "image": image}]}}}})
+    };
+    create(
+        &lab,
+        "/apis/apps/v1/namespaces/default/deployments",
+        deployment("app:v1"),
+    );
+    lab.wait_pods("six v1 pods", "default", Duration::from_secs(60), |pods| {
+        let mine = owned_by(pods, "app");
+        mine.len() == 6 && mine.iter().all(|p| running(p))
+    });
+    // Roll to v2, and while it rolls: kill the store's leader, then the
+    // agent holding the deployment controller's election.
+    let (code, answer) = lab.send(
+        0,
+        Method::PATCH,
+        "/apis/apps/v1/namespaces/default/deployments/app",
+        "application/strategic-merge-patch+json",
+        &json!({"spec": {"template": {"spec": {"containers": [{"name": "c", "image": "app:v2"}]}}}}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    let leader = lab.cluster.leader();
+    lab.cluster.kill(leader);
+    std::thread::sleep(Duration::from_secs(2));
+    lab.cluster.restart(leader);
+    let holder = wait::until(
+        "the deployment controller's leader",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let h = election_leader(&lab, "pods-deployments");
+            (!h.is_empty()).then_some(h)
+        },
+    );
+    let index: usize = holder
+        .trim_start_matches('m')
+        .parse()
+        .expect("members are m0, m1, m2");
+    lab.cluster.kill(index);
+    let moved = wait::until(
+        "the election to move",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || {
+            let h = election_leader(&lab, "pods-deployments");
+            (!h.is_empty() && h != holder).then_some(h)
+        },
+    );
+    assert_ne!(moved, holder);
+    lab.cluster.restart(index);
+    // The rollout completes: six v2 pods, nothing more.
+    let settled = |pods: &[Value]| {
+        let mine = owned_by(pods, "app");
+        mine.len() == 6
+            && mine
+                .iter()
+                .all(|p| running(p) && p["spec"]["containers"][0]["image"] == "app:v2")
+            && pods
+                .iter()
+                .filter(|p| p["metadata"]["labels"]["app"] == "app")
+                .count()
+                == 6
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let done = loop {
+        let pods = lab.pods("default");
+        if settled(&pods) {
+            break pods;
+        }
+        if std::time::Instant::now() > deadline {
+            let brief: Vec<String> = pods
+                .iter()
+                .map(|p| {
+                    format!(
+                        "{} {} {} {}",
+                        p["metadata"]["name"],
+                        p["spec"]["containers"][0]["image"],
+                        p["status"]["phase"],
+                        p["spec"]["nodeName"]
+                    )
+                })
+                .collect();
+            panic!(
+                "the rollout did not settle:\npods: {brief:#?}\nreplica sets: {}\ndeployment: {}\nagent logs:\n{}",
+                lab.get(0, "/apis/apps/v1/namespaces/default/replicasets")
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+                lab.get(0, "/apis/apps/v1/namespaces/default/deployments/app")
+                    .map(|r| r.to_string())
+                    .unwrap_or_default(),
+                lab.cluster
+                    .members
+                    .iter()
+                    .map(|m| m.log_tail())
+                    .collect::<Vec<_>>()
+                    .join("\n----\n"),
+            );
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let rss = lab
+        .get(0, "/apis/apps/v1/namespaces/default/replicasets")
+        .unwrap();
+    let rss = rss["items"].as_array().unwrap();
+    assert_eq!(rss.len(), 2, "one replica set per template: {rss:?}");
+    let templates: BTreeSet<&str> = rss
+        .iter()
+        .map(|r| {
+            r["spec"]["template"]["spec"]["containers"][0]["image"]
+                .as_str()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(templates, BTreeSet::from(["app:v1", "app:v2"]));
+    for r in rss {
+        let want = if r["spec"]["template"]["spec"]["containers"][0]["image"] == "app:v2" {
+            6
+        } else {
+            0
+        };
+        assert_eq!(r["spec"]["replicas"], want, "{r}");
+    }
+    let names: BTreeSet<&str> = owned_by(&done, "app")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 6, "no pod doubled");
+    let d = lab
+        .get(0, "/apis/apps/v1/namespaces/default/deployments/app")
+        .unwrap();
+    assert_eq!(d["status"]["updatedReplicas"], 6, "{d}");
+    assert_eq!(
+        d["metadata"]["annotations"]["deployment.kubernetes.io/revision"],
+        "2"
+    );
+}
