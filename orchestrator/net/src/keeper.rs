@@ -67,7 +67,7 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<SubnetLease>) -> Result<Action, K
     match req.object {
         None => {
             let lease = ctx.lease().await?;
-            if registry::claim(&ctx.client, subnet, &ctx.desired, lease, None).await? {
+            if registry::claim(&ctx.client, subnet, &ctx.desired, lease, &[]).await? {
                 tracing::info!(%subnet, lease = format!("{lease:x}"), "subnet lease claimed");
             }
             // Lost the race: the watch brings the winner's record.

@@ -100,11 +100,12 @@ pub struct Holdings {
 pub enum Choice {
     /// A lease or reservation already names this machine.
     Held(Ipv4Net),
-    /// Claim this free subnet; `reclaim` names the gone machine that last
-    /// held it, and the revision of its owner record (the claim checks both).
+    /// Claim this free subnet; `reclaim` names every gone machine that
+    /// remembers it, with the revision of its owner record (the claim
+    /// checks each); empty for a subnet nobody remembers.
     Claim {
         subnet: Ipv4Net,
-        reclaim: Option<(String, i64)>,
+        reclaim: Vec<(String, i64)>,
     },
     /// No subnet left in the network.
     Full,
@@ -127,12 +128,12 @@ pub fn choose(
     {
         return Choice::Held(*subnet);
     }
-    let remembered: BTreeMap<Ipv4Net, (&String, i64)> = held
-        .owners
-        .iter()
-        .filter(|(m, _)| *m != machine)
-        .map(|(m, (s, rev))| (*s, (m, *rev)))
-        .collect();
+    // Several machines may remember one subnet (a reservation moved it):
+    // it is reclaimable only when every one of them is gone.
+    let mut remembered: BTreeMap<Ipv4Net, Vec<(&String, i64)>> = BTreeMap::new();
+    for (m, (s, rev)) in held.owners.iter().filter(|(m, _)| *m != machine) {
+        remembered.entry(*s).or_default().push((m, *rev));
+    }
     let own = held.owners.get(machine).map(|(s, _)| *s);
     for subnet in preferred.into_iter().chain(own) {
         if config.allows(subnet)
@@ -141,7 +142,7 @@ pub fn choose(
         {
             return Choice::Claim {
                 subnet,
-                reclaim: None,
+                reclaim: Vec::new(),
             };
         }
     }
@@ -155,13 +156,16 @@ pub fn choose(
             None => {
                 return Choice::Claim {
                     subnet,
-                    reclaim: None,
+                    reclaim: Vec::new(),
                 };
             }
-            Some((owner, rev)) if reclaimable.is_none() && !held.registered.contains(*owner) => {
+            Some(owners)
+                if reclaimable.is_none()
+                    && owners.iter().all(|(m, _)| !held.registered.contains(*m)) =>
+            {
                 reclaimable = Some(Choice::Claim {
                     subnet,
-                    reclaim: Some(((*owner).clone(), *rev)),
+                    reclaim: owners.iter().map(|(m, rev)| ((*m).clone(), *rev)).collect(),
                 });
             }
             Some(_) => {}
@@ -192,7 +196,7 @@ mod tests {
             choose(&c, "a", None, &h),
             Choice::Claim {
                 subnet: net("10.9.0.64/26"),
-                reclaim: None
+                reclaim: Vec::new()
             }
         );
         h.leases.insert(net("10.9.0.64/26"), "a".into());
@@ -202,7 +206,7 @@ mod tests {
             choose(&c, "b", None, &h),
             Choice::Claim {
                 subnet: net("10.9.0.128/26"),
-                reclaim: None
+                reclaim: Vec::new()
             }
         );
         // a's lease expired: a gets it back; b does not take it while
@@ -212,14 +216,14 @@ mod tests {
             choose(&c, "a", None, &h),
             Choice::Claim {
                 subnet: net("10.9.0.64/26"),
-                reclaim: None
+                reclaim: Vec::new()
             }
         );
         assert_eq!(
             choose(&c, "b", None, &h),
             Choice::Claim {
                 subnet: net("10.9.0.128/26"),
-                reclaim: None
+                reclaim: Vec::new()
             }
         );
         // A local record wins over the owner record.
@@ -227,7 +231,7 @@ mod tests {
             choose(&c, "a", Some(net("10.9.0.192/26")), &h),
             Choice::Claim {
                 subnet: net("10.9.0.192/26"),
-                reclaim: None
+                reclaim: Vec::new()
             }
         );
     }
@@ -247,7 +251,7 @@ mod tests {
             choose(&c, "d", None, &h),
             Choice::Claim {
                 subnet: net("10.9.0.64/26"),
-                reclaim: Some(("a".into(), 7))
+                reclaim: vec![("a".into(), 7)]
             }
         );
         // A reservation for e is e's; nobody else's.
@@ -278,12 +282,19 @@ mod tests {
                 Choice::Claim { subnet, reclaim } => {
                     prop_assert!(c.allows(subnet));
                     prop_assert!(!h.leases.contains_key(&subnet));
-                    for (m, (sub, _)) in &h.owners {
-                        if *sub == subnet && *m != me.to_string() {
-                            prop_assert!(!h.registered.contains(m));
-                            prop_assert_eq!(reclaim.as_ref().map(|r| &r.0), Some(m));
-                        }
+                    let mut others: Vec<&String> = h
+                        .owners
+                        .iter()
+                        .filter(|(m, (sub, _))| *sub == subnet && **m != me.to_string())
+                        .map(|(m, _)| m)
+                        .collect();
+                    for m in &others {
+                        prop_assert!(!h.registered.contains(*m));
                     }
+                    let mut named: Vec<&String> = reclaim.iter().map(|(m, _)| m).collect();
+                    others.sort();
+                    named.sort();
+                    prop_assert_eq!(named, others);
                 }
                 Choice::Full => {
                     for i in 1..4 {

@@ -581,19 +581,6 @@ impl Kernel {
         self.set_up(link.index, None, name).await?;
         Ok(link)
     }
-
-    /// A dummy link `name` (created if missing), up: a stand-in uplink.
-    pub async fn ensure_dummy(&self, name: &str) -> Result<Link, KernelError> {
-        if self.link(name).await?.is_none() {
-            self.handle
-                .link()
-                .add(rtnetlink::LinkDummy::new(name).build())
-                .execute()
-                .await
-                .map_err(nl(format!("creating dummy link {name}")))?;
-        }
-        self.link_up(name).await
-    }
 }
 
 #[cfg(test)]

@@ -197,15 +197,16 @@ pub async fn holdings(client: &Client) -> Result<Holdings, RegistryError> {
 }
 
 /// Claims free `subnet` for `lease.machine_id` on store lease `store_lease`
-/// (0: none), recording it as the machine's subnet; when `reclaim` names
-/// the gone machine that last held it, also checks that machine is still
-/// gone and its record unchanged. `false`: someone was faster.
+/// (0: none), recording it as the machine's subnet; for each gone machine
+/// `reclaim` names as remembering it, also checks that machine is still
+/// gone and its record unchanged, and deletes the record. `false`: someone
+/// was faster.
 pub async fn claim(
     client: &Client,
     subnet: Ipv4Net,
     lease: &SubnetLease,
     store_lease: i64,
-    reclaim: Option<&(String, i64)>,
+    reclaim: &[(String, i64)],
 ) -> Result<bool, RegistryError> {
     let key = subnet_key(subnet);
     let owner = OWNERS.key(&lease.machine_id);
@@ -222,7 +223,7 @@ pub async fn claim(
             0,
         ),
     ];
-    if let Some((gone, rev)) = reclaim {
+    for (gone, rev) in reclaim {
         let gone_owner = OWNERS.key(gone);
         compare.push(mod_revision_is(&gone_owner, *rev));
         compare.push(version_is(&MACHINES.key(gone), 0));

@@ -249,12 +249,13 @@ pub async fn acquire(
                     let session = herd_client::session::Session::new(client, Duration::from_secs(60))
                         .await
                         .map_err(RegistryError::Client)?;
-                    let ok = registry::claim(client, subnet, &value, session.lease(), reclaim.as_ref()).await?;
+                    let ok = registry::claim(client, subnet, &value, session.lease(), &reclaim).await?;
                     // Dropped without revoking: the record lives until the
                     // keeper rewrites it onto the 24 h lease.
                     drop(session);
-                    if let Some((gone, _)) = reclaim.filter(|_| ok) {
-                        tracing::warn!(%subnet, previous = %gone, "reclaimed the subnet of a machine gone from the cluster");
+                    if ok && !reclaim.is_empty() {
+                        let gone: Vec<&str> = reclaim.iter().map(|(m, _)| m.as_str()).collect();
+                        tracing::warn!(%subnet, previous = ?gone, "reclaimed the subnet of a machine gone from the cluster");
                     }
                     Ok(ok.then_some(subnet))
                 }

@@ -107,7 +107,8 @@ pub(super) fn convergence(herd: &Path, machines: u32) -> anyhow::Result<Converge
 async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
     let kernel = Arc::new(Kernel::new()?);
     kernel.link_up("lo").await?;
-    let uplink = kernel.ensure_dummy("uplink0").await?;
+    // A bridge stands in for the uplink: some kernels lack the dummy driver.
+    let uplink = kernel.ensure_bridge("uplink0", 1500).await?;
     kernel
         .set_only_address(uplink.index, Ipv4Addr::new(10, 96, 0, 1), 16)
         .await?;
