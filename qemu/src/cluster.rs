@@ -11,7 +11,6 @@ use std::future::Future;
 use std::path::Path;
 use std::time::Duration;
 
-use herd_client::Client;
 use herd_client::keys::{MachineRecord, UpdateStatus};
 use herd_client::kit::Scope;
 use herd_client::proto::etcdserverpb::{MemberListRequest, StatusRequest};
@@ -257,6 +256,7 @@ pub async fn view(
             }
             if let Ok(s) = tokio::time::timeout(timeout, subnets(&client)).await {
                 subnet_list = s;
+            }
             let statuses = herd_client::kit::list::<UpdateStatus>(&client, &Scope::All);
             if let Ok(Ok((records, _))) = tokio::time::timeout(timeout, statuses).await {
                 updates = records.into_iter().map(|o| o.value).collect();

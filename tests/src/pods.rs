@@ -170,6 +170,7 @@ impl PodsLab {
         cmd.arg("60")
             .arg(crate::bin::herd())
             .args(args)
+            .envs(self.cluster.client_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -228,6 +229,7 @@ impl PodsLab {
         let node = FakeNodeSpec {
             api: api_url(index % 3),
             endpoints,
+            credentials: self.cluster.credentials(),
             name: name.to_owned(),
             index,
             labels: labels
@@ -327,6 +329,7 @@ impl Drop for FakeNode {
 struct FakeNodeSpec {
     api: String,
     endpoints: Vec<String>,
+    credentials: herd_client::Credentials,
     name: String,
     index: usize,
     labels: BTreeMap<String, String>,
@@ -345,7 +348,8 @@ impl FakeNodeSpec {
     /// agent registers; retried until the store answers.
     async fn register(&self) -> herd_client::session::Session {
         loop {
-            if let Ok(client) = herd_client::Client::connect(&self.endpoints).await
+            if let Ok(client) =
+                herd_client::Client::connect_with(&self.endpoints, &self.credentials).await
                 && let Ok(session) = herd_client::session::Session::new(&client, FAKE_LEASE).await
             {
                 let record = MachineRecord {
@@ -358,6 +362,7 @@ impl FakeNodeSpec {
                     roles: vec![Role::Worker],
                     agent_version: "fake".into(),
                     metadata: BTreeMap::new(),
+                    api_url: None,
                 };
                 let put = client
                     .kv()

@@ -138,28 +138,6 @@ impl Topology {
         self.members.push(ns);
     }
 
-    fn add_member(&mut self, i: usize) {
-        let ns = Netns::new();
-        let outer = self.hub.ifname("vp");
-        self.hub.veth_to(
-            "brpeer",
-            &outer,
-            &ns,
-            "peer0",
-            &format!("{PEER_NET}.{}/24", 11 + i),
-        );
-        let outer_client = self.hub.ifname("vc");
-        self.hub.veth_to(
-            "brclient",
-            &outer_client,
-            &ns,
-            "client0",
-            &format!("{CLIENT_NET}.{}/24", 11 + i),
-        );
-        self.peer_links.push(outer);
-        self.members.push(ns);
-    }
-
     fn peer_addr(i: usize) -> SocketAddr {
         format!("{PEER_NET}.{}:2380", 11 + i)
             .parse()
@@ -321,11 +299,23 @@ impl Member {
         match agent {
             Some(agent) => {
                 let extra: Vec<String> = agent.iter().chain(&self.extra).cloned().collect();
-                herd_store::launch::agent_command(server, &binary, &self.spec(), entry, security, &extra)
+                herd_store::launch::agent_command(
+                    server,
+                    &binary,
+                    &self.spec(),
+                    entry,
+                    security,
+                    &extra,
+                )
             }
-            None => {
-                herd_store::launch::command(server, &binary, &self.spec(), entry, security, &self.extra)
-            }
+            None => herd_store::launch::command(
+                server,
+                &binary,
+                &self.spec(),
+                entry,
+                security,
+                &self.extra,
+            ),
         }
     }
 
@@ -505,27 +495,6 @@ impl Cluster {
             Some(net) => net.members[i].command(program),
             None => Command::new(program),
         }
-    }
-
-    /// Adds a member in a namespace of its own that joins through member
-    /// `via`'s peer address, and waits until it serves.
-    pub fn join_new_in_namespace(&mut self, via: usize) -> usize {
-        let i = self.members.len();
-        let name = format!("m{i}");
-        let net = self.net.as_mut().expect("a namespace cluster");
-        net.add_member(i);
-        self.members.push(Member {
-            data_dir: self.dir.path().join(&name),
-            log: self.dir.path().join(format!("{name}.log")),
-            name,
-            client: Topology::client_addr(i),
-            peer: Topology::peer_addr(i),
-            process: None,
-        });
-        let via = self.members[via].peer;
-        self.launch_joining(i, Some(via));
-        self.wait_serving(i);
-        i
     }
 
     /// Cuts member `i`'s peer link (both directions, at the switch): it can
@@ -857,7 +826,22 @@ impl Cluster {
         if let Some(net) = &self.net {
             cmd = in_namespace(&net.client, &cmd);
         }
+        cmd.envs(self.client_env());
         cmd.output().expect("running herd")
+    }
+
+    /// `HERD_CACERT`, `HERD_CERT`, `HERD_KEY` for root on a TLS cluster
+    /// (what `herd kv`, `herd net`, `herd units` and `herd admin` read),
+    /// nothing on a plaintext one.
+    pub fn client_env(&self) -> Vec<(&'static str, PathBuf)> {
+        match &self.pki {
+            Some(p) => vec![
+                ("HERD_CACERT", p.ca_cert.clone()),
+                ("HERD_CERT", p.root_cert.clone()),
+                ("HERD_KEY", p.root_key.clone()),
+            ],
+            None => Vec::new(),
+        }
     }
 
     /// The index of the member the cluster reports as leader.

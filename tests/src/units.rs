@@ -130,7 +130,7 @@ impl UnitsLab {
 
     /// Adds a machine that joins through member 0; returns its index.
     pub fn join(&mut self) -> usize {
-        let i = self.cluster.join_new_in_namespace(0);
+        let i = self.cluster.join_new_in_namespace(0, Vec::new());
         let n = self.cluster.members.len();
         crate::wait::until(
             "the new machine registered",
@@ -147,6 +147,7 @@ impl UnitsLab {
         cmd.arg("units")
             .args(args)
             .env("HERD_ENDPOINTS", self.cluster.members[i].client.to_string())
+            .envs(self.cluster.client_env())
             .env("HERD_LOG", "warn");
         std::process::Command::new("timeout")
             .arg("150")

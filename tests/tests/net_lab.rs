@@ -340,6 +340,7 @@ fn net_agent_refuses_a_public_address_not_on_its_interface() {
         "behind-nat",
         "--token",
         "t",
+        "--insecure-plaintext",
         "--listen-client",
         "127.0.0.1:2379",
         "--listen-peer",

@@ -39,9 +39,8 @@ async fn put(client: &Client, key: &str, value: &str) {
 fn racing_machines_get_distinct_subnets_and_the_rest_wait_for_one() {
     let cluster = Cluster::start(Server::Herd, 1);
     let rt = cluster.client_runtime();
-    let endpoint = cluster.members[0].client.to_string();
+    let client = cluster.client(&cluster.members[0].client.to_string());
     rt.block_on(rt.spawn(async move {
-        let client = Client::connect(&[endpoint]).await.unwrap();
         let config = small();
         registry::set_config(&client, &config).await.unwrap();
         let cancel = CancellationToken::new();
@@ -111,9 +110,8 @@ fn racing_machines_get_distinct_subnets_and_the_rest_wait_for_one() {
 fn a_remembered_subnet_is_reclaimed_only_from_a_gone_machine() {
     let cluster = Cluster::start(Server::Herd, 1);
     let rt = cluster.client_runtime();
-    let endpoint = cluster.members[0].client.to_string();
+    let client = cluster.client(&cluster.members[0].client.to_string());
     rt.block_on(rt.spawn(async move {
-        let client = Client::connect(&[endpoint]).await.unwrap();
         let config = small();
         registry::set_config(&client, &config).await.unwrap();
         let cancel = CancellationToken::new();

@@ -83,9 +83,7 @@ impl Sim {
         let dir = tempfile::tempdir().unwrap();
         let disk = TinyDisk::build(dir.path(), "0.1.0");
         let pxe = PxeServer::start(dir.path()).await;
-        let client = Client::connect(&[cluster.members[0].client.to_string()])
-            .await
-            .unwrap();
+        let client = cluster.client(&cluster.members[0].client.to_string());
         let settings = UpdateSettings {
             server: Some(pxe.url.clone()),
             interval: Duration::from_millis(300),
@@ -129,6 +127,7 @@ impl Sim {
             roles: vec![Role::Store],
             agent_version: "test".into(),
             metadata: Default::default(),
+            api_url: None,
         };
         self.client
             .kv()
@@ -544,9 +543,7 @@ async fn the_reboot_lock_admits_one_holder_frees_a_dead_ones_slot_and_guards_quo
     use herd_update::lock::{self, Acquire, Holder};
     use herd_update::quorum::{self, Verdict};
     let mut cluster = tokio::task::block_in_place(|| cluster(3));
-    let client = Client::connect(&[cluster.members[0].client.to_string()])
-        .await
-        .unwrap();
+    let client = cluster.client(&cluster.members[0].client.to_string());
     let holder = |m: &str| Holder {
         machine_id: m.into(),
         hostname: m.into(),

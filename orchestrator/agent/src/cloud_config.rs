@@ -149,7 +149,6 @@ pub struct NetworkBootstrap {
     pub public_ip: Option<std::net::Ipv4Addr>,
 }
 
-
 /// Default port of the agent's own HTTP API.
 pub const AGENT_API_PORT: u16 = 2381;
 
@@ -169,7 +168,6 @@ pub fn check_label(key: &str, value: &str) -> Result<(), String> {
         ));
     }
     Ok(())
-}
 }
 
 fn default_roles() -> Vec<Role> {

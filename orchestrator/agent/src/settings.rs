@@ -167,7 +167,7 @@ fn pods_config(
     candidate: &str,
     version: &str,
 ) -> anyhow::Result<Option<herd_pods::role::PodsConfig>> {
-    let Some(listen_api) = args.listen_agent_api.or(listen) else {
+    let Some(listen_api) = args.listen_api.or(listen) else {
         return Ok(None);
     };
     let token = match (&args.api_token_file, token) {
@@ -300,7 +300,7 @@ impl AgentSettings {
             record.machine_id = machine_id.clone();
             record.metadata = metadata;
             let api = args
-                .listen_api
+                .listen_agent_api
                 .unwrap_or_else(|| SocketAddr::new(args.listen_client.ip(), 0));
             (Some(record), Some(api))
         };
@@ -388,7 +388,7 @@ impl AgentSettings {
             record.metadata.extend(parse_metadata(extra)?);
         }
         let listen_api = args
-            .listen_api
+            .listen_agent_api
             .unwrap_or_else(|| SocketAddr::new(boot.advertise, boot.agent_api_port));
         let machine_id = record.machine_id.clone();
         let net = boot

@@ -83,6 +83,9 @@ pub type Transport = tonic::service::interceptor::InterceptedService<Channel, To
 pub struct Client {
     channel: Channel,
     token: TokenLayer,
+    /// Kept so that a role can reach other members as this client does
+    /// (the update role's quorum probe).
+    credentials: Credentials,
 }
 
 impl std::fmt::Debug for Client {
@@ -207,6 +210,7 @@ impl Client {
                     return Ok(Client {
                         channel,
                         token: TokenLayer::default(),
+                        credentials: credentials.clone(),
                     });
                 }
                 Err(source) => {
@@ -236,7 +240,13 @@ impl Client {
         Ok(Client {
             channel,
             token: TokenLayer::default(),
+            credentials: credentials.clone(),
         })
+    }
+
+    /// The credentials this client connects with.
+    pub fn credentials(&self) -> &Credentials {
+        &self.credentials
     }
 
     /// Logs in as an etcd auth user (`Authenticate`); every later request

@@ -19,15 +19,9 @@ use crate::registry::{self, Applied};
 
 #[derive(Debug, Args)]
 pub struct NetArgs {
-    /// Client endpoints (HOST:PORT), comma separated; the first reachable one is used.
-    #[arg(
-        long,
-        global = true,
-        env = "HERD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: Vec<String>,
+    /// The store and how to reach it (endpoints, TLS, user).
+    #[command(flatten)]
+    pub store: herd_client::connect::StoreArgs,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -219,9 +213,11 @@ fn config_table(c: &NetworkConfig) -> String {
 
 /// `herd net …`.
 pub async fn run(args: NetArgs) -> anyhow::Result<()> {
-    let client = Client::connect(&args.endpoints)
+    let client = args
+        .store
+        .connect()
         .await
-        .with_context(|| format!("connecting to {}", args.endpoints.join(",")))?;
+        .with_context(|| format!("connecting to {}", args.store.endpoints.join(",")))?;
     let out = args.output;
     match args.command {
         NetCommand::Config(ConfigCommand::Get) => {

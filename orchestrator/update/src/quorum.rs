@@ -7,8 +7,8 @@
 
 use std::time::Duration;
 
-use herd_client::Client;
 use herd_client::proto::etcdserverpb::{MemberListRequest, StatusRequest};
+use herd_client::{Client, Credentials};
 
 use crate::lock::Holder;
 
@@ -24,11 +24,14 @@ pub enum Verdict {
 #[error("checking the store's quorum: {0}")]
 pub struct QuorumError(#[from] herd_client::ClientError);
 
-/// Whether a member answers on one of its client URLs with a leader.
-async fn answers(urls: &[String], timeout: Duration) -> bool {
+/// Whether a member answers on one of its client URLs with a leader,
+/// asked with `credentials` (the role's own).
+async fn answers(urls: &[String], credentials: &Credentials, timeout: Duration) -> bool {
     for url in urls {
         let probe = async {
-            let client = Client::connect(std::slice::from_ref(url)).await.ok()?;
+            let client = Client::connect_with(std::slice::from_ref(url), credentials)
+                .await
+                .ok()?;
             let s = client
                 .maintenance()
                 .status(StatusRequest {})
@@ -70,7 +73,7 @@ pub async fn check(client: &Client, me: u64, others: &[Holder]) -> Result<Verdic
     let mut down = Vec::new();
     for m in voters.iter().filter(|m| m.id != me) {
         let holder = others.iter().any(|h| h.member_id == Some(m.id));
-        if !holder && answers(&m.client_urls, Duration::from_secs(2)).await {
+        if !holder && answers(&m.client_urls, client.credentials(), Duration::from_secs(2)).await {
             up += 1;
         } else {
             down.push(if holder {

@@ -18,15 +18,9 @@ use crate::records::DesiredState;
 
 #[derive(Debug, Args)]
 pub struct UnitsArgs {
-    /// Store client endpoints (HOST:PORT), comma separated.
-    #[arg(
-        long,
-        global = true,
-        env = "HERD_ENDPOINTS",
-        value_delimiter = ',',
-        default_value = "127.0.0.1:2379"
-    )]
-    pub endpoints: Vec<String>,
+    /// The store and how to reach it (endpoints, TLS, user).
+    #[command(flatten)]
+    pub store: herd_client::connect::StoreArgs,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Output::Table)]
     pub output: Output,
@@ -119,9 +113,12 @@ pub enum UnitsCommand {
 
 /// Runs one `herd units` command; `journal -f` stops when `shutdown` fires.
 pub async fn run(args: UnitsArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let client = herd_client::Client::connect(&args.endpoints)
-        .await
-        .with_context(|| format!("connecting to the store at {}", args.endpoints.join(",")))?;
+    let client = args.store.connect().await.with_context(|| {
+        format!(
+            "connecting to the store at {}",
+            args.store.endpoints.join(",")
+        )
+    })?;
     let out = args.output;
     match args.command {
         UnitsCommand::Submit { files } => {

@@ -243,7 +243,9 @@ async fn placed_on(client: &Client, unit: &str) -> anyhow::Result<Vec<(String, S
             .api_url
             .clone()
             .with_context(|| {
-                format!("machine {m} advertises no agent API (start its agent with --listen-agent-api)")
+                format!(
+                    "machine {m} advertises no agent API (start its agent with --listen-agent-api)"
+                )
             })?;
         out.push((m, api));
     }
