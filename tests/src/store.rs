@@ -774,12 +774,19 @@ impl Cluster {
     /// A one-use join token for machine `name`, made with `herd admin
     /// token create` as root.
     pub fn admin_token(&self, name: &str) -> String {
-        let out = Command::new(bin::herd())
-            .args(["admin", "token", "create", "--endpoints", &self.endpoints()])
-            .args(self.client_flags())
-            .args(["--machine", name, "--uses", "1"])
-            .output()
-            .expect("running herd admin token create");
+        // Where clients run: a namespaced cluster is out of reach from here.
+        let endpoints = self.endpoints();
+        let out = self.herd(&[
+            "admin",
+            "token",
+            "create",
+            "--endpoints",
+            &endpoints,
+            "--machine",
+            name,
+            "--uses",
+            "1",
+        ]);
         assert!(
             out.status.success(),
             "herd admin token create: {}",

@@ -39,8 +39,11 @@ async fn put(client: &Client, key: &str, value: &str) {
 fn racing_machines_get_distinct_subnets_and_the_rest_wait_for_one() {
     let cluster = Cluster::start(Server::Herd, 1);
     let rt = cluster.client_runtime();
-    let client = cluster.client(&cluster.members[0].client.to_string());
+    let (endpoint, credentials) = (cluster.members[0].client.to_string(), cluster.credentials());
     rt.block_on(rt.spawn(async move {
+        let client = Client::connect_with(&[endpoint], &credentials)
+            .await
+            .unwrap();
         let config = small();
         registry::set_config(&client, &config).await.unwrap();
         let cancel = CancellationToken::new();
@@ -110,8 +113,11 @@ fn racing_machines_get_distinct_subnets_and_the_rest_wait_for_one() {
 fn a_remembered_subnet_is_reclaimed_only_from_a_gone_machine() {
     let cluster = Cluster::start(Server::Herd, 1);
     let rt = cluster.client_runtime();
-    let client = cluster.client(&cluster.members[0].client.to_string());
+    let (endpoint, credentials) = (cluster.members[0].client.to_string(), cluster.credentials());
     rt.block_on(rt.spawn(async move {
+        let client = Client::connect_with(&[endpoint], &credentials)
+            .await
+            .unwrap();
         let config = small();
         registry::set_config(&client, &config).await.unwrap();
         let cancel = CancellationToken::new();

@@ -612,6 +612,24 @@ async fn the_reboot_lock_admits_one_holder_frees_a_dead_ones_slot_and_guards_quo
             .collect()
     });
     let me = ids[0];
+    // Members founded together learn each other's client addresses a
+    // moment after the first leader (each advertises its own); until then
+    // the probe cannot reach them and counts them down.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let members = client
+            .cluster()
+            .member_list(herd_client::proto::etcdserverpb::MemberListRequest { linearizable: true })
+            .await
+            .unwrap()
+            .into_inner()
+            .members;
+        if members.iter().all(|m| !m.client_urls.is_empty()) {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{members:?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
     let v = quorum::check(&client, me, &[]).await.unwrap();
     assert!(matches!(v, Verdict::Safe(_)), "{v:?}");
     // ...not while another holds the lock (it may be rebooting)...

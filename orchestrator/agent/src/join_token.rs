@@ -6,11 +6,8 @@ use std::path::Path;
 use std::time::Duration;
 
 use herd_client::Client;
-use herd_client::proto::etcdserverpb::{
-    Compare, PutRequest, RequestOp, TxnRequest, compare, request_op,
-};
 use herd_pki::JoinToken;
-use herd_store::{TokenRecord, token_key};
+use herd_store::TokenRecord;
 use tokio_util::sync::CancellationToken;
 
 const MARKER: &str = "join-token-registered";
@@ -35,24 +32,7 @@ pub async fn register(
         uses: None,
         expires: None,
     };
-    let key = token_key(&token.id).into_bytes();
-    let txn = TxnRequest {
-        compare: vec![Compare {
-            key: key.clone(),
-            target: compare::CompareTarget::Create as i32,
-            result: compare::CompareResult::Equal as i32,
-            target_union: Some(compare::TargetUnion::CreateRevision(0)),
-            ..Default::default()
-        }],
-        success: vec![RequestOp {
-            request: Some(request_op::Request::RequestPut(PutRequest {
-                key,
-                value: serde_json::to_vec(&record).expect("a record serializes"),
-                ..Default::default()
-            })),
-        }],
-        failure: vec![],
-    };
+    let txn = record.register_txn(&token.id);
     let mut delay = Duration::from_millis(200);
     let mut kv = client.kv();
     loop {

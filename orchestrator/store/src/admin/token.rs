@@ -7,10 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
 use herd_client::Client;
-use herd_client::proto::etcdserverpb::{
-    Compare, DeleteRangeRequest, PutRequest, RangeRequest, RequestOp, TxnRequest, compare,
-    request_op,
-};
+use herd_client::proto::etcdserverpb::{DeleteRangeRequest, RangeRequest};
 use herd_pki::JoinToken;
 use serde::Serialize;
 
@@ -52,26 +49,9 @@ pub async fn create_token(
         uses,
         expires: ttl.map(|t| now() + t.as_secs() as i64),
     };
-    let key = token_key(&token.id).into_bytes();
     let resp = client
         .kv()
-        .txn(TxnRequest {
-            compare: vec![Compare {
-                key: key.clone(),
-                target: compare::CompareTarget::Create as i32,
-                result: compare::CompareResult::Equal as i32,
-                target_union: Some(compare::TargetUnion::CreateRevision(0)),
-                ..Default::default()
-            }],
-            success: vec![RequestOp {
-                request: Some(request_op::Request::RequestPut(PutRequest {
-                    key,
-                    value: serde_json::to_vec(&record)?,
-                    ..Default::default()
-                })),
-            }],
-            failure: vec![],
-        })
+        .txn(record.register_txn(&token.id))
         .await
         .context("registering the token")?
         .into_inner();

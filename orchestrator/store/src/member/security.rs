@@ -71,6 +71,35 @@ pub fn token_key(id: &str) -> String {
     herd_client::keys::PKI.key(&format!("tokens/{id}"))
 }
 
+impl TokenRecord {
+    /// The client transaction that registers this record as token `id`'s
+    /// only if no token has that id yet (its `succeeded` says whether it
+    /// did): a token is never overwritten, and registering twice is safe.
+    pub fn register_txn(&self, id: &str) -> herd_client::proto::etcdserverpb::TxnRequest {
+        use herd_client::proto::etcdserverpb::{
+            Compare, PutRequest, RequestOp, TxnRequest, compare, request_op,
+        };
+        let key = token_key(id).into_bytes();
+        TxnRequest {
+            compare: vec![Compare {
+                key: key.clone(),
+                target: compare::CompareTarget::Create as i32,
+                result: compare::CompareResult::Equal as i32,
+                target_union: Some(compare::TargetUnion::CreateRevision(0)),
+                ..Default::default()
+            }],
+            success: vec![RequestOp {
+                request: Some(request_op::Request::RequestPut(PutRequest {
+                    key,
+                    value: serde_json::to_vec(self).expect("a token record serializes"),
+                    ..Default::default()
+                })),
+            }],
+            failure: vec![],
+        }
+    }
+}
+
 fn pki_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("pki")
 }
@@ -107,6 +136,29 @@ fn sans(config: &Config, tls: &TlsSettings) -> (Vec<String>, Vec<IpAddr>) {
     (names, ips)
 }
 
+/// A member's PKI with a certificate `ca` issues it (the member keeps the
+/// CA key: it may admit others).
+fn issue_member(
+    ca: &ClusterCa,
+    name: &str,
+    names: &[String],
+    ips: &[IpAddr],
+) -> Result<MemberPki, StoreError> {
+    let member = ca
+        .issue(
+            &Identity::Member(name.to_owned()),
+            names,
+            ips,
+            LEAF_VALIDITY,
+        )
+        .map_err(pki_err("issuing the member certificate"))?;
+    Ok(MemberPki {
+        ca_cert: ca.pair.cert_pem.clone(),
+        ca_key: Some(ca.pair.key_pem.clone()),
+        member,
+    })
+}
+
 /// Loads, creates or obtains the member's PKI (see the module doc).
 pub(super) async fn credentials(
     config: &Config,
@@ -137,11 +189,16 @@ pub(super) async fn credentials(
     let mut joined = None;
     let pki = if MemberPki::exists(&dir) {
         MemberPki::load(&dir).map_err(pki_err("loading the member's certificates"))?
+    } else if let (true, Some(ca)) = (resuming, &tls.ca) {
+        // A restored data dir (`snapshot restore`) holds a member but no
+        // certificates: the CA the operator gives issues them.
+        issue_member(ca, &config.name, &names, &ips)?
     } else if resuming {
         return Err(ConfigError::Pki {
             what: "resuming",
             reason: format!(
-                "{} holds a member but no certificates",
+                "{} holds a member but no certificates (a restored data dir needs the \
+                 cluster CA: --ca-cert and --ca-key)",
                 config.data_dir.display()
             ),
         }
@@ -161,19 +218,7 @@ pub(super) async fn credentials(
                         .map_err(pki_err("creating the cluster CA"))?,
                     (None, _) => return Err(ConfigError::FoundingWithoutCa.into()),
                 };
-                let member = ca
-                    .issue(
-                        &Identity::Member(config.name.clone()),
-                        &names,
-                        &ips,
-                        LEAF_VALIDITY,
-                    )
-                    .map_err(pki_err("issuing the member certificate"))?;
-                MemberPki {
-                    ca_cert: ca.pair.cert_pem.clone(),
-                    ca_key: Some(ca.pair.key_pem.clone()),
-                    member,
-                }
+                issue_member(&ca, &config.name, &names, &ips)?
             }
             Bootstrap::Resume => {
                 return Err(ConfigError::NothingToResume(config.data_dir.clone()).into());
