@@ -403,6 +403,13 @@ pub fn stage(
         mkdir(&usr_root.join(d))?;
     }
     copy(&resolved.herd, &usr_root.join("bin/herd"), 0o755)?;
+    // A debug build carries far more debug info than code; the OS has no
+    // use for it, and a netbooted machine holds all of /usr in RAM.
+    tool::run(
+        Command::new("strip")
+            .arg("--strip-debug")
+            .arg(usr_root.join("bin/herd")),
+    )?;
     for lib in shared_libraries(&resolved.herd)? {
         let rel = lib.strip_prefix("/").expect("ldd prints absolute paths");
         // Merged /usr: /lib/x → /usr/lib/x.
