@@ -80,12 +80,20 @@ fn changing_only_herd_rebuilds_only_what_depends_on_it() {
     common::build_into(common::test_spec(&dir), &dir.join("out"), &cache, &key);
     let bin = dir.join("herd");
     let mut bytes = std::fs::read(dir.join("herd-under-test")).unwrap();
-    // Unique per run: a rerun with the same herd must not find this variant cached.
+    // The image strips herd's debug info, so bytes appended past the ELF's end
+    // would vanish: change a string the stripped binary keeps. Unique per run,
+    // so a rerun with the same herd does not find this variant cached.
+    let marker = b"INSECURE: the store runs without TLS";
+    let at = bytes
+        .windows(marker.len())
+        .position(|w| w == marker)
+        .expect("herd's binary holds its plaintext warning");
     let nonce = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
-    bytes.extend_from_slice(format!("changed {nonce} {}", std::process::id()).as_bytes());
+    let variant = format!("{nonce:>28}{:>8}", std::process::id());
+    bytes[at..at + marker.len()].copy_from_slice(&variant.as_bytes()[..marker.len()]);
     std::fs::write(&bin, bytes).unwrap();
     std::fs::set_permissions(&bin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let mut spec = common::test_spec(&dir);
