@@ -187,6 +187,46 @@ fn units_lab_places_like_fleet_and_answers_from_every_machine() {
     );
     lab.units_ok(0, &["destroy", "lone.service"]);
 
+    // Order on one machine: the app requires the db, which takes a while
+    // to become ready; started together, the app starts only once the db
+    // runs (its ExecStart fails without the db's marker), an explicit
+    // stop of the db stops the app, and the app follows the db back.
+    let ready = d.join("db-ready");
+    let db = write(
+        d,
+        "db.service",
+        &format!(
+            "[Service]\nExecStartPre=/bin/sleep 2\nExecStartPre=/bin/touch {r}\nExecStart=/bin/sleep 1000\nExecStopPost=/bin/rm -f {r}\n[X-Fleet]\nMachineID={}\n",
+            ids[1],
+            r = ready.display()
+        ),
+    );
+    let app = write(
+        d,
+        "app.service",
+        &format!(
+            "[Unit]\nRequires=db.service\nAfter=db.service\n[Service]\nExecStart=/bin/sh -c 'test -e {} && exec sleep 1000'\n[X-Fleet]\nMachineOf=db.service\n",
+            ready.display()
+        ),
+    );
+    lab.units_ok(0, &["start", &db, &app]);
+    until("app after db", 30, || {
+        (active_on(&lab, "app.service") == [ids[1].clone()]).then_some(())
+    });
+    let journal = lab.units_ok(0, &["journal", "app.service", "-n", "50"]);
+    assert!(journal.contains("waiting for db.service"), "{journal}");
+    lab.units_ok(0, &["stop", "db.service"]);
+    until("app stopped with its requirement", 30, || {
+        let row = lab.rows(0, "app.service").into_iter().next()?;
+        (row["active"] == "inactive").then_some(())
+    });
+    assert!(lab.pids(1, "app.service").is_empty());
+    lab.units_ok(0, &["start", "db.service"]);
+    until("app back after db", 30, || {
+        (active_on(&lab, "app.service") == [ids[1].clone()]).then_some(())
+    });
+    lab.units_ok(0, &["destroy", "app.service", "db.service"]);
+
     // Bad input: clear errors, the rest keeps running.
     let typo = write(
         d,

@@ -10,6 +10,7 @@
 
 pub mod cgroup;
 pub mod journal;
+pub mod order;
 pub mod process;
 pub mod report;
 pub mod service;
@@ -82,6 +83,29 @@ pub struct LocalStatus {
 }
 
 impl Runner {
+    /// The supervisors' view of the other units here (for their order);
+    /// weak, so a supervisor never keeps its runner alive.
+    fn peers(self: &Arc<Self>) -> order::Peers {
+        let me = Arc::downgrade(self);
+        Arc::new(move || {
+            let Some(runner) = me.upgrade() else {
+                return order::Snapshot::new();
+            };
+            let units = runner.units.lock().unwrap_or_else(|p| p.into_inner());
+            units
+                .iter()
+                .map(|(name, h)| {
+                    let peer = order::Peer {
+                        launched: h.want.borrow().as_ref().is_some_and(|w| w.run),
+                        status: h.status.borrow().clone(),
+                        file: h.file.clone(),
+                    };
+                    (name.clone(), peer)
+                })
+                .collect()
+        })
+    }
+
     pub fn machine_id(&self) -> &str {
         &self.config.machine.machine_id
     }
@@ -144,6 +168,7 @@ impl Runner {
                 tasks.spawn(service::supervise(
                     unit.to_owned(),
                     Arc::clone(env),
+                    self.peers(),
                     want_rx,
                     status_tx,
                 ));
