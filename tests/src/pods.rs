@@ -59,6 +59,20 @@ impl Kubectl {
         }
     }
 
+    /// The kubectls this machine has: 1.20 always (scripts/deps unpacks
+    /// it); 1.32 where the machine ships it (Debian has no package of it,
+    /// so a fresh Debian machine lacks it, and says so here).
+    pub fn present() -> Vec<Kubectl> {
+        if std::path::Path::new("/usr/bin/kubectl").exists() {
+            vec![Kubectl::V132, Kubectl::V120]
+        } else {
+            eprintln!(
+                "NOTE: no kubectl 1.32 at /usr/bin/kubectl on this machine: conformance runs with Debian's kubectl 1.20 only"
+            );
+            vec![Kubectl::V120]
+        }
+    }
+
     /// A namespace of its own for a conformance run.
     pub fn namespace(self) -> &'static str {
         match self {
