@@ -1,8 +1,8 @@
 //! The cluster's PKI: its certificate authority ([`ca`]), the identities
 //! certificates carry ([`identity`]), join tokens that pin the CA
 //! ([`token`]), the files a member keeps ([`files`]) and people use
-//! ([`bundle`]), and the TLS
-//! configurations herd's servers and clients use ([`tls`]).
+//! ([`bundle`]), the TLS configurations herd's servers and clients use
+//! ([`tls`]), and a certificate renewed in place under them ([`live`]).
 //!
 //! Trust model, in short: the cluster CA signs every member's and user's
 //! certificate; a joining machine knows the CA only by the hash its join
@@ -13,11 +13,13 @@ pub mod bundle;
 pub mod ca;
 pub mod files;
 pub mod identity;
+pub mod live;
 pub mod tls;
 pub mod token;
 
 pub use ca::{CertKey, ClusterCa};
 pub use identity::Identity;
+pub use live::LiveIdentity;
 pub use token::JoinToken;
 
 /// Why a PKI operation failed.

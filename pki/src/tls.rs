@@ -21,6 +21,7 @@ use tokio_rustls::server::TlsStream;
 use crate::PkiError;
 use crate::ca::CertKey;
 use crate::identity::Identity;
+use crate::live::LiveIdentity;
 
 /// ALPN for gRPC (HTTP/2).
 pub const ALPN_H2: &[u8] = b"h2";
@@ -32,7 +33,7 @@ pub const ALPN_PEER: &[u8] = b"herd-peer/1";
 // See `install_crypto_provider`: ring is deprecated only for lacking
 // post-quantum key exchange.
 #[allow(deprecated)]
-fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+pub(crate) fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
 
@@ -46,7 +47,7 @@ pub fn certs_from_pem(pem: &str, what: &str) -> Result<Vec<CertificateDer<'stati
         })
 }
 
-fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
+pub(crate) fn key_from_pem(pem: &str) -> Result<PrivateKeyDer<'static>, PkiError> {
     PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| PkiError::Pem {
         what: "private key".into(),
         reason: e.to_string(),
@@ -80,19 +81,26 @@ pub fn server_config(
     client_auth: ClientAuth,
     alpn: &[&[u8]],
 ) -> Result<Arc<ServerConfig>, PkiError> {
-    let roots = Arc::new(roots(ca_pem)?);
+    server_config_live(LiveIdentity::new(ca_pem, leaf)?, client_auth, alpn)
+}
+
+/// [`server_config`] presenting whatever `identity` holds at each handshake.
+pub fn server_config_live(
+    identity: Arc<LiveIdentity>,
+    client_auth: ClientAuth,
+    alpn: &[&[u8]],
+) -> Result<Arc<ServerConfig>, PkiError> {
+    let roots = Arc::new(roots(identity.ca_pem())?);
     let verifier = WebPkiClientVerifier::builder_with_provider(roots, provider());
     let verifier = match client_auth {
         ClientAuth::Required => verifier.build(),
         ClientAuth::Optional => verifier.allow_unauthenticated().build(),
     }
     .map_err(|e| PkiError::Tls(rustls::Error::General(e.to_string())))?;
-    let mut chain = certs_from_pem(&leaf.cert_pem, "certificate")?;
-    chain.extend(certs_from_pem(ca_pem, "CA certificate")?);
     let mut config = ServerConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(chain, key_from_pem(&leaf.key_pem)?)?;
+        .with_cert_resolver(identity);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }
@@ -104,16 +112,28 @@ pub fn client_config(
     identity: Option<&CertKey>,
     alpn: &[&[u8]],
 ) -> Result<Arc<ClientConfig>, PkiError> {
-    let builder = ClientConfig::builder_with_provider(provider())
+    match identity {
+        Some(id) => client_config_live(LiveIdentity::new(ca_pem, id)?, alpn),
+        None => {
+            let mut config = ClientConfig::builder_with_provider(provider())
+                .with_safe_default_protocol_versions()?
+                .with_root_certificates(roots(ca_pem)?)
+                .with_no_client_auth();
+            config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+            Ok(Arc::new(config))
+        }
+    }
+}
+
+/// [`client_config`] presenting whatever `identity` holds at each handshake.
+pub fn client_config_live(
+    identity: Arc<LiveIdentity>,
+    alpn: &[&[u8]],
+) -> Result<Arc<ClientConfig>, PkiError> {
+    let mut config = ClientConfig::builder_with_provider(provider())
         .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots(ca_pem)?);
-    let mut config = match identity {
-        Some(id) => builder.with_client_auth_cert(
-            certs_from_pem(&id.cert_pem, "certificate")?,
-            key_from_pem(&id.key_pem)?,
-        )?,
-        None => builder.with_no_client_auth(),
-    };
+        .with_root_certificates(roots(identity.ca_pem())?)
+        .with_client_cert_resolver(identity);
     config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(config))
 }

@@ -63,6 +63,10 @@ pub struct AgentArgs {
     /// benchmarks against plaintext peers; it says so loudly in the log.
     #[arg(long)]
     pub insecure_plaintext: bool,
+    /// How long member certificates are valid (this member's own, renewed
+    /// in place with a third of it left, and those it issues to joiners).
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_cert_validity)]
+    pub member_cert_validity: std::time::Duration,
     /// Members beyond this many voters join as learners.
     #[arg(long, default_value_t = 5)]
     pub max_voters: usize,
@@ -167,4 +171,16 @@ pub async fn run(
         "herd agent {version} starting"
     );
     crate::run(settings, shutdown).await
+}
+
+/// A certificate validity of at least ten seconds (renewal runs with a
+/// third of it left; shorter would spin).
+fn parse_cert_validity(s: &str) -> Result<std::time::Duration, String> {
+    let d = humantime::parse_duration(s).map_err(|e| e.to_string())?;
+    if d < std::time::Duration::from_secs(10) {
+        return Err(format!(
+            "{s} is shorter than the 10 s a certificate must last"
+        ));
+    }
+    Ok(d)
 }

@@ -40,11 +40,8 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
         .await
         .with_context(|| format!("starting store member {}", settings.name))?;
     // The agent's own clients of its member speak as the member.
-    let credentials = match member.pki() {
-        Some(pki) => herd_client::Credentials::Tls {
-            ca_pem: pki.ca_cert.clone(),
-            identity: Some(pki.member.clone()),
-        },
+    let credentials = match member.identity() {
+        Some(identity) => herd_client::Credentials::Renewing(identity),
         // The store logs the INSECURE warning for plaintext itself.
         None => herd_client::Credentials::Plaintext,
     };

@@ -41,6 +41,8 @@ pub struct AgentSettings {
     pub token: String,
     pub security: SecurityMode,
     pub max_voters: usize,
+    /// How long member certificates are valid (`--member-cert-validity`).
+    pub member_cert_validity: std::time::Duration,
     pub max_request_bytes: usize,
     pub max_key_bytes: usize,
     pub storage: Option<StorageKind>,
@@ -316,6 +318,7 @@ impl AgentSettings {
             token,
             security,
             max_voters: args.max_voters,
+            member_cert_validity: args.member_cert_validity,
             max_request_bytes: args.max_request_bytes,
             max_key_bytes: args.max_key_bytes,
             storage: args.storage,
@@ -430,6 +433,7 @@ impl AgentSettings {
                 }
             },
             max_voters: args.max_voters,
+            member_cert_validity: args.member_cert_validity,
             max_request_bytes: args.max_request_bytes,
             max_key_bytes: args.max_key_bytes,
             storage: args.storage,
@@ -493,6 +497,7 @@ impl AgentSettings {
                 join_token: self.join_token()?,
                 names: Vec::new(),
                 ips: vec![self.listen_client.ip()],
+                member_validity: Some(self.member_cert_validity),
             });
         }
         config.advertise_client = Some(self.listen_client.to_string());

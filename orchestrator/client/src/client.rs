@@ -1,6 +1,7 @@
 //! A gRPC client of the etcd v3 API (herd's or a real etcd's): one channel
 //! over the given endpoints and the service stubs on it.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use tonic::transport::{Channel, Endpoint};
@@ -48,6 +49,10 @@ pub enum Credentials {
         ca_pem: String,
         identity: Option<herd_pki::CertKey>,
     },
+    /// TLS as the holder of `identity`, whose certificate is renewed in
+    /// place (a member's own clients): every new connection presents the
+    /// current one.
+    Renewing(Arc<herd_pki::LiveIdentity>),
 }
 
 impl std::fmt::Debug for Credentials {
@@ -58,6 +63,7 @@ impl std::fmt::Debug for Credentials {
                 .debug_struct("Tls")
                 .field("identity", &identity.as_ref().map(|_| "<certificate>"))
                 .finish_non_exhaustive(),
+            Credentials::Renewing(_) => f.write_str("Renewing(<certificate>)"),
         }
     }
 }
@@ -145,6 +151,13 @@ fn tls_connector(credentials: &Credentials) -> Result<Option<TlsConnector>, Clie
                     .map_err(|e| ClientError::Tls(e.to_string()))?;
             Ok(Some(TlsConnector { config }))
         }
+        Credentials::Renewing(identity) => {
+            herd_pki::install_crypto_provider();
+            let config =
+                herd_pki::tls::client_config_live(Arc::clone(identity), &[herd_pki::tls::ALPN_H2])
+                    .map_err(|e| ClientError::Tls(e.to_string()))?;
+            Ok(Some(TlsConnector { config }))
+        }
     }
 }
 
@@ -156,7 +169,7 @@ fn endpoint(addr: &str, credentials: &Credentials) -> Result<Endpoint, ClientErr
         Some((scheme, host)) => (Some(scheme), host),
         None => (None, addr),
     };
-    let tls = matches!(credentials, Credentials::Tls { .. });
+    let tls = !matches!(credentials, Credentials::Plaintext);
     match (scheme, tls) {
         (None, _) | (Some("http"), false) | (Some("https"), true) => {}
         (Some("https"), false) => {

@@ -70,6 +70,11 @@ impl Conn {
             ClientKind::EtcdClient => {
                 let (url, options) = match credentials {
                     Credentials::Plaintext => (format!("http://{endpoint}"), None),
+                    Credentials::Renewing(_) => {
+                        anyhow::bail!(
+                            "the etcd-client crate takes fixed certificates, not a member's"
+                        )
+                    }
                     Credentials::Tls { ca_pem, identity } => {
                         let mut tls = etcd_client::TlsOptions::new()
                             .ca_certificate(etcd_client::Certificate::from_pem(ca_pem));

@@ -164,6 +164,7 @@ impl Member {
                 reads,
                 transfer: tokio::sync::RwLock::new(()),
                 pki: creds.pki.clone(),
+                identity: creds.identity.clone(),
                 _lock: lock,
             }
         });
@@ -210,6 +211,11 @@ impl Member {
         member
             .tasks
             .push(tokio::spawn(lease_loop(Arc::downgrade(&inner))));
+        member
+            .tasks
+            .push(tokio::spawn(super::renew::renew_loop(Arc::downgrade(
+                &inner,
+            ))));
         member.tasks.extend(read_rounds.map(tokio::spawn));
 
         if meta.is_none() {

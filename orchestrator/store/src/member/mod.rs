@@ -7,6 +7,7 @@ mod kv;
 mod lease;
 mod membership;
 mod meta;
+mod renew;
 mod route;
 mod security;
 mod transfer;
@@ -153,6 +154,8 @@ struct Inner {
     transfer: tokio::sync::RwLock<()>,
     /// Its certificates and the cluster CA (TLS mode).
     pki: Option<herd_pki::files::MemberPki>,
+    /// Its certificate now (renewed in place by `renew`).
+    identity: Option<Arc<herd_pki::LiveIdentity>>,
     /// Held for the member's lifetime (exclusive lock on `data_dir/LOCK`).
     _lock: std::fs::File,
 }
@@ -234,9 +237,16 @@ impl Member {
         self.inner.raft.metrics().borrow().current_leader
     }
 
-    /// Its certificates and the cluster CA (`None` in plaintext mode).
+    /// Its certificates and the cluster CA as it started (`None` in
+    /// plaintext mode); its certificate now is [`Member::identity`]'s.
     pub fn pki(&self) -> Option<&herd_pki::files::MemberPki> {
         self.inner.pki.as_ref()
+    }
+
+    /// Its certificate, renewed in place before it expires: what its own
+    /// clients should present ([`herd_client::Credentials::Renewing`]).
+    pub fn identity(&self) -> Option<Arc<herd_pki::LiveIdentity>> {
+        self.inner.identity.clone()
     }
 
     /// A response header as of `revision`.

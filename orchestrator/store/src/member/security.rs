@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use herd_pki::ca::{ClusterCa, LEAF_VALIDITY, signing_request};
 use herd_pki::files::MemberPki;
 use herd_pki::tls::{ALPN_PEER, ClientAuth, Current};
-use herd_pki::{Identity, JoinToken};
+use herd_pki::{Identity, JoinToken, LiveIdentity};
 use serde::{Deserialize, Serialize};
 
 use super::{Bootstrap, Config, Inner, member_id};
@@ -48,6 +48,15 @@ pub struct TlsSettings {
     /// dial); its member name and 127.0.0.1 are always in.
     pub names: Vec<String>,
     pub ips: Vec<IpAddr>,
+    /// How long member certificates this member issues (its own, renewed
+    /// with a third of it left, and joiners') are valid; `None`: 90 days.
+    pub member_validity: Option<Duration>,
+}
+
+impl TlsSettings {
+    pub fn member_validity(&self) -> Duration {
+        self.member_validity.unwrap_or(LEAF_VALIDITY)
+    }
 }
 
 /// A join token's record in the store (under `herd_client::keys::PKI`,
@@ -100,7 +109,7 @@ impl TokenRecord {
     }
 }
 
-fn pki_dir(data_dir: &Path) -> std::path::PathBuf {
+pub(super) fn pki_dir(data_dir: &Path) -> std::path::PathBuf {
     data_dir.join("pki")
 }
 
@@ -117,13 +126,15 @@ fn pki_err(what: &'static str) -> impl FnOnce(herd_pki::PkiError) -> StoreError 
 /// The member's identity material and the peer credentials built from it.
 pub(super) struct Credentials {
     pub pki: Option<MemberPki>,
+    /// The member's certificate as every TLS configuration reads it.
+    pub identity: Option<Arc<LiveIdentity>>,
     pub peer_client: ClientSecurity,
     pub peer_server: ServerSecurity,
     /// Set when this start joined a cluster over TLS (the cluster's id).
     pub joined: Option<u64>,
 }
 
-fn sans(config: &Config, tls: &TlsSettings) -> (Vec<String>, Vec<IpAddr>) {
+pub(super) fn sans(config: &Config, tls: &TlsSettings) -> (Vec<String>, Vec<IpAddr>) {
     let mut names = vec![config.name.clone(), "localhost".to_owned()];
     names.extend(tls.names.iter().cloned());
     let mut ips = vec![IpAddr::from([127, 0, 0, 1]), config.listen_peer.ip()];
@@ -138,19 +149,14 @@ fn sans(config: &Config, tls: &TlsSettings) -> (Vec<String>, Vec<IpAddr>) {
 
 /// A member's PKI with a certificate `ca` issues it (the member keeps the
 /// CA key: it may admit others).
-fn issue_member(
+pub(super) fn issue_member(
     ca: &ClusterCa,
     name: &str,
-    names: &[String],
-    ips: &[IpAddr],
+    (names, ips): (&[String], &[IpAddr]),
+    valid_for: Duration,
 ) -> Result<MemberPki, StoreError> {
     let member = ca
-        .issue(
-            &Identity::Member(name.to_owned()),
-            names,
-            ips,
-            LEAF_VALIDITY,
-        )
+        .issue(&Identity::Member(name.to_owned()), names, ips, valid_for)
         .map_err(pki_err("issuing the member certificate"))?;
     Ok(MemberPki {
         ca_cert: ca.pair.cert_pem.clone(),
@@ -176,6 +182,7 @@ pub(super) async fn credentials(
             let token = Token::new(token);
             return Ok(Credentials {
                 pki: None,
+                identity: None,
                 peer_client: ClientSecurity::Token(token.clone()),
                 peer_server: ServerSecurity::Token(token),
                 joined: None,
@@ -192,7 +199,7 @@ pub(super) async fn credentials(
     } else if let (true, Some(ca)) = (resuming, &tls.ca) {
         // A restored data dir (`snapshot restore`) holds a member but no
         // certificates: the CA the operator gives issues them.
-        issue_member(ca, &config.name, &names, &ips)?
+        issue_member(ca, &config.name, (&names, &ips), tls.member_validity())?
     } else if resuming {
         return Err(ConfigError::Pki {
             what: "resuming",
@@ -218,7 +225,7 @@ pub(super) async fn credentials(
                         .map_err(pki_err("creating the cluster CA"))?,
                     (None, _) => return Err(ConfigError::FoundingWithoutCa.into()),
                 };
-                issue_member(&ca, &config.name, &names, &ips)?
+                issue_member(&ca, &config.name, (&names, &ips), tls.member_validity())?
             }
             Bootstrap::Resume => {
                 return Err(ConfigError::NothingToResume(config.data_dir.clone()).into());
@@ -228,17 +235,19 @@ pub(super) async fn credentials(
             .map_err(pki_err("saving the member's certificates"))?;
         pki
     };
-    let client = herd_pki::tls::client_config(&pki.ca_cert, Some(&pki.member), &[ALPN_PEER])
+    let identity = LiveIdentity::new(&pki.ca_cert, &pki.member)
+        .map_err(pki_err("loading the member's certificate"))?;
+    let client = herd_pki::tls::client_config_live(Arc::clone(&identity), &[ALPN_PEER])
         .map_err(pki_err("the peer client configuration"))?;
-    let server = herd_pki::tls::server_config(
-        &pki.ca_cert,
-        &pki.member,
+    let server = herd_pki::tls::server_config_live(
+        Arc::clone(&identity),
         ClientAuth::Optional,
         &[ALPN_PEER],
     )
     .map_err(pki_err("the peer server configuration"))?;
     Ok(Credentials {
         pki: Some(pki),
+        identity: Some(identity),
         peer_client: ClientSecurity::Tls(Arc::new(Current::new(client))),
         peer_server: ServerSecurity::Tls(Arc::new(Current::new(server))),
         joined,
@@ -336,7 +345,10 @@ impl Inner {
                 &Identity::Member(req.node.name.clone()),
                 &req.names,
                 &req.ips,
-                LEAF_VALIDITY,
+                match &self.config.security {
+                    Security::Tls(tls) => tls.member_validity(),
+                    Security::Insecure { .. } => LEAF_VALIDITY,
+                },
             )
             .map_err(|e| StoreError::InvalidRequest(e.to_string()))?;
         // A machine coming back under its name (an empty disk) keeps its

@@ -117,22 +117,18 @@ struct ClientApiTls {
 /// TLS for `member`'s client API when it has certificates (`None` in
 /// plaintext mode).
 fn tls_for(member: &Member) -> Result<Option<ClientApiTls>, ServeError> {
-    let Some(pki) = member.pki() else {
+    let Some(identity) = member.identity() else {
         return Ok(None);
     };
-    let config = herd_pki::tls::server_config(
-        &pki.ca_cert,
-        &pki.member,
+    let config = herd_pki::tls::server_config_live(
+        Arc::clone(&identity),
         ClientAuth::Optional,
         &[herd_pki::tls::ALPN_H2],
     )
     .map_err(|e| ServeError::Tls(e.to_string()))?;
     Ok(Some(ClientApiTls {
         config: Arc::new(Current::new(config)),
-        loopback: Credentials::Tls {
-            ca_pem: pki.ca_cert.clone(),
-            identity: Some(pki.member.clone()),
-        },
+        loopback: Credentials::Renewing(identity),
     }))
 }
 
