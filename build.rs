@@ -2,7 +2,10 @@
 use std::process::Command;
 
 fn main() {
+    // GIT_OPTIONAL_LOCKS=0: `git status` must not refresh .git/index,
+    // which this script watches; otherwise every build rebuilt herd.
     let rev = Command::new("git")
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .args(["rev-parse", "--short=12", "HEAD"])
         .output()
         .ok()
@@ -10,6 +13,7 @@ fn main() {
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
         .unwrap_or_else(|| "unknown".into());
     let dirty = Command::new("git")
+        .env("GIT_OPTIONAL_LOCKS", "0")
         .args(["status", "--porcelain", "--untracked-files=no"])
         .output()
         .ok()
