@@ -10,6 +10,7 @@ pub use herd_testkit::{bin, netns, process, require, wait};
 pub mod lab;
 pub mod linearizability;
 pub mod net;
+pub mod node_lab;
 pub mod pods;
 pub mod robustness;
 pub mod store;

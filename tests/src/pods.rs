@@ -287,7 +287,8 @@ pub fn api_url(i: usize) -> String {
     format!("http://{}:{API_PORT}", Topology::client_ip(i))
 }
 
-fn kubeconfig(server: &str) -> String {
+/// A kubeconfig for the API at `server`, without credentials.
+pub fn kubeconfig(server: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{server}\"}}\n  name: herd\ncontexts:\n- context: {{cluster: herd, user: admin}}\n  name: herd\ncurrent-context: herd\nusers:\n- name: admin\n  user: {{}}\n"
     )

@@ -146,6 +146,9 @@ pub struct AgentArgs {
     /// The pods role: the Kubernetes API and its controllers.
     #[command(flatten)]
     pub pods: herd_pods::role::PodsArgs,
+    /// The kubelet: this machine's pods on its Docker daemon.
+    #[command(flatten)]
+    pub kubelet: herd_pods::node::KubeletArgs,
 }
 
 /// `herd agent`: settings from the flags or the cloud-config, then the

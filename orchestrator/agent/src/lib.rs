@@ -100,11 +100,23 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
         .await
         .context("preparing the units role")??;
         let mut routes = axum::Router::new().merge(units.routes());
+        let kubelet_docker = settings
+            .kubelet
+            .as_ref()
+            .map(|k| herd_pods::node::DockerSlot::new(&k.docker_host));
+        if let Some(docker) = &kubelet_docker {
+            routes = routes.merge(herd_pods::node::logs::routes(
+                std::sync::Arc::clone(docker),
+                &settings.name,
+            ));
+        }
+        let mut daemon_port = None;
         if let Some(addr) = settings.listen_api {
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .with_context(|| format!("binding the agent API to {addr}"))?;
             let bound = listener.local_addr()?;
+            daemon_port = Some(bound.port());
             let host = if bound.ip().is_unspecified() {
                 record.ip
             } else {
@@ -134,6 +146,28 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             units.run(cancel).await;
             Ok(())
         });
+        if let (Some(config), Some(docker)) = (settings.kubelet.clone(), kubelet_docker) {
+            let kubelet = herd_pods::node::KubeletSettings {
+                node_name: settings.name.clone(),
+                docker_host: config.docker_host,
+                infra_image: config.infra_image,
+                subnet_env: config.subnet_env,
+                bridge: "herd0".into(),
+                root_dir: settings.data_dir.join("kubelet"),
+                machine_id: record.machine_id.clone(),
+                hostname: record.hostname.clone(),
+                boot_id: record.boot_id.clone(),
+                host_ip: record.ip,
+                labels: record.metadata.clone(),
+                daemon_port,
+                version: record.agent_version.clone(),
+            };
+            let (client, cancel) = (local.clone(), supervisor.token());
+            supervisor.spawn("kubelet", async move {
+                herd_pods::node::run(client, kubelet, docker, cancel).await;
+                Ok(())
+            });
+        }
         let cmdline = tokio::fs::read_to_string("/proc/cmdline")
             .await
             .unwrap_or_default();

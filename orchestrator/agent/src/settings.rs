@@ -64,6 +64,27 @@ pub struct AgentSettings {
     pub update: Option<herd_update::UpdateSettings>,
     /// The pods role (the Kubernetes API and its controllers), if enabled.
     pub pods: Option<herd_pods::role::PodsConfig>,
+    /// The kubelet (runs wherever the machine registers, unless turned off).
+    pub kubelet: Option<KubeletConfig>,
+}
+
+/// The kubelet's settings from the flags; the rest comes from the
+/// machine's record when the agent starts it.
+#[derive(Debug, Clone)]
+pub struct KubeletConfig {
+    pub docker_host: String,
+    pub infra_image: String,
+    pub subnet_env: PathBuf,
+}
+
+impl KubeletConfig {
+    fn of(args: &AgentArgs) -> Option<KubeletConfig> {
+        (!args.kubelet.no_kubelet).then(|| KubeletConfig {
+            docker_host: args.kubelet.docker_host(),
+            infra_image: args.kubelet.pod_infra_image.clone(),
+            subnet_env: args.subnet_env.clone(),
+        })
+    }
 }
 
 /// A machine id derived from a member name, stable across restarts (a
@@ -283,6 +304,7 @@ impl AgentSettings {
             .unwrap_or_else(|| machine_id_for_name(&name));
         check_machine_id(&machine_id)?;
         let net = net_settings(&NetFlags::of(&args), &machine_id, &data_dir, None);
+        let kubelet = KubeletConfig::of(&args);
         let (machine, listen_api) = if args.store_only {
             (None, None)
         } else {
@@ -331,6 +353,7 @@ impl AgentSettings {
             listen_api,
             update: None,
             pods,
+            kubelet,
         })
     }
 
@@ -406,6 +429,7 @@ impl AgentSettings {
                 )
             })
             .or_else(|| net_settings(&NetFlags::of(&args), &machine_id, &data_dir, None));
+        let kubelet = KubeletConfig::of(&args);
         let pods = pods_config(
             &args.pods,
             Some(boot.listen_api),
@@ -447,6 +471,7 @@ impl AgentSettings {
             machine: Some(record),
             update: boot.update,
             pods,
+            kubelet,
         })
     }
 }

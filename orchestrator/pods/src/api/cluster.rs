@@ -117,6 +117,29 @@ pub struct NodeStatus {
     /// Versions and ids of the node.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub node_info: Option<NodeSystemInfo>,
+    /// Where the node's daemons listen (the kubelet's logs endpoint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub daemon_endpoints: Option<NodeDaemonEndpoints>,
+}
+
+/// Ports of the daemons of a node.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "io.k8s.api.core.v1.NodeDaemonEndpoints")]
+pub struct NodeDaemonEndpoints {
+    /// The kubelet's endpoint (logs), on the node's InternalIP.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kubelet_endpoint: Option<DaemonEndpoint>,
+}
+
+/// A daemon's port.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+#[schemars(rename = "io.k8s.api.core.v1.DaemonEndpoint")]
+pub struct DaemonEndpoint {
+    /// Port number.
+    #[serde(rename = "Port")]
+    pub port: i32,
 }
 
 /// A condition of a node.
@@ -204,6 +227,19 @@ impl Node {
 
     pub fn is_ready(&self) -> bool {
         self.ready().is_some_and(|c| c.status == "True")
+    }
+
+    /// The port of the node's kubelet endpoint, if it posted one.
+    pub fn kubelet_port(&self) -> Option<u16> {
+        let port = self
+            .status
+            .as_ref()?
+            .daemon_endpoints
+            .as_ref()?
+            .kubelet_endpoint
+            .as_ref()?
+            .port;
+        u16::try_from(port).ok().filter(|p| *p > 0)
     }
 
     /// The machine id of `herd://<id>`.

@@ -7,6 +7,7 @@ mod auth;
 pub mod discovery;
 pub mod openapi;
 mod openapi_pb;
+mod pod_log;
 mod resources;
 pub mod respond;
 pub mod route;
@@ -173,6 +174,7 @@ async fn dispatch(registry: &Registry, call: Call) -> Result<Response, ApiError>
     use resources::{handle, scale};
     let scale_call = call.target.sub.as_deref() == Some("scale");
     match call.target.kind.kind {
+        "Pod" if call.target.sub.as_deref() == Some("log") => pod_log::logs(registry, call).await,
         "Pod" => handle::<Pod>(registry, call).await,
         "ReplicationController" if scale_call => {
             scale::<ReplicationController>(registry, call).await

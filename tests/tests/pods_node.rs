@@ -1,0 +1,418 @@
+//! The kubelet end to end: three `herd agent`s in network namespaces,
+//! each with the cluster network (host-gw), the Kubernetes API and its
+//! own real dockerd (see `herd_tests::node_lab`). Through the API, as
+//! kubectl would: an RC's pods get addresses from their machines'
+//! subnets and reach each other across machines; the service env is
+//! injected; readiness probes drive Ready and the endpoints; `kubectl
+//! logs` reaches the container on its machine; a killed container and a
+//! container failing its liveness probe are restarted; a crash loop backs
+//! off; a missing image is reported; an agent restart adopts running
+//! containers without restarting them; deleting a pod removes its
+//! containers while its RC's replacement runs; nothing (containers,
+//! veths) is left behind.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use herd_tests::net::read_env;
+use herd_tests::node_lab::{BUSYBOX, NodeLab, container_id, ready};
+use herd_tests::wait;
+use serde_json::{Value, json};
+
+const PODS: &str = "/api/v1/namespaces/default/pods";
+
+fn web_rc() -> Value {
+    json!({
+        "apiVersion": "v1", "kind": "ReplicationController",
+        "metadata": {"name": "web"},
+        "spec": {
+            "replicas": 2,
+            "selector": {"app": "web"},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {
+                    "terminationGracePeriodSeconds": 1,
+                    "volumes": [{"name": "scratch", "emptyDir": {}}],
+                    "containers": [{
+                        "name": "web", "image": BUSYBOX, "imagePullPolicy": "IfNotPresent",
+                        "command": ["/bin/sh", "-c",
+                            "echo started $(hostname); mkdir -p /www; env > /www/env; echo ok > /www/healthz; echo x > /scratch/x; exec httpd -f -p 80 -h /www"],
+                        "ports": [{"containerPort": 80}],
+                        "resources": {"limits": {"cpu": "200m", "memory": "64Mi"}},
+                        "volumeMounts": [{"name": "scratch", "mountPath": "/scratch"}],
+                        "readinessProbe": {"httpGet": {"path": "/ready", "port": 80}, "periodSeconds": 1, "failureThreshold": 1}
+                    }]
+                }
+            }
+        }
+    })
+}
+
+fn pods_of(lab: &NodeLab, app: &str) -> Vec<Value> {
+    lab.get(&format!("{PODS}?labelSelector=app%3D{app}"))
+        .map(|l| l["items"].as_array().cloned().unwrap_or_default())
+        .unwrap_or_default()
+}
+
+fn pod_ip(p: &Value) -> Option<Ipv4Addr> {
+    p["status"]["podIP"].as_str()?.parse().ok()
+}
+
+fn running(p: &Value) -> bool {
+    p["status"]["phase"] == "Running" && pod_ip(p).is_some() && container_id(p, "web").is_some()
+}
+
+fn name(p: &Value) -> String {
+    p["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+fn uid(p: &Value) -> String {
+    p["metadata"]["uid"].as_str().unwrap_or_default().to_owned()
+}
+
+fn status_of<'a>(p: &'a Value, container: &str) -> &'a Value {
+    p["status"]["containerStatuses"]
+        .as_array()
+        .and_then(|s| s.iter().find(|c| c["name"] == container))
+        .unwrap_or(&Value::Null)
+}
+
+/// The pod's subnet on its machine contains its address.
+fn in_subnet(lab: &NodeLab, p: &Value) -> bool {
+    let (i, _) = lab.dockerd_of(p);
+    let env = read_env(&lab.envs[i]).expect("the machine's subnet.env");
+    let ip = pod_ip(p).expect("an address");
+    let mask = u32::MAX << (32 - u32::from(env.len));
+    u32::from(ip) & mask == u32::from(env.network()) & mask && ip != env.gateway
+}
+
+fn events_for(lab: &NodeLab, pod: &str) -> Vec<Value> {
+    lab.get(&format!(
+        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{pod}"
+    ))
+    .map(|l| l["items"].as_array().cloned().unwrap_or_default())
+    .unwrap_or_default()
+}
+
+#[test]
+fn pods_node_runs_pods_on_real_docker_daemons() {
+    let mut lab = NodeLab::start(3);
+    // A service older than the pods: its variables are injected.
+    let redis = lab.create(
+        "/api/v1/namespaces/default/services",
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "redis-master"},
+            "spec": {"selector": {"app": "redis"}, "ports": [{"port": 6379}]}}),
+    );
+    let redis_ip = redis["spec"]["clusterIP"].as_str().unwrap().to_owned();
+    lab.create(
+        "/api/v1/namespaces/default/services",
+        &json!({"apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
+            "spec": {"selector": {"app": "web"}, "ports": [{"port": 80}]}}),
+    );
+    lab.create(
+        "/api/v1/namespaces/default/replicationcontrollers",
+        &web_rc(),
+    );
+
+    // Two pods, on two machines, each with an address of its machine's subnet.
+    let pods = wait::until(
+        "two web pods running",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let pods = pods_of(&lab, "web");
+            (pods.len() == 2 && pods.iter().all(running)).then_some(pods)
+        },
+    );
+    let (a, b) = (&pods[0], &pods[1]);
+    assert_ne!(
+        a["spec"]["nodeName"], b["spec"]["nodeName"],
+        "spread over machines"
+    );
+    for p in &pods {
+        assert!(
+            in_subnet(&lab, p),
+            "{} has {:?}, outside its machine's subnet",
+            name(p),
+            pod_ip(p)
+        );
+        assert_eq!(
+            p["status"]["hostIP"].as_str().unwrap(),
+            lab.get(&format!(
+                "/api/v1/nodes/{}",
+                p["spec"]["nodeName"].as_str().unwrap()
+            ))
+            .unwrap()["status"]["addresses"][0]["address"]
+                .as_str()
+                .unwrap()
+        );
+    }
+    let (ia, da) = lab.dockerd_of(a);
+    let (ib, db) = lab.dockerd_of(b);
+    let a_id = container_id(a, "web").unwrap();
+    let b_id = container_id(b, "web").unwrap();
+
+    // Service env, the pod's hostname, the emptyDir and the limits.
+    let env = da.docker_ok(&["exec", &a_id, "cat", "/www/env"]);
+    for want in [
+        format!("REDIS_MASTER_SERVICE_HOST={redis_ip}"),
+        "REDIS_MASTER_SERVICE_PORT=6379".to_owned(),
+        format!("REDIS_MASTER_PORT=tcp://{redis_ip}:6379"),
+        format!("REDIS_MASTER_PORT_6379_TCP_ADDR={redis_ip}"),
+        "REDIS_MASTER_PORT_6379_TCP_PROTO=tcp".to_owned(),
+        format!("HOSTNAME={}", name(a)),
+    ] {
+        assert!(
+            env.lines().any(|l| l == want),
+            "{want} missing from the pod's env:\n{env}"
+        );
+    }
+    assert_eq!(da.docker_ok(&["exec", &a_id, "cat", "/scratch/x"]), "x");
+    let limits = da.docker_ok(&[
+        "inspect",
+        "-f",
+        "{{.HostConfig.Memory}} {{.HostConfig.CpuQuota}} {{.HostConfig.NetworkMode}}",
+        &a_id,
+    ]);
+    assert!(limits.starts_with("67108864 20000 container:"), "{limits}");
+
+    // Pods reach each other across machines (host-gw routes, herd0, veths).
+    let ip_b = pod_ip(b).unwrap().to_string();
+    let got = wait::until(
+        "pod a to reach pod b",
+        Duration::from_secs(30),
+        Duration::from_millis(500),
+        || {
+            let out = da.docker(&[
+                "exec",
+                &a_id,
+                "wget",
+                "-qO-",
+                "-T",
+                "2",
+                &format!("http://{ip_b}/healthz"),
+            ]);
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
+    assert_eq!(got.trim(), "ok");
+
+    // Readiness: no /ready yet, so not Ready and not an endpoint address.
+    for p in &pods {
+        assert!(!ready(p), "{} is Ready before its probe passes", name(p));
+    }
+    da.docker_ok(&["exec", &a_id, "sh", "-c", "echo y > /www/ready"]);
+    lab.wait_pod("pod a to turn Ready", &name(a), ready);
+    let ip_a = pod_ip(a).unwrap().to_string();
+    wait::until(
+        "the endpoints to list pod a only",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let ep = lab.get("/api/v1/namespaces/default/endpoints/web").ok()?;
+            let addrs: Vec<&str> = ep["subsets"][0]["addresses"]
+                .as_array()?
+                .iter()
+                .filter_map(|a| a["ip"].as_str())
+                .collect();
+            (addrs == [ip_a.as_str()]).then_some(())
+        },
+    );
+    da.docker_ok(&["exec", &a_id, "rm", "/www/ready"]);
+    lab.wait_pod("pod a to turn NotReady", &name(a), |p| !ready(p));
+    da.docker_ok(&["exec", &a_id, "sh", "-c", "echo y > /www/ready"]);
+    lab.wait_pod("pod a to be Ready again", &name(a), ready);
+
+    // kubectl logs reaches the container on its machine, from agent 0's API.
+    let out = lab.kubectl(&["logs", &name(a)]);
+    assert!(
+        out.status.success(),
+        "kubectl logs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("started {}", name(a))),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    // A killed container is restarted, in the same sandbox (same address).
+    da.docker_ok(&["kill", &a_id]);
+    let a2 = lab.wait_pod("the killed container to restart", &name(a), |p| {
+        status_of(p, "web")["restartCount"] == 1
+            && container_id(p, "web").is_some_and(|id| id != a_id)
+    });
+    assert_eq!(pod_ip(&a2), pod_ip(a));
+    assert_eq!(
+        status_of(&a2, "web")["lastState"]["terminated"]["exitCode"],
+        137
+    );
+
+    // An agent restart adopts what runs: same containers, no restart.
+    let b_before = da_containers(db, &uid(b));
+    lab.cluster.terminate(ib);
+    lab.cluster.restart(ib);
+    db.docker_ok(&["exec", &b_id, "sh", "-c", "echo y > /www/ready"]);
+    let b2 = lab.wait_pod(
+        "pod b to turn Ready under the restarted agent",
+        &name(b),
+        ready,
+    );
+    assert_eq!(
+        container_id(&b2, "web").as_deref(),
+        Some(b_id.as_str()),
+        "{}",
+        lab.logs()
+    );
+    assert_eq!(status_of(&b2, "web")["restartCount"], 0);
+    assert_eq!(
+        da_containers(db, &uid(b)),
+        b_before,
+        "containers of pod b changed across the agent restart"
+    );
+
+    // Deleting a pod removes its containers; its RC's replacement runs.
+    let (a_uid, a_name) = (uid(a), name(a));
+    lab.delete(&format!("{PODS}/{a_name}"));
+    wait::until(
+        "pod a's containers to go",
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+        || {
+            da.containers(&format!("io.herd.pod.uid={a_uid}"))
+                .is_empty()
+                .then_some(())
+        },
+    );
+    let pods = wait::until(
+        "a replacement pod running",
+        Duration::from_secs(120),
+        Duration::from_millis(500),
+        || {
+            let pods = pods_of(&lab, "web");
+            (pods.len() == 2 && pods.iter().all(running) && pods.iter().all(|p| name(p) != a_name))
+                .then_some(pods)
+        },
+    );
+    assert!(pods.iter().all(|p| in_subnet(&lab, p)));
+
+    bad_input_and_probes(&lab);
+
+    // Nothing left behind once the RC goes.
+    lab.send(
+        herd_http::Method::DELETE,
+        "/api/v1/namespaces/default/replicationcontrollers/web",
+        &Value::Null,
+    );
+    for i in 0..3 {
+        let d = &lab.dockerds[i];
+        wait::until(
+            &format!("machine {i} to hold no pod containers"),
+            Duration::from_secs(90),
+            Duration::from_millis(500),
+            || {
+                let left = d.containers("io.herd.node");
+                let veths = lab.veths(i);
+                (left.is_empty() && veths.is_empty()).then_some(())
+            },
+        );
+    }
+    let _ = ia;
+    for d in &mut lab.dockerds {
+        d.stop();
+    }
+}
+
+/// The ids of a pod's containers on `d`, sorted.
+fn da_containers(d: &herd_tests::node_lab::Dockerd, uid: &str) -> Vec<String> {
+    let mut ids = d.containers(&format!("io.herd.pod.uid={uid}"));
+    ids.sort();
+    ids
+}
+
+fn bad_input_and_probes(lab: &NodeLab) {
+    let pod = |name: &str, container: Value, policy: &str| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "probe"}},
+            "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 1, "containers": [container]}})
+    };
+    lab.create(
+        PODS,
+        &pod(
+            "missing",
+            json!({"name": "app", "image": "herd-test/missing:1"}),
+            "Always",
+        ),
+    );
+    lab.create(
+        PODS,
+        &pod(
+            "crasher",
+            json!({"name": "app", "image": BUSYBOX, "command": ["/bin/sh", "-c", "exit 3"]}),
+            "Always",
+        ),
+    );
+    lab.create(PODS, &pod("liveness", json!({"name": "app", "image": BUSYBOX,
+        "command": ["/bin/sh", "-c", "touch /tmp/alive; exec sleep 100000"],
+        "livenessProbe": {"exec": {"command": ["cat", "/tmp/alive"]}, "periodSeconds": 1, "failureThreshold": 1}}), "Always"));
+
+    let missing = lab.wait_pod("the missing image to be reported", "missing", |p| {
+        let r = &status_of(p, "app")["state"]["waiting"]["reason"];
+        r == "ImagePullBackOff" || r == "ErrImagePull"
+    });
+    assert_eq!(missing["status"]["phase"], "Pending");
+    assert!(
+        events_for(lab, "missing")
+            .iter()
+            .any(|e| e["reason"] == "Failed"
+                && e["message"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .contains("herd-test/missing:1")),
+        "no Failed event names the image: {:?}",
+        events_for(lab, "missing")
+    );
+
+    let crash = lab.wait_pod("the crash loop to back off", "crasher", |p| {
+        status_of(p, "app")["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    let s = status_of(&crash, "app");
+    assert!(s["restartCount"].as_i64().unwrap() >= 1, "{s}");
+    assert_eq!(s["lastState"]["terminated"]["exitCode"], 3);
+    assert!(
+        events_for(lab, "crasher")
+            .iter()
+            .any(|e| e["reason"] == "BackOff")
+    );
+
+    let live = lab.wait_pod("the liveness pod to run", "liveness", |p| {
+        container_id(p, "app").is_some()
+    });
+    let first = container_id(&live, "app").unwrap();
+    let (_, d) = lab.dockerd_of(&live);
+    d.docker_ok(&["exec", &first, "rm", "/tmp/alive"]);
+    lab.wait_pod(
+        "the failed liveness probe to restart the container",
+        "liveness",
+        |p| {
+            status_of(p, "app")["restartCount"] == 1
+                && container_id(p, "app").is_some_and(|id| id != first)
+        },
+    );
+    assert!(events_for(lab, "liveness").iter().any(|e| {
+        e["reason"] == "Unhealthy"
+            && e["message"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Liveness probe failed")
+    }));
+
+    // Gone with their containers.
+    for name in ["missing", "crasher", "liveness"] {
+        lab.delete(&format!("{PODS}/{name}"));
+    }
+}
