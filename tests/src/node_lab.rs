@@ -412,6 +412,14 @@ fn kubeconfig_text(i: usize) -> String {
     kubeconfig(&api_url(i))
 }
 
+/// The index of the machine a pod is bound to, by its nodeName `m<i>`.
+pub fn machine_of(pod: &Value) -> usize {
+    let node = pod["spec"]["nodeName"].as_str().expect("a bound pod");
+    node.trim_start_matches('m')
+        .parse()
+        .expect("a lab node name")
+}
+
 /// Whether a Node (or a pod) has condition Ready=True.
 pub fn ready(object: &Value) -> bool {
     object["status"]["conditions"].as_array().is_some_and(|c| {

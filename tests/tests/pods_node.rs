@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use herd_tests::net::read_env;
-use herd_tests::node_lab::{BUSYBOX, NodeLab, container_id, ready};
+use herd_tests::node_lab::{BUSYBOX, NodeLab, container_id, machine_of, ready};
 use herd_tests::wait;
 use serde_json::{Value, json};
 
@@ -150,8 +150,8 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
                 .unwrap()
         );
     }
-    let (ia, da) = lab.dockerd_of(a);
-    let (ib, db) = lab.dockerd_of(b);
+    let (ia, ib) = (machine_of(a), machine_of(b));
+    let (da, db) = (&lab.dockerds[ia], &lab.dockerds[ib]);
     let a_id = container_id(a, "web").unwrap();
     let b_id = container_id(b, "web").unwrap();
 
@@ -322,7 +322,6 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
             },
         );
     }
-    let _ = ia;
     for d in &mut lab.dockerds {
         d.stop();
     }

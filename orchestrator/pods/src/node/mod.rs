@@ -171,6 +171,8 @@ pub struct Kubelet {
     allocating: tokio::sync::Mutex<()>,
     /// Dead containers whose back-off was reported.
     backoff_noted: Mutex<HashSet<String>>,
+    /// Failed pulls by `uid/image`: retry time and failures so far.
+    pull_backoff: Mutex<HashMap<String, (std::time::Instant, i32)>>,
     /// Grace periods of pods seen, for when they are gone.
     grace: Mutex<HashMap<String, (String, i64)>>,
 }
@@ -230,6 +232,7 @@ pub async fn run(
         probes: Probes::default(),
         allocating: tokio::sync::Mutex::new(()),
         backoff_noted: Mutex::new(HashSet::new()),
+        pull_backoff: Mutex::new(HashMap::new()),
         grace: Mutex::new(HashMap::new()),
         settings,
     });

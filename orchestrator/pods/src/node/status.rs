@@ -159,16 +159,14 @@ fn waiting(reason: &str) -> ContainerState {
 
 /// Kubernetes' pod phase from its containers' statuses.
 pub fn phase(statuses: &[ContainerStatus], restart_policy: &str) -> &'static str {
-    let (mut running, mut waiting, mut stopped, mut succeeded, mut failed) = (0, 0, 0, 0, 0);
+    let (mut running, mut waiting, mut stopped, mut failed) = (0, 0, 0, 0);
     for s in statuses {
         let state = s.state.clone().unwrap_or_default();
         if state.running.is_some() {
             running += 1;
         } else if let Some(t) = &state.terminated {
             stopped += 1;
-            if t.exit_code == 0 {
-                succeeded += 1;
-            } else {
+            if t.exit_code != 0 {
                 failed += 1;
             }
         } else if s
@@ -183,9 +181,7 @@ pub fn phase(statuses: &[ContainerStatus], restart_policy: &str) -> &'static str
                 .as_ref()
                 .and_then(|l| l.terminated.as_ref())
                 .map_or(0, |t| t.exit_code);
-            if code == 0 {
-                succeeded += 1;
-            } else {
+            if code != 0 {
                 failed += 1;
             }
         } else {

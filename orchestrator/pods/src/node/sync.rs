@@ -386,6 +386,8 @@ impl Kubelet {
     }
 
     /// Makes the image present as `policy` says; the waiting reason if not.
+    /// A failed pull is retried after 10 s doubling to 5 min
+    /// (`ImagePullBackOff` meanwhile), as Kubernetes does.
     async fn ensure_image(
         &self,
         docker: &Docker,
@@ -410,19 +412,42 @@ impl Kubelet {
             "Never" => false,
             _ => !present,
         };
-        if pull && let Err(e) = docker.pull(image).await {
-            let m = format!("Failed to pull image {image:?}: {}", e.message());
-            self.events.warning(pod, "Failed", m.clone()).await;
-            return Err(Waiting::new(
-                if present {
-                    "ErrImagePull"
-                } else {
-                    "ImagePullBackOff"
-                },
-                m,
-            ));
+        if !pull {
+            return Ok(());
         }
-        Ok(())
+        let key = format!("{}/{image}", pod.metadata.uid);
+        let failures = {
+            let backoff = self.pull_backoff.lock().expect("pull back-off");
+            match backoff.get(&key) {
+                Some((until, _)) if std::time::Instant::now() < *until => {
+                    return Err(Waiting::new(
+                        "ImagePullBackOff",
+                        format!("Back-off pulling image {image:?}"),
+                    ));
+                }
+                Some((_, n)) => *n,
+                None => 0,
+            }
+        };
+        match docker.pull(image).await {
+            Ok(()) => {
+                self.pull_backoff
+                    .lock()
+                    .expect("pull back-off")
+                    .remove(&key);
+                Ok(())
+            }
+            Err(e) => {
+                let m = format!("Failed to pull image {image:?}: {}", e.message());
+                self.events.warning(pod, "Failed", m.clone()).await;
+                let wait = restart_delay(failures + 1);
+                self.pull_backoff
+                    .lock()
+                    .expect("pull back-off")
+                    .insert(key, (std::time::Instant::now() + wait, failures + 1));
+                Err(Waiting::new("ErrImagePull", m))
+            }
+        }
     }
 
     /// Creates and starts the pod's infra container and plugs in its
@@ -689,8 +714,16 @@ impl Kubelet {
         futures::future::join_all(apps.map(|c| docker.stop(&c.id, grace))).await;
         for c in &containers {
             self.probes.forget(&c.id);
+            self.backoff_noted
+                .lock()
+                .expect("back-off notes")
+                .remove(&c.id);
             docker.remove(&c.id).await?;
         }
+        self.pull_backoff
+            .lock()
+            .expect("pull back-off")
+            .retain(|k, _| !k.starts_with(&format!("{uid}/")));
         network::detach(&network::host_ifname(uid)).await;
         let dir = pod_dir(self, uid);
         match tokio::fs::remove_dir_all(&dir).await {
