@@ -261,6 +261,34 @@ impl NodeLab {
             "herd net config set: {}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let rt = cluster.client_runtime();
+        let http = herd_http::Client::new().with_timeout(Duration::from_secs(10));
+        // No dockerd yet: each kubelet registers its Node NotReady, saying why.
+        for i in 0..n {
+            let url = format!("{}/api/v1/nodes/m{i}", api_url(0));
+            wait::until(
+                &format!("node m{i} to be registered NotReady for its missing dockerd"),
+                Duration::from_secs(90),
+                Duration::from_millis(500),
+                || {
+                    let (http, url) = (http.clone(), url.clone());
+                    let node: Value = rt
+                        .block_on(rt.spawn(async move { http.get_json::<Value>(&url).await }))
+                        .ok()?
+                        .ok()?;
+                    let c = node["status"]["conditions"]
+                        .as_array()?
+                        .iter()
+                        .find(|c| c["type"] == "Ready")?
+                        .clone();
+                    (c["status"] == "False"
+                        && c["message"]
+                            .as_str()
+                            .is_some_and(|m| m.contains("container runtime is down")))
+                    .then_some(())
+                },
+            );
+        }
         let tar = busybox_tar(&dir);
         let dockerds: Vec<Dockerd> = (0..n)
             .map(|i| {
@@ -274,14 +302,13 @@ impl NodeLab {
                 d
             })
             .collect();
-        let rt = cluster.client_runtime();
         let kubeconfig = dir.join("kubeconfig");
         std::fs::write(&kubeconfig, kubeconfig_text(0)).expect("writing the kubeconfig");
         let lab = NodeLab {
             dockerds,
             cluster,
             rt,
-            http: herd_http::Client::new().with_timeout(Duration::from_secs(10)),
+            http,
             kubeconfig,
             envs,
             _scratch: scratch,
