@@ -183,7 +183,7 @@ pub fn busybox_tar(dir: &Path) -> PathBuf {
     std::fs::copy(&busybox, root.join("bin/busybox")).expect("copying busybox");
     for applet in [
         "sh", "sleep", "httpd", "wget", "env", "cat", "echo", "ls", "mkdir", "touch", "rm",
-        "hostname", "ps", "ip", "nc", "true", "false", "test",
+        "hostname", "ps", "ip", "nc", "true", "false", "test", "ping",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
             .expect("linking an applet");
@@ -365,7 +365,7 @@ impl NodeLab {
 
     /// Deletes `path`.
     pub fn delete(&self, path: &str) {
-        let (code, body) = self.send(herd_http::Method::DELETE, path, &Value::Null);
+        let (code, body) = self.send(herd_http::Method::DELETE, path, &serde_json::json!({}));
         assert!(code == 200 || code == 202, "DELETE {path}: {code} {body}");
     }
 
@@ -399,7 +399,8 @@ impl NodeLab {
             .expect("running kubectl")
     }
 
-    /// veth interfaces in machine `i`'s namespace.
+    /// The kubelet's pod veths (`hv…`) in machine `i`'s namespace (the
+    /// lab's own `peer0`/`client0` are veths too).
     pub fn veths(&self, i: usize) -> Vec<String> {
         let out = self
             .cluster
@@ -409,6 +410,7 @@ impl NodeLab {
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
             .map(|n| n.split('@').next().unwrap_or(n).to_owned())
+            .filter(|n| n.starts_with("hv"))
             .collect()
     }
 
