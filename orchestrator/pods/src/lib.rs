@@ -5,6 +5,7 @@
 //! - [`api`]: the kinds as typed Rust (unknown fields refused by path),
 //!   their validation, defaults, selectors, tables and `Status` errors.
 pub mod api;
+pub mod cli;
 pub mod controllers;
 pub mod registry;
 pub mod role;
