@@ -74,8 +74,10 @@ pub async fn apply_one(api: &Api, m: &Manifest, namespace: Option<&str>) -> anyh
     let mut recorded = desired.clone();
     if let Some(a) = recorded["metadata"]["annotations"].as_object_mut() {
         a.remove(LAST_APPLIED);
-        if a.is_empty() {
-            recorded["metadata"].as_object_mut().map(|m| m.remove("annotations"));
+        if a.is_empty()
+            && let Some(m) = recorded["metadata"].as_object_mut()
+        {
+            m.remove("annotations");
         }
     }
     let recorded_text = serde_json::to_string(&recorded)?;

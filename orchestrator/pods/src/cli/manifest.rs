@@ -6,7 +6,6 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use tokio::io::AsyncReadExt;
 
 use crate::api::KindInfo;
 use crate::api::kind;
@@ -16,7 +15,7 @@ use crate::api::kind;
 pub struct Manifest {
     /// The file it came from (`-` for stdin).
     pub source: String,
-    /// Its document in that file, from 1.
+    /// Its document in that file, from 1 (empty documents not counted).
     pub document: usize,
     pub kind: &'static KindInfo,
     pub object: Value,
@@ -97,11 +96,14 @@ async fn read(path: &Path) -> Result<Vec<(String, String)>, ManifestError> {
         source,
     };
     if shown == "-" {
-        let mut text = String::new();
-        tokio::io::stdin()
-            .read_to_string(&mut text)
-            .await
-            .map_err(err)?;
+        // Reading stdin blocks: off the runtime.
+        let text = tokio::task::spawn_blocking(|| {
+            let mut text = String::new();
+            std::io::Read::read_to_string(&mut std::io::stdin(), &mut text).map(|_| text)
+        })
+        .await
+        .map_err(|e| err(std::io::Error::other(e)))?
+        .map_err(err)?;
         return Ok(vec![("-".to_owned(), text)]);
     }
     let meta = tokio::fs::metadata(path).await.map_err(err)?;
@@ -147,7 +149,7 @@ pub fn parse(path: &str, text: &str) -> Result<Vec<Manifest>, ManifestError> {
         }
         docs
     } else {
-        serde_saphyr::from_str_multiple::<Value>(text).map_err(|e| ManifestError::Syntax {
+        serde_saphyr::from_multiple::<Value>(text).map_err(|e| ManifestError::Syntax {
             path: path.to_owned(),
             message: format!("not YAML: {e}"),
         })?
@@ -247,10 +249,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.starts_with("x.yaml: not YAML"), "{e}");
-        let e = parse("d.yaml", "---\napiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\n")
+        let e = parse("d.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("d.yaml: document 3: herd does not serve kind \"CronJob\""), "{e}");
+        assert!(e.starts_with("d.yaml: document 2: herd does not serve kind \"CronJob\""), "{e}");
         let e = parse("e.yaml", "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: a}\n")
             .unwrap_err()
             .to_string();

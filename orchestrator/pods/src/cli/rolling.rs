@@ -248,8 +248,10 @@ async fn plan(
             "metadata": {"name": name, "labels": old["metadata"]["labels"]},
             "spec": {"replicas": replicas(old), "selector": old["spec"]["selector"], "template": template},
         });
-        if rc["metadata"]["labels"].is_null() {
-            rc["metadata"].as_object_mut().map(|m| m.remove("labels"));
+        if rc["metadata"]["labels"].is_null()
+            && let Some(m) = rc["metadata"].as_object_mut()
+        {
+            m.remove("labels");
         }
         (rc, rename_to)
     };
@@ -356,6 +358,8 @@ async fn step(
         "Scaling up {to} from {have_to} to {desired}, scaling down {from} from {have_from} to 0 (keep {desired} pods available, don't exceed {} pods)",
         desired + 1
     );
+    // A resumed update first waits for the step it was interrupted in.
+    wait_ready(api, ns, to, have_to, args, cancel).await?;
     while have_to < desired || have_from > 0 {
         if have_to < desired {
             have_to += 1;
@@ -450,9 +454,15 @@ async fn renaming_to(api: &Api, ns: &str, old: &str) -> anyhow::Result<Option<Va
         .cloned())
 }
 
-/// Gives `from`'s pods to a new RC named `to`: `to` made first at 0
-/// replicas (so an interruption loses nothing), then `from` deleted
-/// orphaning its pods, then `to` scaled up, adopting them.
+/// A label only the placeholder RC's selector has while a rename is under
+/// way, so it adopts none of the pods until it takes them over.
+pub const RENAME_PENDING: &str = "herd.io/rename-pending";
+
+/// Gives `from`'s pods to a new RC named `to`, never doubling nor losing
+/// one: `to` is made first, its selector matching nothing yet (so an
+/// interruption loses nothing: the spec is kept in it); then `from` is
+/// deleted orphaning its pods; then one update gives `to` the real
+/// selector and the replica count, and it adopts the orphans.
 async fn rename(
     api: &Api,
     ns: &str,
@@ -479,6 +489,8 @@ async fn rename(
             "metadata": {"name": to, "namespace": ns, "annotations": annotations},
             "spec": {"replicas": 0, "selector": src["spec"]["selector"], "template": src["spec"]["template"]},
         });
+        rc["spec"]["selector"][RENAME_PENDING] = json!("true");
+        rc["spec"]["template"]["metadata"]["labels"][RENAME_PENDING] = json!("true");
         if !src["metadata"]["labels"].is_null() {
             rc["metadata"]["labels"] = src["metadata"]["labels"].clone();
         }
@@ -491,12 +503,21 @@ async fn rename(
             Err(e) => return Err(e.into()),
         }
     }
+    // The garbage collector removes the pods' references to `from` before
+    // `from` itself goes: once it is gone, they are orphans.
     delete_and_wait(api, ns, from, "Orphan", args, cancel).await?;
     patch(
         api,
         ns,
         to,
-        json!({"metadata": {"annotations": {RENAMED_FROM: null}}, "spec": {"replicas": desired}}),
+        json!({
+            "metadata": {"annotations": {RENAMED_FROM: null}},
+            "spec": {
+                "replicas": desired,
+                "selector": {RENAME_PENDING: null},
+                "template": {"metadata": {"labels": {RENAME_PENDING: null}}},
+            },
+        }),
     )
     .await?;
     Ok(())

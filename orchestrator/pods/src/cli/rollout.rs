@@ -219,7 +219,7 @@ mod tests {
 
     #[test]
     fn progress_reads_like_kubectl() {
-        let d = |gen: i64, status: Value| json!({"metadata": {"name": "f", "generation": gen}, "spec": {"replicas": 2}, "status": status});
+        let d = |generation: i64, status: Value| json!({"metadata": {"name": "f", "generation": generation}, "spec": {"replicas": 2}, "status": status});
         let s = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2});
         assert_eq!(progress(&d(3, s.clone())).unwrap(), "Waiting for deployment spec update to be observed...");
         assert_eq!(
