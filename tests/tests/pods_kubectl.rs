@@ -118,7 +118,10 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
     // (its typed client, no discovery first), 1.20 as JSON.
     let created = lab.kubectl_ok(k, &["create", "namespace", ns]);
     assert_eq!(created, format!("namespace/{ns} created\n"));
-    let got = lab.kubectl_ok(k, &["get", "namespace", ns, "-o", "jsonpath={.status.phase}"]);
+    let got = lab.kubectl_ok(
+        k,
+        &["get", "namespace", ns, "-o", "jsonpath={.status.phase}"],
+    );
     assert_eq!(got, "Active");
     let again = lab.kubectl_err(k, &["create", "namespace", ns], None);
     contains(&again, "AlreadyExists");

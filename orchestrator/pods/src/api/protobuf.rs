@@ -81,11 +81,7 @@ const OBJECT_META: &[Field] = &[
 const NAMESPACE: &[Field] = &[
     f(1, "metadata", Ty::Msg(OBJECT_META)),
     f(2, "spec", Ty::Msg(&[list(1, "finalizers", Ty::Str)])),
-    f(
-        3,
-        "status",
-        Ty::Msg(&[f(1, "phase", Ty::Str)]),
-    ),
+    f(3, "status", Ty::Msg(&[f(1, "phase", Ty::Str)])),
 ];
 
 const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
@@ -163,7 +159,10 @@ impl<'a> Reader<'a> {
     fn varint(&mut self) -> Result<u64, ApiError> {
         let mut v = 0u64;
         for shift in (0..64).step_by(7) {
-            let (&b, rest) = self.0.split_first().ok_or_else(|| bad("truncated varint"))?;
+            let (&b, rest) = self
+                .0
+                .split_first()
+                .ok_or_else(|| bad("truncated varint"))?;
             self.0 = rest;
             v |= u64::from(b & 0x7f) << shift;
             if b & 0x80 == 0 {
@@ -230,17 +229,34 @@ fn message(bytes: &[u8], fields: &[Field], path: &str) -> Result<Map<String, Val
             }
             (Ty::Bool, 0) => Some(Value::Bool(r.varint()? != 0)),
             (Ty::Time, 2) => {
-                let t = message(r.bytes()?, &[f(1, "seconds", Ty::Int), f(2, "nanos", Ty::Int)], &here)?;
+                let t = message(
+                    r.bytes()?,
+                    &[f(1, "seconds", Ty::Int), f(2, "nanos", Ty::Int)],
+                    &here,
+                )?;
                 t.get("seconds").and_then(Value::as_i64).and_then(|s| {
                     let at = std::time::UNIX_EPOCH
                         .checked_add(std::time::Duration::from_secs(u64::try_from(s).ok()?))?;
-                    Some(Value::String(humantime::format_rfc3339_seconds(at).to_string()))
+                    Some(Value::String(
+                        humantime::format_rfc3339_seconds(at).to_string(),
+                    ))
                 })
             }
             (Ty::StrMap, 2) => {
-                let entry = message(r.bytes()?, &[f(1, "key", Ty::Str), f(2, "value", Ty::Str)], &here)?;
-                let key = entry.get("key").and_then(Value::as_str).unwrap_or_default().to_owned();
-                let value = entry.get("value").cloned().unwrap_or(Value::String(String::new()));
+                let entry = message(
+                    r.bytes()?,
+                    &[f(1, "key", Ty::Str), f(2, "value", Ty::Str)],
+                    &here,
+                )?;
+                let key = entry
+                    .get("key")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let value = entry
+                    .get("value")
+                    .cloned()
+                    .unwrap_or(Value::String(String::new()));
                 out.entry(field.name)
                     .or_insert_with(|| Value::Object(Map::new()))
                     .as_object_mut()
@@ -249,7 +265,11 @@ fn message(bytes: &[u8], fields: &[Field], path: &str) -> Result<Map<String, Val
                 None
             }
             (Ty::Msg(sub), 2) => Some(Value::Object(message(r.bytes()?, sub, &here)?)),
-            _ => return Err(bad(format!("{here}: wire type {wire} does not match the field"))),
+            _ => {
+                return Err(bad(format!(
+                    "{here}: wire type {wire} does not match the field"
+                )));
+            }
         };
         if let Some(v) = value {
             if field.repeated {
@@ -324,7 +344,11 @@ mod tests {
         body.extend(unhex("12001a0022002a0032003800420012001a020a00"));
         let e = decode(&body).unwrap_err();
         assert_eq!(e.code, 422);
-        assert!(e.message.contains("metadata: field number 99"), "{}", e.message);
+        assert!(
+            e.message.contains("metadata: field number 99"),
+            "{}",
+            e.message
+        );
         let mut pod = MAGIC.to_vec();
         pod.extend([0x0a, 0x09, 0x0a, 0x02, b'v', b'1', 0x12, 0x03]);
         pod.extend(b"Pod");

@@ -53,7 +53,12 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
             Ok(what) => println!("{} {}", shown(m.kind, m.name()), what.as_str()),
             Err(e) => {
                 failed += 1;
-                eprintln!("{}: document {}: {}: {e:#}", m.source, m.document, shown(m.kind, m.name()));
+                eprintln!(
+                    "{}: document {}: {}: {e:#}",
+                    m.source,
+                    m.document,
+                    shown(m.kind, m.name())
+                );
             }
         }
     }
@@ -64,7 +69,11 @@ pub async fn apply(args: ApplyArgs) -> anyhow::Result<()> {
 }
 
 /// Applies one manifest object.
-pub async fn apply_one(api: &Api, m: &Manifest, namespace: Option<&str>) -> anyhow::Result<Applied> {
+pub async fn apply_one(
+    api: &Api,
+    m: &Manifest,
+    namespace: Option<&str>,
+) -> anyhow::Result<Applied> {
     let ns = m.namespace(namespace)?;
     let mut desired = m.object.clone();
     if m.kind.namespaced {
@@ -112,8 +121,13 @@ pub async fn apply_one(api: &Api, m: &Manifest, namespace: Option<&str>) -> anyh
         patch["metadata"]["resourceVersion"] = live["metadata"]["resourceVersion"].clone();
         match api.patch(&path, MERGE_PATCH, &patch).await {
             Ok(after) => {
-                let same = after["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"];
-                return Ok(if same { Applied::Unchanged } else { Applied::Configured });
+                let same =
+                    after["metadata"]["resourceVersion"] == live["metadata"]["resourceVersion"];
+                return Ok(if same {
+                    Applied::Unchanged
+                } else {
+                    Applied::Configured
+                });
             }
             Err(CallError::Refused(r)) if r.is_conflict() => continue,
             Err(e) => return Err(e.into()),
@@ -252,7 +266,8 @@ mod tests {
 
     #[test]
     fn apply_sets_what_changed_and_removes_what_the_last_apply_set() {
-        let original = json!({"metadata": {"labels": {"a": "1", "gone": "x"}}, "spec": {"replicas": 2}});
+        let original =
+            json!({"metadata": {"labels": {"a": "1", "gone": "x"}}, "spec": {"replicas": 2}});
         let modified = json!({"metadata": {"labels": {"a": "2"}}, "spec": {"replicas": 2}});
         let current = json!({
             "metadata": {"labels": {"a": "1", "gone": "x", "set-by-hand": "y"}, "uid": "u"},
@@ -272,12 +287,18 @@ mod tests {
         assert_eq!(three_way(&m, &m, &current), json!({}));
         // A list is replaced whole (a merge patch): a changed one is sent.
         let m2 = json!({"metadata": {"name": "x"}, "spec": {"ports": [{"port": 81}]}});
-        assert_eq!(three_way(&m, &m2, &current), json!({"spec": {"ports": [{"port": 81}]}}));
+        assert_eq!(
+            three_way(&m, &m2, &current),
+            json!({"spec": {"ports": [{"port": 81}]}})
+        );
     }
 
     #[test]
     fn a_field_dropped_that_is_already_gone_is_not_sent() {
         let original = json!({"spec": {"a": 1}});
-        assert_eq!(three_way(&original, &json!({"spec": {}}), &json!({"spec": {}})), json!({}));
+        assert_eq!(
+            three_way(&original, &json!({"spec": {}}), &json!({"spec": {}})),
+            json!({})
+        );
     }
 }

@@ -110,7 +110,15 @@ fn start_store(n: usize, dir: &Path) -> anyhow::Result<(Members, Vec<String>)> {
     for (name, client, peer) in &addrs {
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = std::process::Command::new(&herd)
-            .args(["agent", "--store-only", "--name", name, "--token", "bench"])
+            .args([
+                "agent",
+                "--store-only",
+                "--insecure-plaintext",
+                "--name",
+                name,
+                "--token",
+                "bench",
+            ])
             .arg("--data-dir")
             .arg(dir.join(name))
             .args(["--listen-client", &client.to_string()])
@@ -123,7 +131,10 @@ fn start_store(n: usize, dir: &Path) -> anyhow::Result<(Members, Vec<String>)> {
             .context("starting a store member")?;
         members.0.push(child);
     }
-    Ok((members, addrs.iter().map(|(_, c, _)| c.to_string()).collect()))
+    Ok((
+        members,
+        addrs.iter().map(|(_, c, _)| c.to_string()).collect(),
+    ))
 }
 
 async fn until<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<()>
@@ -178,15 +189,33 @@ pub async fn run(command: BenchCommand, cancel: CancellationToken) -> anyhow::Re
         let kc = |f: fn(&KubectlCost) -> f64| k.map_or("-".into(), |k| format!("{:.0} ms", f(k)));
         t.row([
             format!("schedule {} pods on {} nodes", r.pods, r.nodes),
-            format!("{:.0} pods/s (created in {:.2} s, all bound at {:.2} s)", r.pods_scheduled_per_sec, r.create_pods_secs, r.all_bound_secs),
+            format!(
+                "{:.0} pods/s (created in {:.2} s, all bound at {:.2} s)",
+                r.pods_scheduled_per_sec, r.create_pods_secs, r.all_bound_secs
+            ),
             "-".into(),
         ]);
-        t.row(["get one pod".to_owned(), format!("{:.0} req/s", r.get_per_sec), kc(|k| k.get_ms)]);
-        t.row([format!("list {} pods", r.list_items), format!("{:.0} req/s", r.list_per_sec), kc(|k| k.list_ms)]);
-        t.row(["create a pod".to_owned(), format!("{:.0} req/s", r.create_per_sec), kc(|k| k.create_ms)]);
+        t.row([
+            "get one pod".to_owned(),
+            format!("{:.0} req/s", r.get_per_sec),
+            kc(|k| k.get_ms),
+        ]);
+        t.row([
+            format!("list {} pods", r.list_items),
+            format!("{:.0} req/s", r.list_per_sec),
+            kc(|k| k.list_ms),
+        ]);
+        t.row([
+            "create a pod".to_owned(),
+            format!("{:.0} req/s", r.create_per_sec),
+            kc(|k| k.create_ms),
+        ]);
         t.row([
             format!("one write seen by {} watchers", r.watchers),
-            format!("median {:.0} ms, max {:.0} ms", r.fanout_median_ms, r.fanout_max_ms),
+            format!(
+                "median {:.0} ms, max {:.0} ms",
+                r.fanout_median_ms, r.fanout_max_ms
+            ),
             "-".into(),
         ]);
         let mut s = t.render();
@@ -204,7 +233,17 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
         let end = Instant::now() + Duration::from_secs(60);
         loop {
             match herd_client::Client::connect(&endpoints).await {
-                Ok(c) if c.kv().range(herd_client::proto::etcdserverpb::RangeRequest { key: b"/".to_vec(), ..Default::default() }).await.is_ok() => break c,
+                Ok(c)
+                    if c.kv()
+                        .range(herd_client::proto::etcdserverpb::RangeRequest {
+                            key: b"/".to_vec(),
+                            ..Default::default()
+                        })
+                        .await
+                        .is_ok() =>
+                {
+                    break c;
+                }
                 _ if Instant::now() > end => bail!("the store did not answer within 60 s"),
                 _ => tokio::time::sleep(Duration::from_millis(200)).await,
             }
@@ -224,24 +263,36 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
     let server = tokio::spawn(role::run(store, listener, config, stop.clone()));
     let _stop_on_exit = stop.clone().drop_guard();
     let base = format!("http://{addr}");
-    let api = Api::new(herd_http::Client::new().with_timeout(Duration::from_secs(60)), &base, None);
-    until("the API serving namespace default", Duration::from_secs(60), || async {
-        api.get("/api/v1/namespaces/default").await.is_ok()
-    })
+    let api = Api::new(
+        herd_http::Client::new().with_timeout(Duration::from_secs(60)),
+        &base,
+        None,
+    );
+    until(
+        "the API serving namespace default",
+        Duration::from_secs(60),
+        || async { api.get("/api/v1/namespaces/default").await.is_ok() },
+    )
     .await?;
     for ns in ["sched", "api", "fanout"] {
-        api.create("/api/v1/namespaces", &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}))
-            .await?;
+        api.create(
+            "/api/v1/namespaces",
+            &json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}}),
+        )
+        .await?;
     }
     for i in 0..args.nodes {
         let name = format!("bench-node-{i}");
         let ready = json!({"type": "Ready", "status": "True", "reason": "KubeletReady", "message": "bench"});
-        api.create("/api/v1/nodes", &json!({
-            "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
-            "status": {"capacity": {"cpu": "64", "memory": "256Gi", "pods": "10000"},
-                       "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "10000"},
-                       "conditions": [ready]},
-        }))
+        api.create(
+            "/api/v1/nodes",
+            &json!({
+                "apiVersion": "v1", "kind": "Node", "metadata": {"name": name},
+                "status": {"capacity": {"cpu": "64", "memory": "256Gi", "pods": "10000"},
+                           "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "10000"},
+                           "conditions": [ready]},
+            }),
+        )
         .await?;
     }
 
@@ -250,8 +301,11 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
     rate(args.pods, args.concurrency, |i| {
         let api = api.clone();
         async move {
-            api.create("/api/v1/namespaces/sched/pods", &pod(&format!("s{i}"), json!({"app": "sched"})))
-                .await?;
+            api.create(
+                "/api/v1/namespaces/sched/pods",
+                &pod(&format!("s{i}"), json!({"app": "sched"})),
+            )
+            .await?;
             Ok(())
         }
     })
@@ -268,13 +322,17 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
     // API requests.
     let list_items = 100.min(args.pods);
     for i in 0..list_items {
-        api.create("/api/v1/namespaces/api/pods", &pod(&format!("l{i}"), json!({"app": "api"})))
-            .await?;
+        api.create(
+            "/api/v1/namespaces/api/pods",
+            &pod(&format!("l{i}"), json!({"app": "api"})),
+        )
+        .await?;
     }
     let get_per_sec = rate(args.requests, args.concurrency, |i| {
         let api = api.clone();
         async move {
-            api.get(&format!("/api/v1/namespaces/api/pods/l{}", i % list_items)).await?;
+            api.get(&format!("/api/v1/namespaces/api/pods/l{}", i % list_items))
+                .await?;
             Ok(())
         }
     })
@@ -290,8 +348,11 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
     let create_per_sec = rate(args.requests, args.concurrency, |i| {
         let api = api.clone();
         async move {
-            api.create("/api/v1/namespaces/api/pods", &pod(&format!("c{i}"), json!({"app": "create"})))
-                .await?;
+            api.create(
+                "/api/v1/namespaces/api/pods",
+                &pod(&format!("c{i}"), json!({"app": "create"})),
+            )
+            .await?;
             Ok(())
         }
     })
@@ -325,15 +386,25 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
 
 /// `watchers` watches of one namespace; five writes, each timed from
 /// before the write until every watcher saw it. Median and worst, in ms.
-async fn fanout(api: &Api, watchers: usize, cancel: &CancellationToken) -> anyhow::Result<(f64, f64)> {
+async fn fanout(
+    api: &Api,
+    watchers: usize,
+    cancel: &CancellationToken,
+) -> anyhow::Result<(f64, f64)> {
     let list = api.get("/api/v1/namespaces/fanout/pods").await?;
-    let rv = list["metadata"]["resourceVersion"].as_str().unwrap_or("0").to_owned();
+    let rv = list["metadata"]["resourceVersion"]
+        .as_str()
+        .unwrap_or("0")
+        .to_owned();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<(usize, String)>();
     let stop = cancel.child_token();
     let _guard = stop.clone().drop_guard();
     let mut opened = Vec::with_capacity(watchers);
     for _ in 0..watchers {
-        opened.push(api.watch("/api/v1/namespaces/fanout/pods", &rv, "application/json").await?);
+        opened.push(
+            api.watch("/api/v1/namespaces/fanout/pods", &rv, "application/json")
+                .await?,
+        );
     }
     for (i, mut w) in opened.into_iter().enumerate() {
         let (tx, stop) = (tx.clone(), stop.clone());
@@ -357,12 +428,19 @@ async fn fanout(api: &Api, watchers: usize, cancel: &CancellationToken) -> anyho
     for round in 0..5 {
         let name = format!("f{round}");
         let start = Instant::now();
-        api.create("/api/v1/namespaces/fanout/pods", &pod(&name, json!({"app": "fanout"})))
-            .await?;
+        api.create(
+            "/api/v1/namespaces/fanout/pods",
+            &pod(&name, json!({"app": "fanout"})),
+        )
+        .await?;
         let mut who = vec![false; watchers];
         let mut left = watchers;
         while left > 0 {
-            let Some((i, n)) = tokio::time::timeout(Duration::from_secs(60), rx.recv()).await.ok().flatten() else {
+            let Some((i, n)) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
+                .await
+                .ok()
+                .flatten()
+            else {
                 bail!("{left} of {watchers} watchers did not see {name} within 60 s");
             };
             if n == name && !who[i] {
@@ -382,11 +460,18 @@ async fn fanout(api: &Api, watchers: usize, cancel: &CancellationToken) -> anyho
 /// What `kubectl get pod`, `get pods` and `create -f` cost per command,
 /// run one after another (each a process with its own config and
 /// discovery cache, as people run them).
-async fn kubectl_cost(kubectl: &Path, base: &str, dir: &Path, runs: usize) -> anyhow::Result<KubectlCost> {
+async fn kubectl_cost(
+    kubectl: &Path,
+    base: &str,
+    dir: &Path,
+    runs: usize,
+) -> anyhow::Result<KubectlCost> {
     let config = dir.join("kubeconfig");
     std::fs::write(
         &config,
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{base}\"}}\n  name: b\ncontexts:\n- context: {{cluster: b, user: u}}\n  name: b\ncurrent-context: b\nusers:\n- name: u\n  user: {{}}\n"),
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{base}\"}}\n  name: b\ncontexts:\n- context: {{cluster: b, user: u}}\n  name: b\ncurrent-context: b\nusers:\n- name: u\n  user: {{}}\n"
+        ),
     )?;
     let manifest = dir.join("pod.yaml");
     let run = |args: Vec<String>| {
@@ -404,20 +489,50 @@ async fn kubectl_cost(kubectl: &Path, base: &str, dir: &Path, runs: usize) -> an
             Ok(String::from_utf8_lossy(&out.stdout).into_owned())
         }
     };
-    let version = run(vec!["version".into(), "--client".into()]).await?.lines().next().unwrap_or("").to_owned();
+    let version = run(vec!["version".into(), "--client".into()])
+        .await?
+        .lines()
+        .next()
+        .unwrap_or("")
+        .to_owned();
     // Its discovery cache filled once, as on a machine where kubectl was used before.
     run(vec!["get".into(), "pods".into(), "-n".into(), "api".into()]).await?;
     let (mut get, mut list, mut create) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..runs {
         let t = Instant::now();
-        run(vec!["get".into(), "pod".into(), "l0".into(), "-n".into(), "api".into()]).await?;
+        run(vec![
+            "get".into(),
+            "pod".into(),
+            "l0".into(),
+            "-n".into(),
+            "api".into(),
+        ])
+        .await?;
         get.push(t.elapsed().as_secs_f64());
         let t = Instant::now();
-        run(vec!["get".into(), "pods".into(), "-n".into(), "api".into(), "-l".into(), "app=api".into()]).await?;
+        run(vec![
+            "get".into(),
+            "pods".into(),
+            "-n".into(),
+            "api".into(),
+            "-l".into(),
+            "app=api".into(),
+        ])
+        .await?;
         list.push(t.elapsed().as_secs_f64());
-        std::fs::write(&manifest, serde_json::to_string(&pod(&format!("k{i}"), json!({"app": "kubectl"})))?)?;
+        std::fs::write(
+            &manifest,
+            serde_json::to_string(&pod(&format!("k{i}"), json!({"app": "kubectl"})))?,
+        )?;
         let t = Instant::now();
-        run(vec!["create".into(), "-n".into(), "api".into(), "-f".into(), manifest.display().to_string()]).await?;
+        run(vec![
+            "create".into(),
+            "-n".into(),
+            "api".into(),
+            "-f".into(),
+            manifest.display().to_string(),
+        ])
+        .await?;
         create.push(t.elapsed().as_secs_f64());
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64 * 1000.0;

@@ -39,7 +39,10 @@ impl Refused {
                 .filter(|r| !r.is_empty())
                 .map(str::to_owned)
                 .unwrap_or_else(|| format!("{code}")),
-            message: v["message"].as_str().map(str::to_owned).unwrap_or_else(text),
+            message: v["message"]
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(text),
         }
     }
 
@@ -156,13 +159,23 @@ impl Api {
     }
 
     pub async fn create(&self, collection: &str, object: &Value) -> Result<Value, CallError> {
-        self.send(Method::POST, collection, Some(json_body(object)), "application/json")
-            .await
+        self.send(
+            Method::POST,
+            collection,
+            Some(json_body(object)),
+            "application/json",
+        )
+        .await
     }
 
     pub async fn replace(&self, path: &str, object: &Value) -> Result<Value, CallError> {
-        self.send(Method::PUT, path, Some(json_body(object)), "application/json")
-            .await
+        self.send(
+            Method::PUT,
+            path,
+            Some(json_body(object)),
+            "application/json",
+        )
+        .await
     }
 
     pub async fn patch(
@@ -172,8 +185,13 @@ impl Api {
         patch: &Value,
     ) -> Result<Value, CallError> {
         let bytes = serde_json::to_vec(patch).expect("JSON values serialize");
-        self.send(Method::PATCH, path, Some((content_type, bytes)), "application/json")
-            .await
+        self.send(
+            Method::PATCH,
+            path,
+            Some((content_type, bytes)),
+            "application/json",
+        )
+        .await
     }
 
     /// Deletes `path` with `propagation` (`Background`, `Foreground`, `Orphan`).
@@ -183,8 +201,13 @@ impl Api {
             "apiVersion": "v1",
             "propagationPolicy": propagation,
         });
-        self.send(Method::DELETE, path, Some(json_body(&options)), "application/json")
-            .await
+        self.send(
+            Method::DELETE,
+            path,
+            Some(json_body(&options)),
+            "application/json",
+        )
+        .await
     }
 
     /// Watches `path` (a collection path with its query) from

@@ -26,8 +26,12 @@ pub async fn scale(args: ScaleArgs) -> anyhow::Result<()> {
         anyhow::bail!("{} cannot be scaled (rc, rs and deploy can)", kind.plural);
     }
     let path = format!("{}/scale", client::object(kind, args.conn.ns(), &name));
-    api.patch(&path, MERGE_PATCH, &json!({"spec": {"replicas": args.replicas}}))
-        .await?;
+    api.patch(
+        &path,
+        MERGE_PATCH,
+        &json!({"spec": {"replicas": args.replicas}}),
+    )
+    .await?;
     println!("{} scaled", shown(kind, &name));
     Ok(())
 }
@@ -82,9 +86,7 @@ pub fn label_patch(
                     && old != v
                     && !overwrite
                 {
-                    anyhow::bail!(
-                        "'{k}' already has a value ({old}), and --overwrite is false"
-                    );
+                    anyhow::bail!("'{k}' already has a value ({old}), and --overwrite is false");
                 }
                 patch.insert(k.clone(), Value::String(v.clone()));
             }
@@ -113,7 +115,10 @@ pub async fn label(args: LabelArgs) -> anyhow::Result<()> {
     }
     let path = client::object(kind, args.conn.ns(), &name);
     let live = api.get(&path).await?;
-    let labels = live["metadata"]["labels"].as_object().cloned().unwrap_or_default();
+    let labels = live["metadata"]["labels"]
+        .as_object()
+        .cloned()
+        .unwrap_or_default();
     let patch = json!({"metadata": {
         "labels": label_patch(&labels, &changes, args.overwrite)?,
         "resourceVersion": live["metadata"]["resourceVersion"],
@@ -134,17 +139,26 @@ mod tests {
 
     #[test]
     fn label_changes_parse_and_respect_overwrite() {
-        assert_eq!(parse_change("a=b").unwrap(), Change::Set("a".into(), "b".into()));
+        assert_eq!(
+            parse_change("a=b").unwrap(),
+            Change::Set("a".into(), "b".into())
+        );
         assert_eq!(parse_change("a-").unwrap(), Change::Remove("a".into()));
         assert!(parse_change("a").is_err());
         assert!(parse_change("=b").is_err());
         let labels: Map<String, Value> = serde_json::from_value(json!({"a": "1"})).unwrap();
         let e = label_patch(&labels, &[Change::Set("a".into(), "2".into())], false).unwrap_err();
-        assert_eq!(e.to_string(), "'a' already has a value (1), and --overwrite is false");
+        assert_eq!(
+            e.to_string(),
+            "'a' already has a value (1), and --overwrite is false"
+        );
         assert_eq!(
             label_patch(
                 &labels,
-                &[Change::Set("a".into(), "2".into()), Change::Remove("b".into())],
+                &[
+                    Change::Set("a".into(), "2".into()),
+                    Change::Remove("b".into())
+                ],
                 true
             )
             .unwrap(),

@@ -72,7 +72,10 @@ pub fn render_table(table: &Value, wide: bool, namespaces: bool, header: bool) -
     }
     let mut t = Table::new(head);
     for row in table["rows"].as_array().into_iter().flatten() {
-        let mut cells: Vec<String> = columns.iter().map(|(i, _)| cell(&row["cells"][*i])).collect();
+        let mut cells: Vec<String> = columns
+            .iter()
+            .map(|(i, _)| cell(&row["cells"][*i]))
+            .collect();
         if namespaces {
             cells.insert(
                 0,
@@ -88,7 +91,9 @@ pub fn render_table(table: &Value, wide: bool, namespaces: bool, header: bool) -
     if header {
         text
     } else {
-        text.split_once('\n').map(|(_, rest)| rest.to_owned()).unwrap_or_default()
+        text.split_once('\n')
+            .map(|(_, rest)| rest.to_owned())
+            .unwrap_or_default()
     }
 }
 
@@ -132,7 +137,10 @@ pub async fn get(args: GetArgs, shutdown: CancellationToken) -> anyhow::Result<(
         } else {
             api.get_table(&path).await?
         };
-        let rev = v["metadata"]["resourceVersion"].as_str().unwrap_or("").to_owned();
+        let rev = v["metadata"]["resourceVersion"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
         (v, rev)
     } else {
         let mut items = Vec::new();
@@ -150,7 +158,9 @@ pub async fn get(args: GetArgs, shutdown: CancellationToken) -> anyhow::Result<(
         }
         let v = match (args.output.is_structured(), items.len()) {
             (true, 1) => items.remove(0),
-            (true, _) => json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items}),
+            (true, _) => {
+                json!({"kind": "List", "apiVersion": "v1", "metadata": {}, "items": items})
+            }
             (false, _) => json!({"columnDefinitions": columns, "rows": rows}),
         };
         (v, String::new())
@@ -176,7 +186,16 @@ pub async fn get(args: GetArgs, shutdown: CancellationToken) -> anyhow::Result<(
             (true, false) => format!("?{names_q}"),
             (false, false) => format!("{q}&{names_q}"),
         };
-        follow(&api, kind, &format!("{coll}{q}"), &revision, &args, show_ns, shutdown).await?;
+        follow(
+            &api,
+            kind,
+            &format!("{coll}{q}"),
+            &revision,
+            &args,
+            show_ns,
+            shutdown,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -191,7 +210,11 @@ async fn follow(
     show_ns: bool,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let accept = if args.output.is_structured() { "application/json" } else { TABLE };
+    let accept = if args.output.is_structured() {
+        "application/json"
+    } else {
+        TABLE
+    };
     let mut watch = api.watch(path, revision, accept).await?;
     loop {
         let event = tokio::select! {
@@ -245,7 +268,12 @@ pub async fn describe(args: DescribeArgs) -> anyhow::Result<()> {
     let mut events = events["items"].as_array().cloned().unwrap_or_default();
     events.sort_by_key(|e| event_time(e).to_owned());
     let described = json!({"object": object, "events": events});
-    args.output.print(&described, |d| describe_text(&d["object"], d["events"].as_array().map(Vec::as_slice).unwrap_or(&[])))?;
+    args.output.print(&described, |d| {
+        describe_text(
+            &d["object"],
+            d["events"].as_array().map(Vec::as_slice).unwrap_or(&[]),
+        )
+    })?;
     Ok(())
 }
 
@@ -262,7 +290,9 @@ fn event_time(e: &Value) -> &str {
 pub fn describe_text(object: &Value, events: &[Value]) -> String {
     let meta = &object["metadata"];
     let mut out = String::new();
-    let line = |out: &mut String, k: &str, v: String| out.push_str(&format!("{:<20}{v}\n", format!("{k}:")));
+    let line = |out: &mut String, k: &str, v: String| {
+        out.push_str(&format!("{:<20}{v}\n", format!("{k}:")))
+    };
     line(&mut out, "Name", meta["name"].as_str().unwrap_or("").into());
     if let Some(ns) = meta["namespace"].as_str() {
         line(&mut out, "Namespace", ns.into());
@@ -275,14 +305,28 @@ pub fn describe_text(object: &Value, events: &[Value]) -> String {
             .filter(|(k, _)| !k.ends_with("last-applied-configuration"))
             .map(|(k, v)| format!("{k}={}", v.as_str().unwrap_or("")))
             .collect();
-        let text = if pairs.is_empty() { "<none>".into() } else { pairs.join("\n                    ") };
+        let text = if pairs.is_empty() {
+            "<none>".into()
+        } else {
+            pairs.join("\n                    ")
+        };
         line(&mut out, title, text);
     }
-    line(&mut out, "CreationTimestamp", meta["creationTimestamp"].as_str().unwrap_or("").into());
+    line(
+        &mut out,
+        "CreationTimestamp",
+        meta["creationTimestamp"].as_str().unwrap_or("").into(),
+    );
     if let Some(owners) = meta["ownerReferences"].as_array() {
         let o: Vec<String> = owners
             .iter()
-            .map(|o| format!("{}/{}", o["kind"].as_str().unwrap_or(""), o["name"].as_str().unwrap_or("")))
+            .map(|o| {
+                format!(
+                    "{}/{}",
+                    o["kind"].as_str().unwrap_or(""),
+                    o["name"].as_str().unwrap_or("")
+                )
+            })
             .collect();
         line(&mut out, "Controlled By", o.join(", "));
     }
@@ -301,7 +345,10 @@ pub fn describe_text(object: &Value, events: &[Value]) -> String {
     for key in ["subsets", "data"] {
         if !object[key].is_null() {
             out.push_str(&format!("{}:\n", capitalise(key)));
-            for l in serde_saphyr::to_string(&object[key]).unwrap_or_default().lines() {
+            for l in serde_saphyr::to_string(&object[key])
+                .unwrap_or_default()
+                .lines()
+            {
                 out.push_str(&format!("  {l}\n"));
             }
         }
@@ -327,7 +374,9 @@ pub fn describe_text(object: &Value, events: &[Value]) -> String {
 
 fn capitalise(s: &str) -> String {
     let mut c = s.chars();
-    c.next().map(|f| f.to_ascii_uppercase().to_string() + c.as_str()).unwrap_or_default()
+    c.next()
+        .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+        .unwrap_or_default()
 }
 
 #[cfg(test)]
@@ -350,12 +399,18 @@ mod tests {
 
     #[test]
     fn tables_print_as_kubectl_prints_them() {
-        assert_eq!(render_table(&table(), false, false, true), "NAME   READY\nweb-1  1/1\ndb     0/1\n");
+        assert_eq!(
+            render_table(&table(), false, false, true),
+            "NAME   READY\nweb-1  1/1\ndb     0/1\n"
+        );
         assert_eq!(
             render_table(&table(), true, true, true),
             "NAMESPACE  NAME   READY  IP\na          web-1  1/1    10.1.0.2\nb          db     0/1    <none>\n"
         );
-        assert_eq!(render_table(&table(), false, false, false), "web-1  1/1\ndb     0/1\n");
+        assert_eq!(
+            render_table(&table(), false, false, false),
+            "web-1  1/1\ndb     0/1\n"
+        );
     }
 
     #[test]
@@ -377,8 +432,10 @@ mod tests {
             "spec": {"replicas": 2},
             "status": {"replicas": 1},
         });
-        let events = [json!({"type": "Normal", "reason": "SuccessfulCreate", "count": 1,
-                             "source": {"component": "replication-controller"}, "message": "Created pod: web-x"})];
+        let events = [
+            json!({"type": "Normal", "reason": "SuccessfulCreate", "count": 1,
+                             "source": {"component": "replication-controller"}, "message": "Created pod: web-x"}),
+        ];
         let text = describe_text(&object, &events);
         assert!(text.contains("Name:               web\n"), "{text}");
         assert!(text.contains("Labels:             app=web\n"), "{text}");

@@ -233,42 +233,69 @@ mod tests {
                     apiVersion: v1\nkind: List\nitems:\n- {apiVersion: v1, kind: Pod, metadata: {name: b}}\n\
                     - {apiVersion: apps/v1, kind: Deployment, metadata: {name: c}}\n---\n";
         let got = parse("x.yaml", text).unwrap();
-        let names: Vec<_> = got.iter().map(|m| (m.kind.kind, m.name(), m.document)).collect();
+        let names: Vec<_> = got
+            .iter()
+            .map(|m| (m.kind.kind, m.name(), m.document))
+            .collect();
         assert_eq!(
             names,
             [("Service", "a", 1), ("Pod", "b", 2), ("Deployment", "c", 2)]
         );
-        let json = parse("x.json", r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"}}"#)
-            .unwrap();
+        let json = parse(
+            "x.json",
+            r#"{"apiVersion":"v1","kind":"Pod","metadata":{"name":"j"}}"#,
+        )
+        .unwrap();
         assert_eq!(json[0].name(), "j");
     }
 
     #[test]
     fn errors_name_the_file_the_document_and_what_is_wrong() {
-        let e = parse("x.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\nkind: [\n")
-            .unwrap_err()
-            .to_string();
+        let e = parse(
+            "x.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\nkind: [\n",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.starts_with("x.yaml: not YAML"), "{e}");
         let e = parse("d.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a}\n---\napiVersion: batch/v1\nkind: CronJob\nmetadata: {name: c}\n")
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("d.yaml: document 2: herd does not serve kind \"CronJob\""), "{e}");
-        let e = parse("e.yaml", "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: a}\n")
+        assert!(
+            e.starts_with("d.yaml: document 2: herd does not serve kind \"CronJob\""),
+            "{e}"
+        );
+        let e = parse(
+            "e.yaml",
+            "apiVersion: extensions/v1beta1\nkind: Deployment\nmetadata: {name: a}\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert_eq!(
+            e,
+            "e.yaml: document 1: herd serves Deployment as apps/v1, not extensions/v1beta1"
+        );
+        let e = parse("f.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {}\n")
             .unwrap_err()
             .to_string();
-        assert_eq!(e, "e.yaml: document 1: herd serves Deployment as apps/v1, not extensions/v1beta1");
-        let e = parse("f.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {}\n").unwrap_err().to_string();
         assert_eq!(e, "f.yaml: document 1: the Pod has no metadata.name");
     }
 
     #[test]
     fn the_namespace_flag_must_agree_with_the_object() {
-        let m = &parse("x.yaml", "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: one}\n")
-            .unwrap()[0];
+        let m = &parse(
+            "x.yaml",
+            "apiVersion: v1\nkind: Pod\nmetadata: {name: a, namespace: one}\n",
+        )
+        .unwrap()[0];
         assert_eq!(m.namespace(None).unwrap(), "one");
         assert_eq!(m.namespace(Some("one")).unwrap(), "one");
         assert!(m.namespace(Some("two")).is_err());
-        let n = &parse("x.yaml", "apiVersion: v1\nkind: Node\nmetadata: {name: n}\n").unwrap()[0];
+        let n = &parse(
+            "x.yaml",
+            "apiVersion: v1\nkind: Node\nmetadata: {name: n}\n",
+        )
+        .unwrap()[0];
         assert_eq!(n.namespace(Some("two")).unwrap(), "");
     }
 }

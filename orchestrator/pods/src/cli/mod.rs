@@ -150,7 +150,10 @@ mod tests {
         assert!(kind_and_name("rc", None).is_err());
         assert!(kind_and_name("rc/a", Some("b")).is_err());
         let e = kind_and_name("cronjob/x", None).unwrap_err().to_string();
-        assert!(e.contains("doesn't have a resource type \"cronjob\""), "{e}");
+        assert!(
+            e.contains("doesn't have a resource type \"cronjob\""),
+            "{e}"
+        );
         assert_eq!(shown(k, "redis"), "replicationcontroller/redis");
         assert_eq!(
             shown(kind_named("deploy").unwrap(), "f"),

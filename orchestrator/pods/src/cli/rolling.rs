@@ -88,11 +88,7 @@ pub fn template_hash(template: &Value) -> String {
 }
 
 /// `template` with `image` for `container` (the only one if `None`).
-pub fn with_image(
-    template: &Value,
-    image: &str,
-    container: Option<&str>,
-) -> anyhow::Result<Value> {
+pub fn with_image(template: &Value, image: &str, container: Option<&str>) -> anyhow::Result<Value> {
     let mut t = template.clone();
     let containers = t["spec"]["containers"]
         .as_array_mut()
@@ -159,8 +155,13 @@ pub async fn run(args: RollingUpdateArgs, cancel: CancellationToken) -> anyhow::
     let Some(old) = old else {
         // Interrupted after the old RC went, before the new one took its name?
         if let Some(new) = renaming_to(&api, &ns, &args.old).await? {
-            let desired = annotation(&new, DESIRED).and_then(|d| d.parse().ok()).unwrap_or(replicas(&new));
-            let from = new["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+            let desired = annotation(&new, DESIRED)
+                .and_then(|d| d.parse().ok())
+                .unwrap_or(replicas(&new));
+            let from = new["metadata"]["name"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
             rename(&api, &ns, &from, &args.old, desired, &args, &cancel).await?;
             println!("replicationcontroller \"{}\" rolling updated", args.old);
             return Ok(());
@@ -169,8 +170,19 @@ pub async fn run(args: RollingUpdateArgs, cancel: CancellationToken) -> anyhow::
     };
     if let Some(from) = annotation(&old, RENAMED_FROM) {
         // Interrupted while taking over the old name: finish that.
-        let desired = annotation(&old, DESIRED).and_then(|d| d.parse().ok()).unwrap_or(0);
-        rename(&api, &ns, &from.to_owned(), &args.old, desired, &args, &cancel).await?;
+        let desired = annotation(&old, DESIRED)
+            .and_then(|d| d.parse().ok())
+            .unwrap_or(0);
+        rename(
+            &api,
+            &ns,
+            &from.to_owned(),
+            &args.old,
+            desired,
+            &args,
+            &cancel,
+        )
+        .await?;
         println!("replicationcontroller \"{}\" rolling updated", args.old);
         return Ok(());
     }
@@ -183,14 +195,21 @@ pub async fn run(args: RollingUpdateArgs, cancel: CancellationToken) -> anyhow::
         }
         None => {
             let v = api
-                .create(&client::collection(ReplicationController::INFO, Some(&ns)), &new_rc)
+                .create(
+                    &client::collection(ReplicationController::INFO, Some(&ns)),
+                    &new_rc,
+                )
                 .await?;
             println!("Created {}", plan.new);
             v
         }
     };
-    let desired = annotation(&created, DESIRED).and_then(|d| d.parse().ok()).unwrap_or(desired);
-    let original = annotation(&old, ORIGINAL).and_then(|d| d.parse().ok()).unwrap_or(replicas(&old));
+    let desired = annotation(&created, DESIRED)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(desired);
+    let original = annotation(&old, ORIGINAL)
+        .and_then(|d| d.parse().ok())
+        .unwrap_or(replicas(&old));
     patch(
         &api,
         &ns,
@@ -230,17 +249,28 @@ async fn plan(
             anyhow::bail!("{}: give exactly one ReplicationController", file.display());
         };
         if m.kind.kind != "ReplicationController" {
-            anyhow::bail!("{}: a {} is not a ReplicationController", file.display(), m.kind.kind);
+            anyhow::bail!(
+                "{}: a {} is not a ReplicationController",
+                file.display(),
+                m.kind.kind
+            );
         }
         if m.name() == args.old {
-            anyhow::bail!("{}: the new ReplicationController needs a name other than {}", file.display(), args.old);
+            anyhow::bail!(
+                "{}: the new ReplicationController needs a name other than {}",
+                file.display(),
+                args.old
+            );
         }
         (m.object.clone(), None)
     } else {
         let image = args.image.as_deref().unwrap_or_default();
         let template = with_image(&old["spec"]["template"], image, args.container.as_deref())?;
         let hash = template_hash(&template);
-        let name = args.new.clone().unwrap_or_else(|| format!("{}-{hash}", base_name(&args.old)));
+        let name = args
+            .new
+            .clone()
+            .unwrap_or_else(|| format!("{}-{hash}", base_name(&args.old)));
         let rename_to = args.new.is_none().then(|| args.old.clone());
         let mut rc = json!({
             "apiVersion": "v1",
@@ -255,8 +285,13 @@ async fn plan(
         }
         (rc, rename_to)
     };
-    let desired = new_rc["spec"]["replicas"].as_i64().unwrap_or_else(|| replicas(old));
-    let new_name = new_rc["metadata"]["name"].as_str().unwrap_or_default().to_owned();
+    let desired = new_rc["spec"]["replicas"]
+        .as_i64()
+        .unwrap_or_else(|| replicas(old));
+    let new_name = new_rc["metadata"]["name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
     if let Some(next) = annotation(old, NEXT)
         && next != new_name
         && get_rc(api, ns, next).await?.is_some()
@@ -289,7 +324,9 @@ async fn plan(
 /// `web-1a2b3c4d` → `web`: a name an earlier `--image` update gave.
 fn base_name(name: &str) -> &str {
     match name.rsplit_once('-') {
-        Some((base, hash)) if hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit()) => base,
+        Some((base, hash)) if hash.len() == 8 && hash.chars().all(|c| c.is_ascii_hexdigit()) => {
+            base
+        }
         _ => name,
     }
 }
@@ -302,7 +339,13 @@ async fn label_old(api: &Api, ns: &str, old: &Value) -> anyhow::Result<()> {
         return Ok(());
     }
     let hash = template_hash(&old["spec"]["template"]);
-    patch(api, ns, name, json!({"spec": {"template": {"metadata": {"labels": {DEPLOYMENT_KEY: hash}}}}})).await?;
+    patch(
+        api,
+        ns,
+        name,
+        json!({"spec": {"template": {"metadata": {"labels": {DEPLOYMENT_KEY: hash}}}}}),
+    )
+    .await?;
     let selector: Vec<String> = old["spec"]["selector"]
         .as_object()
         .into_iter()
@@ -312,21 +355,34 @@ async fn label_old(api: &Api, ns: &str, old: &Value) -> anyhow::Result<()> {
     let pods_path = format!(
         "{}?labelSelector={}",
         client::collection(crate::api::Pod::INFO, Some(ns)),
-        percent_encoding::utf8_percent_encode(&selector.join(","), percent_encoding::NON_ALPHANUMERIC)
+        percent_encoding::utf8_percent_encode(
+            &selector.join(","),
+            percent_encoding::NON_ALPHANUMERIC
+        )
     );
     let uid = old["metadata"]["uid"].as_str().unwrap_or_default();
-    for pod in api.get(&pods_path).await?["items"].as_array().into_iter().flatten() {
+    for pod in api.get(&pods_path).await?["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+    {
         let owned = pod["metadata"]["ownerReferences"]
             .as_array()
             .into_iter()
             .flatten()
             .any(|r| r["uid"] == uid);
-        let orphan = pod["metadata"]["ownerReferences"].as_array().is_none_or(Vec::is_empty);
+        let orphan = pod["metadata"]["ownerReferences"]
+            .as_array()
+            .is_none_or(Vec::is_empty);
         if owned || orphan {
             let pname = pod["metadata"]["name"].as_str().unwrap_or_default();
             let path = client::object(crate::api::Pod::INFO, ns, pname);
             match api
-                .patch(&path, MERGE_PATCH, &json!({"metadata": {"labels": {DEPLOYMENT_KEY: hash}}}))
+                .patch(
+                    &path,
+                    MERGE_PATCH,
+                    &json!({"metadata": {"labels": {DEPLOYMENT_KEY: hash}}}),
+                )
                 .await
             {
                 Ok(_) => {}
@@ -335,7 +391,13 @@ async fn label_old(api: &Api, ns: &str, old: &Value) -> anyhow::Result<()> {
             }
         }
     }
-    patch(api, ns, name, json!({"spec": {"selector": {DEPLOYMENT_KEY: hash}}})).await?;
+    patch(
+        api,
+        ns,
+        name,
+        json!({"spec": {"selector": {DEPLOYMENT_KEY: hash}}}),
+    )
+    .await?;
     Ok(())
 }
 
@@ -350,7 +412,8 @@ async fn step(
     args: &RollingUpdateArgs,
     cancel: &CancellationToken,
 ) -> anyhow::Result<()> {
-    let gone = |n: &str| anyhow::anyhow!("replicationcontroller {n:?} disappeared during the update");
+    let gone =
+        |n: &str| anyhow::anyhow!("replicationcontroller {n:?} disappeared during the update");
     let f = get_rc(api, ns, from).await?.ok_or_else(|| gone(from))?;
     let t = get_rc(api, ns, to).await?.ok_or_else(|| gone(to))?;
     let (mut have_from, mut have_to) = (replicas(&f), replicas(&t));
@@ -402,7 +465,12 @@ async fn wait_ready(
         }),
     )
     .await
-    .map_err(|_| anyhow::anyhow!("timed out after {:?} waiting for {n} ready pods of {name}", args.timeout))??;
+    .map_err(|_| {
+        anyhow::anyhow!(
+            "timed out after {:?} waiting for {n} ready pods of {name}",
+            args.timeout
+        )
+    })??;
     if ready.is_none() {
         anyhow::bail!("interrupted; run the same command again to resume");
     }
@@ -495,7 +563,10 @@ async fn rename(
             rc["metadata"]["labels"] = src["metadata"]["labels"].clone();
         }
         match api
-            .create(&client::collection(ReplicationController::INFO, Some(ns)), &rc)
+            .create(
+                &client::collection(ReplicationController::INFO, Some(ns)),
+                &rc,
+            )
             .await
         {
             Ok(_) => {}
@@ -581,7 +652,10 @@ mod tests {
         assert!(with_image(&template("nginx:1"), "nginx:2", Some("b")).is_err());
         let two = json!({"spec": {"containers": [{"name": "a", "image": "x"}, {"name": "b", "image": "y"}]}});
         assert!(with_image(&two, "z", None).is_err());
-        assert_eq!(with_image(&two, "z", Some("b")).unwrap()["spec"]["containers"][1]["image"], "z");
+        assert_eq!(
+            with_image(&two, "z", Some("b")).unwrap()["spec"]["containers"][1]["image"],
+            "z"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! ReplicaSets), and go back to an earlier one (its template copied back,
 //! as kubectl does it).
 
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
 use super::client::{self, Api};
@@ -110,7 +110,10 @@ async fn status(a: RolloutArgs, cancel: CancellationToken) -> anyhow::Result<()>
             Some(_) => {}
         }
         if watch.is_none() {
-            let rv = d["metadata"]["resourceVersion"].as_str().unwrap_or("").to_owned();
+            let rv = d["metadata"]["resourceVersion"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
             watch = Some(api.watch(&coll, &rv, "application/json").await?);
         }
         let w = watch.as_mut().expect("opened above");
@@ -133,7 +136,9 @@ async fn status(a: RolloutArgs, cancel: CancellationToken) -> anyhow::Result<()>
 /// The Deployment's ReplicaSets (by owner uid), oldest revision first.
 async fn revisions(api: &Api, ns: &str, d: &Value) -> anyhow::Result<Vec<(i64, Value)>> {
     let uid = &d["metadata"]["uid"];
-    let list = api.get(&client::collection(ReplicaSet::INFO, Some(ns))).await?;
+    let list = api
+        .get(&client::collection(ReplicaSet::INFO, Some(ns)))
+        .await?;
     let mut out: Vec<(i64, Value)> = list["items"]
         .as_array()
         .into_iter()
@@ -159,7 +164,9 @@ async fn revisions(api: &Api, ns: &str, d: &Value) -> anyhow::Result<Vec<(i64, V
 
 async fn history(a: RolloutArgs) -> anyhow::Result<()> {
     let (api, ns, name) = target(&a).await?;
-    let d = api.get(&client::object(Deployment::INFO, &ns, &name)).await?;
+    let d = api
+        .get(&client::object(Deployment::INFO, &ns, &name))
+        .await?;
     println!("{}", shown(Deployment::INFO, &name));
     let mut t = herd_cli::Table::new(["REVISION", "CHANGE-CAUSE"]);
     for (rev, rs) in revisions(&api, &ns, &d).await? {
@@ -201,33 +208,45 @@ async fn undo(a: UndoArgs) -> anyhow::Result<()> {
     let revs = revisions(&api, &ns, &d).await?;
     let template = template_of(&revs, a.to_revision)?;
     if template == d["spec"]["template"] {
-        println!("{} skipped rollback (current template already matches revision)", shown(Deployment::INFO, &name));
+        println!(
+            "{} skipped rollback (current template already matches revision)",
+            shown(Deployment::INFO, &name)
+        );
         return Ok(());
     }
-    let patch = json!([
-        {"op": "test", "path": "/metadata/resourceVersion", "value": d["metadata"]["resourceVersion"]},
-        {"op": "replace", "path": "/spec/template", "value": template},
-    ]);
-    api.patch(&path, "application/json-patch+json", &patch).await?;
+    // The whole object back with the version read: a writer in between
+    // makes this a conflict, never a change silently undone.
+    let mut d = d;
+    d["spec"]["template"] = template;
+    api.replace(&path, &d).await?;
     println!("{} rolled back", shown(Deployment::INFO, &name));
     Ok(())
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
+
     use super::*;
 
     #[test]
     fn progress_reads_like_kubectl() {
         let d = |generation: i64, status: Value| json!({"metadata": {"name": "f", "generation": generation}, "spec": {"replicas": 2}, "status": status});
         let s = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 1, "availableReplicas": 2});
-        assert_eq!(progress(&d(3, s.clone())).unwrap(), "Waiting for deployment spec update to be observed...");
+        assert_eq!(
+            progress(&d(3, s.clone())).unwrap(),
+            "Waiting for deployment spec update to be observed..."
+        );
         assert_eq!(
             progress(&d(2, s)).unwrap(),
             "Waiting for deployment \"f\" rollout to finish: 1 out of 2 new replicas have been updated..."
         );
         let s = json!({"observedGeneration": 2, "replicas": 3, "updatedReplicas": 2, "availableReplicas": 2});
-        assert!(progress(&d(2, s)).unwrap().contains("1 old replicas are pending termination"));
+        assert!(
+            progress(&d(2, s))
+                .unwrap()
+                .contains("1 old replicas are pending termination")
+        );
         let s = json!({"observedGeneration": 2, "replicas": 2, "updatedReplicas": 2, "availableReplicas": 2});
         assert_eq!(progress(&d(2, s)), None);
     }
@@ -235,13 +254,19 @@ mod tests {
     #[test]
     fn undo_goes_to_the_revision_before_the_newest() {
         let rs = |rev: i64, image: &str| {
-            (rev, json!({"spec": {"template": {"metadata": {"labels": {"app": "f", "pod-template-hash": "h"}}, "spec": {"containers": [{"image": image}]}}}}))
+            (
+                rev,
+                json!({"spec": {"template": {"metadata": {"labels": {"app": "f", "pod-template-hash": "h"}}, "spec": {"containers": [{"image": image}]}}}}),
+            )
         };
         let revs = vec![rs(1, "a"), rs(2, "b"), rs(3, "c")];
         let t = template_of(&revs, 0).unwrap();
         assert_eq!(t["spec"]["containers"][0]["image"], "b");
         assert_eq!(t["metadata"]["labels"], json!({"app": "f"}));
-        assert_eq!(template_of(&revs, 1).unwrap()["spec"]["containers"][0]["image"], "a");
+        assert_eq!(
+            template_of(&revs, 1).unwrap()["spec"]["containers"][0]["image"],
+            "a"
+        );
         assert!(template_of(&revs, 9).is_err());
         assert!(template_of(&revs[..1], 0).is_err());
     }
