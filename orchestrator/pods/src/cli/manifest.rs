@@ -293,7 +293,7 @@ mod tests {
         assert!(m.namespace(Some("two")).is_err());
         let n = &parse(
             "x.yaml",
-            "apiVersion: v1\nkind: Node\nmetadata: {name: n}\n",
+            "apiVersion: v1\nkind: Node\nmetadata: {name: node1}\n",
         )
         .unwrap()[0];
         assert_eq!(n.namespace(Some("two")).unwrap(), "");
