@@ -45,6 +45,8 @@ enum Command {
     Units(herd_units::cli::UnitsArgs),
     /// The QEMU lab: a rack of VMs that PXE-boot and form one cluster.
     Lab(herd_qemu::cli::LabArgs),
+    #[command(flatten)]
+    Pods(herd_pods::cli::Command),
     /// Benchmarks, measured side by side with the system herd replaces.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -70,6 +72,8 @@ enum BenchCommand {
     Net(herd_net::bench::BenchCommand),
     #[command(flatten)]
     Units(herd_units::bench::BenchCommand),
+    #[command(flatten)]
+    Pods(herd_pods::cli::bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -94,6 +98,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Net(args) => herd_net::cli::run(args).await,
         Command::Units(args) => herd_units::cli::run(args, shutdown).await,
         Command::Lab(args) => herd_qemu::cli::run(args).await,
+        Command::Pods(c) => herd_pods::cli::run(c, shutdown).await,
         Command::Bench(bench) => match bench {
             BenchCommand::Store(b) => herd_store::bench::run_bench(b).await,
             BenchCommand::Pxe(b) => herd_pxe::cli::run_bench(b).await,
@@ -103,6 +108,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 herd_net::bench::run(b, shutdown).await
             }
             BenchCommand::Units(b) => herd_units::bench::run(b).await,
+            BenchCommand::Pods(b) => herd_pods::cli::bench::run(b, shutdown).await,
         },
         Command::Completions { shell } => {
             // Rendered into memory first: clap_complete panics on a write

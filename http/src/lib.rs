@@ -107,6 +107,32 @@ impl Response {
     }
 }
 
+/// A 2xx answer whose body is read as it arrives ([`Client::open`]).
+#[derive(Debug)]
+pub struct Streaming {
+    pub headers: http::HeaderMap,
+    body: Incoming,
+    method: Method,
+    url: String,
+}
+
+impl Streaming {
+    /// The next piece of the body; `None` once it ended.
+    pub async fn chunk(&mut self) -> Result<Option<Bytes>, Error> {
+        while let Some(frame) = self.body.frame().await {
+            let frame = frame.map_err(|source| Error::Protocol {
+                method: self.method.clone(),
+                url: self.url.clone(),
+                source,
+            })?;
+            if let Ok(data) = frame.into_data() {
+                return Ok(Some(data));
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// A request to send: method, URL, headers, body.
 #[derive(Debug, Clone)]
 pub struct Request {
@@ -337,6 +363,36 @@ impl Client {
         tokio::time::timeout(self.timeout, exchange)
             .await
             .unwrap_or_else(|_| Err(self.timeout_err(&req)))
+    }
+
+    /// Sends `req` and returns once the answer's head arrived (bounded by
+    /// the timeout); its body is then read piece by piece, unbounded in
+    /// time, as a watch's events arrive. A status other than 2xx is an
+    /// error carrying the body.
+    pub async fn open(&self, req: Request) -> Result<Streaming, Error> {
+        let resp = tokio::time::timeout(self.timeout, self.send(&req))
+            .await
+            .unwrap_or_else(|_| Err(self.timeout_err(&req)))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = match tokio::time::timeout(self.timeout, resp.into_body().collect()).await {
+                Ok(Ok(b)) => String::from_utf8_lossy(&b.to_bytes()).trim().to_owned(),
+                _ => String::new(),
+            };
+            return Err(Error::Status {
+                method: req.method,
+                url: req.url,
+                status,
+                body: text,
+            });
+        }
+        let (parts, body) = resp.into_parts();
+        Ok(Streaming {
+            headers: parts.headers,
+            body,
+            method: req.method,
+            url: req.url,
+        })
     }
 
     /// Sends `req`; a status other than 2xx is an error carrying the body.

@@ -215,3 +215,30 @@ async fn post_sends_json_and_the_bearer_token() {
         .unwrap();
     assert_eq!(resp.text(), "Bearer t0k application/json");
 }
+
+#[tokio::test]
+async fn open_hands_over_each_piece_as_it_arrives() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (more_tx, more_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 8192];
+        let _ = s.read(&mut buf).await;
+        s.write_all(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n6\r\nfirst\n\r\n")
+            .await
+            .unwrap();
+        // The second piece only once the client has read the first: a
+        // client that waits for the whole body never gets here.
+        more_rx.await.unwrap();
+        s.write_all(b"7\r\nsecond\n\r\n0\r\n\r\n").await.unwrap();
+    });
+    let mut body = Client::new()
+        .open(Request::get(format!("http://{addr}/watch")))
+        .await
+        .unwrap();
+    assert_eq!(body.chunk().await.unwrap().unwrap(), "first\n");
+    more_tx.send(()).unwrap();
+    assert_eq!(body.chunk().await.unwrap().unwrap(), "second\n");
+    assert!(body.chunk().await.unwrap().is_none());
+}

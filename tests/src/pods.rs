@@ -191,6 +191,48 @@ impl PodsLab {
         run(cmd, None)
     }
 
+    /// Runs a `herd` verb against agent 0's API (`--server`) in the
+    /// client namespace, given `secs` to finish.
+    pub fn herd_verb(&self, secs: u64, args: &[&str], stdin: Option<&str>) -> Output {
+        let inner = self.herd_verb_command(args);
+        // `inner` is `ip netns exec NS herd ...`, run under `timeout`.
+        let mut cmd = Command::new("timeout");
+        cmd.arg(secs.to_string())
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .envs(self.cluster.client_env())
+            .env("HERD_LOG", "warn")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run(cmd, stdin)
+    }
+
+    /// `herd ARGS --server <agent 0's API>` in the client namespace, not
+    /// yet started, stopped after 300 s at the latest (`timeout` passes
+    /// a SIGINT sent to it on to herd).
+    pub fn herd_verb_command(&self, args: &[&str]) -> Command {
+        let net = self.cluster.net.as_ref().expect("a namespace lab");
+        let inner = net.client.command(crate::bin::herd());
+        let mut cmd = Command::new("timeout");
+        cmd.arg("300")
+            .arg(inner.get_program())
+            .args(inner.get_args())
+            .args(args)
+            .arg("--server")
+            .arg(api_url(0))
+            .envs(self.cluster.client_env())
+            .env("HERD_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// `GET path` on agent `i`'s API, as JSON.
     pub fn get(&self, i: usize, path: &str) -> Result<Value, herd_http::Error> {
         let (http, url) = (self.http.clone(), format!("{}{path}", api_url(i)));

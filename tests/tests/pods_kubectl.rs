@@ -114,20 +114,17 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
         let refs: Vec<&str> = full.iter().map(String::as_str).collect();
         lab.kubectl_ok(k, &refs)
     };
-    // kubectl 1.32's `create namespace` speaks protobuf, which herd does
-    // not: the namespace comes from YAML, as every other object here.
-    let created = lab.kubectl(
+    // `create namespace`: kubectl 1.32 sends the Namespace as protobuf
+    // (its typed client, no discovery first), 1.20 as JSON.
+    let created = lab.kubectl_ok(k, &["create", "namespace", ns]);
+    assert_eq!(created, format!("namespace/{ns} created\n"));
+    let got = lab.kubectl_ok(
         k,
-        &["create", "-f", "-"],
-        Some(&format!(
-            "apiVersion: v1\nkind: Namespace\nmetadata: {{name: {ns}}}\n"
-        )),
+        &["get", "namespace", ns, "-o", "jsonpath={.status.phase}"],
     );
-    assert!(
-        created.status.success(),
-        "creating namespace {ns}: {}",
-        String::from_utf8_lossy(&created.stderr)
-    );
+    assert_eq!(got, "Active");
+    let again = lab.kubectl_err(k, &["create", "namespace", ns], None);
+    contains(&again, "AlreadyExists");
 
     // get nodes
     let nodes = lab.kubectl_ok(k, &["get", "nodes"]);

@@ -7,6 +7,7 @@
 //! - [`node`]: the kubelet every agent runs — its Node, and the pods
 //!   bound to it run on its Docker daemon.
 pub mod api;
+pub mod cli;
 pub mod controllers;
 pub mod node;
 pub mod registry;

@@ -11,8 +11,11 @@ use super::status::{ApiError, Cause};
 /// Parses a request body: JSON, or YAML when the content type says so
 /// (or the body does not start like JSON).
 pub fn parse(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
-        // Clients fall back to JSON on 415 (client-go's content-type fallback).
+    if content_type.contains("protobuf") {
+        return super::protobuf::decode(body);
+    }
+    if content_type.contains("cbor") {
+        // client-go falls back to JSON on a 415 to CBOR.
         return Err(ApiError::unsupported_media_type(content_type));
     }
     let text = std::str::from_utf8(body)

@@ -11,6 +11,7 @@ mod kinds;
 pub mod meta;
 pub mod pod;
 pub mod printers;
+pub mod protobuf;
 pub mod quantity;
 pub mod schema;
 pub mod selector;

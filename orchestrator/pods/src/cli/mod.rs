@@ -1,0 +1,163 @@
+//! The kubectl-like `herd` verbs, for people without kubectl: clients of
+//! the pods API (through `herd-http`) that apply manifests, get, watch,
+//! describe, delete, scale and label objects, follow and undo Deployment
+//! rollouts, and run kubectl 1.x's `rolling-update` of a
+//! ReplicationController — plus `herd bench pods`.
+
+pub mod apply;
+pub mod bench;
+
+pub mod client;
+pub mod edit;
+pub mod get;
+pub mod manifest;
+pub mod rolling;
+pub mod rollout;
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Subcommand;
+use tokio_util::sync::CancellationToken;
+
+use crate::api::KindInfo;
+use crate::api::kind;
+use client::Api;
+
+/// The verbs, each a top-level `herd` subcommand.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update objects from manifests (`-f FILE|DIR|-`), as kubectl apply.
+    Apply(apply::ApplyArgs),
+    /// List or show objects: pods, rc, rs, deploy, svc, ep, nodes, ns, events.
+    Get(get::GetArgs),
+    /// Show an object in detail, with its events.
+    Describe(get::DescribeArgs),
+    /// Delete objects by kind and name or from manifests.
+    Delete(apply::DeleteArgs),
+    /// Set the replica count of an rc, rs or deployment.
+    Scale(edit::ScaleArgs),
+    /// Add (`k=v`) or remove (`k-`) labels of an object.
+    Label(edit::LabelArgs),
+    /// Follow, list or undo a Deployment's rollouts.
+    #[command(subcommand)]
+    Rollout(rollout::RolloutCommand),
+    /// Replace a ReplicationController's pods one at a time (kubectl 1.x's rolling-update).
+    RollingUpdate(rolling::RollingUpdateArgs),
+}
+
+/// Where the API is: every verb takes these.
+#[derive(Debug, Clone, clap::Args)]
+pub struct Conn {
+    /// The Kubernetes API of any agent.
+    #[arg(long, env = "HERD_API_SERVER", default_value = "http://127.0.0.1:6443")]
+    pub server: String,
+    /// Bearer token the API asks for (an agent's --api-token-file).
+    #[arg(long, env = "HERD_API_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, value_name = "FILE", conflicts_with = "token")]
+    pub token_file: Option<PathBuf>,
+    /// The namespace (default: the object's own, else `default`).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+impl Conn {
+    /// A client of the API these flags name.
+    pub async fn api(&self) -> anyhow::Result<Api> {
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.trim().to_owned()),
+            (None, Some(f)) => Some(
+                tokio::fs::read_to_string(f)
+                    .await
+                    .with_context(|| format!("reading the token file {}", f.display()))?
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        Ok(Api::new(herd_http::Client::new(), &self.server, token))
+    }
+
+    /// The namespace to act in when the object does not name one.
+    pub fn ns(&self) -> &str {
+        self.namespace.as_deref().unwrap_or("default")
+    }
+}
+
+/// Runs one verb; long-running ones (`get -w`, `rollout status`,
+/// `rolling-update`) stop when `shutdown` fires.
+pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Result<()> {
+    match command {
+        Command::Apply(a) => apply::apply(a).await,
+        Command::Get(a) => get::get(a, shutdown).await,
+        Command::Describe(a) => get::describe(a).await,
+        Command::Delete(a) => apply::delete(a).await,
+        Command::Scale(a) => edit::scale(a).await,
+        Command::Label(a) => edit::label(a).await,
+        Command::Rollout(c) => rollout::run(c, shutdown).await,
+        Command::RollingUpdate(a) => rolling::run(a, shutdown).await,
+    }
+}
+
+/// The kind a command-line name means (`po`, `rc`, `deploy`, `services`…).
+pub fn kind_named(name: &str) -> anyhow::Result<&'static KindInfo> {
+    kind::lookup(name).ok_or_else(|| {
+        anyhow::anyhow!(
+            "the server doesn't have a resource type {name:?} (herd serves {})",
+            kind::all()
+                .iter()
+                .map(|k| k.plural)
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    })
+}
+
+/// `KIND NAME` or `KIND/NAME`: the kind and name.
+pub fn kind_and_name(
+    first: &str,
+    second: Option<&str>,
+) -> anyhow::Result<(&'static KindInfo, String)> {
+    match (first.split_once('/'), second) {
+        (Some((k, n)), None) if !n.is_empty() => Ok((kind_named(k)?, n.to_owned())),
+        (None, Some(n)) => Ok((kind_named(first)?, n.to_owned())),
+        (Some(_), Some(_)) => anyhow::bail!("give KIND/NAME or KIND NAME, not both ({first:?})"),
+        _ => anyhow::bail!("{first:?}: a name is needed (KIND NAME or KIND/NAME)"),
+    }
+}
+
+/// How kubectl names an object in its messages: `deployment.apps/front`.
+pub fn shown(kind: &KindInfo, name: &str) -> String {
+    if kind.group.is_empty() {
+        format!("{}/{name}", kind.kind.to_ascii_lowercase())
+    } else {
+        format!("{}.{}/{name}", kind.kind.to_ascii_lowercase(), kind.group)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_and_names_read_both_ways() {
+        let (k, n) = kind_and_name("deploy/front", None).unwrap();
+        assert_eq!((k.kind, n.as_str()), ("Deployment", "front"));
+        let (k, n) = kind_and_name("rc", Some("redis")).unwrap();
+        assert_eq!((k.kind, n.as_str()), ("ReplicationController", "redis"));
+        assert!(kind_and_name("rc", None).is_err());
+        assert!(kind_and_name("rc/a", Some("b")).is_err());
+        let e = kind_and_name("cronjob/x", None).unwrap_err().to_string();
+        assert!(
+            e.contains("doesn't have a resource type \"cronjob\""),
+            "{e}"
+        );
+        assert_eq!(shown(k, "redis"), "replicationcontroller/redis");
+        assert_eq!(
+            shown(kind_named("deploy").unwrap(), "f"),
+            "deployment.apps/f"
+        );
+    }
+}
