@@ -70,6 +70,8 @@ enum BenchCommand {
     Net(herd_net::bench::BenchCommand),
     #[command(flatten)]
     Units(herd_units::bench::BenchCommand),
+    #[command(flatten)]
+    Proxy(herd_pods::proxy::bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -103,6 +105,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
                 herd_net::bench::run(b, shutdown).await
             }
             BenchCommand::Units(b) => herd_units::bench::run(b).await,
+            BenchCommand::Proxy(herd_pods::proxy::bench::BenchCommand::Proxy(b)) => {
+                herd_pods::proxy::bench::run(b).await
+            }
         },
         Command::Completions { shell } => {
             // Rendered into memory first: clap_complete panics on a write

@@ -11,6 +11,7 @@ pub mod lab;
 pub mod linearizability;
 pub mod net;
 pub mod pods;
+pub mod proxy;
 pub mod robustness;
 pub mod store;
 pub mod units;

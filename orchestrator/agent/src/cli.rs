@@ -146,6 +146,9 @@ pub struct AgentArgs {
     /// The pods role: the Kubernetes API and its controllers.
     #[command(flatten)]
     pub pods: herd_pods::role::PodsArgs,
+    /// The service proxy, wherever the pods role runs.
+    #[command(flatten)]
+    pub proxy: herd_pods::proxy::ProxyArgs,
 }
 
 /// `herd agent`: settings from the flags or the cloud-config, then the

@@ -4,8 +4,11 @@
 //!
 //! - [`api`]: the kinds as typed Rust (unknown fields refused by path),
 //!   their validation, defaults, selectors, tables and `Status` errors.
+//! - [`proxy`]: the service proxy on every machine (nftables DNAT from
+//!   service IPs and node ports to ready endpoints).
 pub mod api;
 pub mod controllers;
+pub mod proxy;
 pub mod registry;
 pub mod role;
 pub mod server;

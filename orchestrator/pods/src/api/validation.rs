@@ -692,6 +692,26 @@ pub fn service_spec(spec: &super::service::ServiceSpec, config: &ApiConfig) -> V
             &["ClientIP", "None"],
         ));
     }
+    let timeout = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds);
+    if let Some(t) = timeout {
+        if spec.session_affinity != "ClientIP" {
+            errs.push(Cause::invalid(
+                "spec.sessionAffinityConfig",
+                t,
+                "must not be set when `sessionAffinity` is None",
+            ));
+        } else if !(1..=super::service::MAX_AFFINITY_TIMEOUT).contains(&t) {
+            errs.push(Cause::invalid(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                t,
+                "must be greater than 0 and less than 86400",
+            ));
+        }
+    }
     for (i, ip) in spec.external_ips.iter().enumerate() {
         if ip.parse::<std::net::IpAddr>().is_err() {
             errs.push(Cause::invalid(
