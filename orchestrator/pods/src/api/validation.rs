@@ -752,6 +752,30 @@ mod tests {
     }
 
     #[test]
+    fn affinity_timeouts_need_client_ip_and_a_range() {
+        use super::super::service::{ClientIpConfig, ServicePort, ServiceSpec, SessionAffinityConfig};
+        let config = ApiConfig::default();
+        let with = |affinity: &str, t: i32| ServiceSpec {
+            ports: vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            session_affinity: affinity.into(),
+            session_affinity_config: Some(SessionAffinityConfig {
+                client_ip: Some(ClientIpConfig {
+                    timeout_seconds: Some(t),
+                }),
+            }),
+            ..Default::default()
+        };
+        assert!(service_spec(&with("ClientIP", 600), &config).is_empty());
+        let errs = service_spec(&with("ClientIP", 0), &config);
+        assert_eq!(errs[0].field, "spec.sessionAffinityConfig.clientIP.timeoutSeconds");
+        let errs = service_spec(&with("None", 600), &config);
+        assert_eq!(errs[0].field, "spec.sessionAffinityConfig");
+    }
+
+    #[test]
     fn cluster_ips_must_be_in_the_range() {
         let config = ApiConfig::default();
         let mut spec = super::super::service::ServiceSpec {
