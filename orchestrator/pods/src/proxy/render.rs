@@ -6,8 +6,8 @@
 //! `VIP . protocol . port` to a chain per service port, which picks an
 //! endpoint with `numgen random mod N` (after any ClientIP affinity hit)
 //! and jumps to a chain per endpoint that DNATs to it. Services without
-//! ready endpoints are in a second map that the filter hooks use to
-//! reject new connections (so clients fail at once instead of timing out).
+//! ready endpoints are in a second map that filter chains (prerouting,
+//! output) use to reject new connections (so clients fail at once instead of timing out).
 //!
 //! The table is never deleted and recreated on a sync: chains are flushed
 //! and refilled, gone ones deleted, sets added only when missing — so the
@@ -79,14 +79,13 @@ const BASE_CHAINS: &[(&str, &str, &str)] = &[
         "type nat hook output priority -100; policy accept;",
         "jump services",
     ),
+    // Rejected before routing (priority -90: after DNAT, so what is left
+    // has no endpoint): a machine without a route to the service range
+    // would otherwise answer "no route to host", or forward the packet
+    // out of its default route.
     (
-        "filter-input",
-        "type filter hook input priority -10; policy accept;",
-        "ct state new jump reject-check",
-    ),
-    (
-        "filter-forward",
-        "type filter hook forward priority -10; policy accept;",
+        "filter-prerouting",
+        "type filter hook prerouting priority -90; policy accept;",
         "ct state new jump reject-check",
     ),
     (
