@@ -100,9 +100,15 @@ impl ProxyLab {
     }
 
     /// `method path` with `body` on agent 0's API; the status and body.
-    pub fn send(&self, method: herd_http::Method, path: &str, body: Option<&Value>) -> (u16, Value) {
+    pub fn send(
+        &self,
+        method: herd_http::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (u16, Value) {
         let (http, url) = (self.http.clone(), format!("{}{path}", api_url(0)));
-        let mut req = herd_http::Request::new(method, url).header("content-type", "application/json");
+        let mut req =
+            herd_http::Request::new(method, url).header("content-type", "application/json");
         if let Some(b) = body {
             req = req.body(b.to_string());
         }
@@ -128,7 +134,9 @@ impl ProxyLab {
     /// `not_ready` addresses on `port`.
     pub fn set_endpoints(&self, name: &str, ready: &[Ipv4Addr], not_ready: &[Ipv4Addr], port: u16) {
         let addrs = |ips: &[Ipv4Addr]| -> Vec<Value> {
-            ips.iter().map(|ip| serde_json::json!({"ip": ip.to_string()})).collect()
+            ips.iter()
+                .map(|ip| serde_json::json!({"ip": ip.to_string()}))
+                .collect()
         };
         let subsets = if ready.is_empty() && not_ready.is_empty() {
             serde_json::json!([])
@@ -149,7 +157,10 @@ impl ProxyLab {
         } else {
             self.send(herd_http::Method::PUT, &path, Some(&body))
         };
-        assert!((200..300).contains(&status), "endpoints {name}: {status} {answer}");
+        assert!(
+            (200..300).contains(&status),
+            "endpoints {name}: {status} {answer}"
+        );
     }
 
     /// The proxy's table on machine `i`, as `nft list` prints it (empty
@@ -240,7 +251,9 @@ impl Client {
                     Ok(Ok(s)) => s,
                 };
                 let mut text = String::new();
-                match tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut text)).await {
+                match tokio::time::timeout(Duration::from_secs(3), s.read_to_string(&mut text))
+                    .await
+                {
                     Ok(Ok(_)) if !text.is_empty() => Answer::From(text.trim().to_owned()),
                     Ok(Ok(_)) => Answer::Failed("closed without an answer".into()),
                     Ok(Err(e)) => Answer::Failed(e.to_string()),

@@ -42,11 +42,16 @@ fn service(lab: &ProxyLab, name: &str, extra: Value) -> (Ipv4Addr, Value) {
 /// Waits until the answers of `n` connections are exactly `want`.
 fn wait_answers(client: &Client, to: SocketAddr, want: &[&str], what: &str) {
     let want: BTreeSet<String> = want.iter().map(|s| s.to_string()).collect();
-    wait::until(what, Duration::from_secs(30), Duration::from_millis(200), || {
-        let got = client.ask_n(to, 24);
-        let ok = got.iter().all(|a| matches!(a, Answer::From(_))) && names(&got) == want;
-        ok.then_some(())
-    });
+    wait::until(
+        what,
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let got = client.ask_n(to, 24);
+            let ok = got.iter().all(|a| matches!(a, Answer::From(_))) && names(&got) == want;
+            ok.then_some(())
+        },
+    );
 }
 
 #[test]
@@ -73,7 +78,12 @@ fn pods_proxy_vips_node_ports_affinity_and_routes_from_outside() {
     let (vip, _) = service(&lab, "web", json!({}));
     let web = SocketAddr::new(vip.into(), 80);
     lab.set_endpoints("web", &[ip("a0"), ip("b")], &[ip("c")], PORT);
-    wait_answers(&from_pod, web, &["a0", "b"], "the VIP to reach a0 and b only");
+    wait_answers(
+        &from_pod,
+        web,
+        &["a0", "b"],
+        "the VIP to reach a0 and b only",
+    );
 
     // Scaling up: c becomes ready; down: a0 goes.
     lab.set_endpoints("web", &[ip("a0"), ip("b"), ip("c")], &[], PORT);
@@ -126,18 +136,46 @@ fn pods_proxy_vips_node_ports_affinity_and_routes_from_outside() {
     lab.set_endpoints("nodeport", &[ip("a0"), ip("c")], &[], PORT);
     let outside = Client::in_ns(&net.client);
     let machine1 = SocketAddr::new(herd_tests::store::Topology::client_ip(1), 30080);
-    wait_answers(&outside, machine1, &["a0", "c"], "the node port on machine 1");
+    wait_answers(
+        &outside,
+        machine1,
+        &["a0", "c"],
+        "the node port on machine 1",
+    );
 
     // The seed's trick: a route to the service range via a machine.
-    net.client
-        .ip(&["route", "add", "10.0.0.0/16", "via", &herd_tests::store::Topology::client_ip(2).to_string()]);
-    wait_answers(&outside, web, &["a0", "a1", "b", "c"], "the VIP from outside via machine 2");
+    net.client.ip(&[
+        "route",
+        "add",
+        "10.0.0.0/16",
+        "via",
+        &herd_tests::store::Topology::client_ip(2).to_string(),
+    ]);
+    wait_answers(
+        &outside,
+        web,
+        &["a0", "a1", "b", "c"],
+        "the VIP from outside via machine 2",
+    );
 
     // Rules deleted behind the proxy's back come back.
     let m0 = lab.cluster.member_ns(0);
-    let out = m0.command("nft").args(["delete", "table", "ip", "herd-proxy"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    wait_answers(&from_pod, web, &["a0", "a1", "b", "c"], "the deleted table to come back");
+    let out = m0
+        .command("nft")
+        .args(["delete", "table", "ip", "herd-proxy"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_answers(
+        &from_pod,
+        web,
+        &["a0", "a1", "b", "c"],
+        "the deleted table to come back",
+    );
 
     // An Endpoints object the proxy cannot render (an IPv6 address in an
     // IPv4 service) is reported and skipped; the other services keep
@@ -153,9 +191,13 @@ fn pods_proxy_vips_node_ports_affinity_and_routes_from_outside() {
         Duration::from_millis(300),
         || {
             let list = lab.get("/api/v1/namespaces/default/events").ok()?;
-            list["items"].as_array()?.iter().find(|e| {
-                e["involvedObject"]["name"] == "broken" && e["reason"] == "InvalidEndpoints"
-            }).cloned()
+            list["items"]
+                .as_array()?
+                .iter()
+                .find(|e| {
+                    e["involvedObject"]["name"] == "broken" && e["reason"] == "InvalidEndpoints"
+                })
+                .cloned()
         },
     );
     let message = event["message"].as_str().unwrap_or_default();
@@ -169,7 +211,12 @@ fn pods_proxy_vips_node_ports_affinity_and_routes_from_outside() {
         Duration::from_millis(200),
         || (from_pod.ask(SocketAddr::new(broken_vip.into(), 80)) == Answer::Refused).then_some(()),
     );
-    wait_answers(&from_pod, web, &["a0", "a1", "b", "c"], "web unaffected by the broken one");
+    wait_answers(
+        &from_pod,
+        web,
+        &["a0", "a1", "b", "c"],
+        "web unaffected by the broken one",
+    );
 
     // Deleting services removes their rules on every machine.
     for name in ["web", "sticky", "nodeport", "broken"] {
@@ -178,7 +225,10 @@ fn pods_proxy_vips_node_ports_affinity_and_routes_from_outside() {
             &format!("/api/v1/namespaces/default/services/{name}"),
             None,
         );
-        assert!((200..300).contains(&status), "delete {name}: {status} {body}");
+        assert!(
+            (200..300).contains(&status),
+            "delete {name}: {status} {body}"
+        );
     }
     for i in 0..3 {
         wait::until(

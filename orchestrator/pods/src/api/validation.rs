@@ -753,7 +753,9 @@ mod tests {
 
     #[test]
     fn affinity_timeouts_need_client_ip_and_a_range() {
-        use super::super::service::{ClientIpConfig, ServicePort, ServiceSpec, SessionAffinityConfig};
+        use super::super::service::{
+            ClientIpConfig, ServicePort, ServiceSpec, SessionAffinityConfig,
+        };
         let config = ApiConfig::default();
         let with = |affinity: &str, t: i32| ServiceSpec {
             ports: vec![ServicePort {
@@ -770,7 +772,10 @@ mod tests {
         };
         assert!(service_spec(&with("ClientIP", 600), &config).is_empty());
         let errs = service_spec(&with("ClientIP", 0), &config);
-        assert_eq!(errs[0].field, "spec.sessionAffinityConfig.clientIP.timeoutSeconds");
+        assert_eq!(
+            errs[0].field,
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+        );
         let errs = service_spec(&with("None", 600), &config);
         assert_eq!(errs[0].field, "spec.sessionAffinityConfig");
     }

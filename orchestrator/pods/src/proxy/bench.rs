@@ -211,8 +211,20 @@ impl Lab {
             }
         }
         for (m, p, bridge, addr, gw) in [
-            (&ma, lab.ns("pa"), "10.244.1.1/24", "10.244.1.10/24", "10.244.1.1"),
-            (&mb, lab.ns("pb"), "10.244.2.1/24", "10.244.2.10/24", "10.244.2.1"),
+            (
+                &ma,
+                lab.ns("pa"),
+                "10.244.1.1/24",
+                "10.244.1.10/24",
+                "10.244.1.1",
+            ),
+            (
+                &mb,
+                lab.ns("pb"),
+                "10.244.2.1/24",
+                "10.244.2.10/24",
+                "10.244.2.1",
+            ),
         ] {
             ip(&["-n", m, "link", "add", "herd0", "type", "bridge"])?;
             ip(&["-n", m, "addr", "add", bridge, "dev", "herd0"])?;
@@ -377,7 +389,10 @@ fn plans(services: u32, endpoints: u32, shift: u32) -> Vec<ServicePlan> {
             let eps = (0..endpoints)
                 .map(|e| {
                     let n = 2 + s * endpoints + e + shift * u32::from(e == 0 && s == 0);
-                    SocketAddrV4::new(Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + n), 8080)
+                    SocketAddrV4::new(
+                        Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 244, 0, 0)) + n),
+                        8080,
+                    )
                 })
                 .collect();
             ServicePlan {

@@ -307,10 +307,12 @@ mod tests {
 
     #[test]
     fn ports_match_endpoints_by_name_and_protocol() {
-        let s = svc(serde_json::json!({"spec": {"clusterIP": "10.0.0.7", "type": "NodePort",
+        let s = svc(
+            serde_json::json!({"spec": {"clusterIP": "10.0.0.7", "type": "NodePort",
             "ports": [{"name": "http", "port": 80, "nodePort": 30080},
                       {"name": "dns", "port": 53, "protocol": "UDP"}],
-            "sessionAffinity": "ClientIP"}}));
+            "sessionAffinity": "ClientIP"}}),
+        );
         let e = eps(serde_json::json!({"subsets": [
             {"addresses": [{"ip": "10.244.1.3"}, {"ip": "10.244.1.2"}],
              "notReadyAddresses": [{"ip": "10.244.1.9"}],
@@ -329,23 +331,30 @@ mod tests {
         assert_eq!(p.ports[1].proto, Proto::Udp);
         assert_eq!(
             p.ports[1].endpoints,
-            vec!["10.244.1.2:5353".parse().unwrap(), "10.244.1.3:5353".parse().unwrap()]
+            vec![
+                "10.244.1.2:5353".parse().unwrap(),
+                "10.244.1.3:5353".parse().unwrap()
+            ]
         );
     }
 
     #[test]
     fn headless_services_have_no_plan_and_bad_input_names_its_field() {
-        let headless = svc(serde_json::json!({"spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
+        let headless =
+            svc(serde_json::json!({"spec": {"clusterIP": "None", "ports": [{"port": 80}]}}));
         assert_eq!(plan("default/h", &headless, None, RANGE), Ok(None));
-        let outside = svc(serde_json::json!({"spec": {"clusterIP": "192.168.0.1", "ports": [{"port": 80}]}}));
+        let outside =
+            svc(serde_json::json!({"spec": {"clusterIP": "192.168.0.1", "ports": [{"port": 80}]}}));
         assert!(matches!(
             plan("default/o", &outside, None, RANGE),
             Err(PlanError::OutOfRange { .. })
         ));
-        let bad_port = svc(serde_json::json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 70000}]}}));
+        let bad_port =
+            svc(serde_json::json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 70000}]}}));
         let err = plan("default/p", &bad_port, None, RANGE).unwrap_err();
         assert!(err.to_string().contains("spec.ports[0].port"), "{err}");
-        let ok = svc(serde_json::json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}}));
+        let ok =
+            svc(serde_json::json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}]}}));
         // Names that could smuggle nft syntax are refused.
         assert!(matches!(
             plan("default/x;flush ruleset", &ok, None, RANGE),
@@ -355,14 +364,18 @@ mod tests {
             plan("default/x y", &ok, None, RANGE),
             Err(PlanError::Name { .. })
         ));
-        let bad_ep = eps(serde_json::json!({"subsets": [{"addresses": [{"ip": "fe80::1"}], "ports": [{"port": 80}]}]}));
+        let bad_ep = eps(
+            serde_json::json!({"subsets": [{"addresses": [{"ip": "fe80::1"}], "ports": [{"port": 80}]}]}),
+        );
         let err = plan("default/ok", &ok, Some(&bad_ep), RANGE).unwrap_err();
         assert!(
             err.to_string().contains("subsets[0].addresses[0].ip"),
             "{err}"
         );
-        let affinity = svc(serde_json::json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}],
-            "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}}));
+        let affinity = svc(
+            serde_json::json!({"spec": {"clusterIP": "10.0.0.1", "ports": [{"port": 80}],
+            "sessionAffinity": "ClientIP", "sessionAffinityConfig": {"clientIP": {"timeoutSeconds": 0}}}}),
+        );
         assert!(plan("default/a", &affinity, None, RANGE).is_err());
     }
 }

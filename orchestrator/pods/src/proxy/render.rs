@@ -420,7 +420,10 @@ mod tests {
 
     #[test]
     fn a_service_port_spreads_over_its_endpoints() {
-        let r = ruleset(&[web(&["10.244.1.2:8080", "10.244.2.2:8080"], None)], &host());
+        let r = ruleset(
+            &[web(&["10.244.1.2:8080", "10.244.2.2:8080"], None)],
+            &host(),
+        );
         let svc = &r.chains["svc-default/web/tcp/80"].rules;
         assert_eq!(
             svc.last().unwrap(),
@@ -432,7 +435,10 @@ mod tests {
         assert_eq!(local[0], "iifname \"herd0\" jump mark-for-masquerade");
         assert_eq!(local[1], "meta l4proto tcp dnat to 10.244.1.2:8080");
         let remote = &r.chains["ep-default/web/tcp/80/10.244.2.2/8080"].rules;
-        assert_eq!(remote, &vec!["meta l4proto tcp dnat to 10.244.2.2:8080".to_owned()]);
+        assert_eq!(
+            remote,
+            &vec!["meta l4proto tcp dnat to 10.244.2.2:8080".to_owned()]
+        );
         assert_eq!(
             r.sets["service-ips"].1,
             vec!["10.0.0.7 . tcp . 80 : goto svc-default/web/tcp/80"]
@@ -470,7 +476,9 @@ mod tests {
             "type ipv4_addr; flags dynamic,timeout; timeout 60s;"
         );
         let svc = &r.chains["svc-default/web/tcp/80"].rules;
-        assert!(svc.contains(&format!("ip saddr @{set} goto ep-default/web/tcp/80/10.244.2.2/8080")));
+        assert!(svc.contains(&format!(
+            "ip saddr @{set} goto ep-default/web/tcp/80/10.244.2.2/8080"
+        )));
         let ep = &r.chains["ep-default/web/tcp/80/10.244.2.2/8080"].rules;
         assert_eq!(ep[0], format!("update @{set} {{ ip saddr }}"));
     }
@@ -484,7 +492,11 @@ mod tests {
         assert_eq!(plans.len(), 1);
         assert_eq!(plans[0].id, "default/alpha");
         assert_eq!(errors.len(), 1);
-        assert!(errors[0].to_string().contains("default/web"), "{}", errors[0]);
+        assert!(
+            errors[0].to_string().contains("default/web"),
+            "{}",
+            errors[0]
+        );
     }
 
     #[test]
@@ -495,23 +507,49 @@ mod tests {
         assert!(full.starts_with("add table ip herd-proxy\n"), "{full}");
         assert!(full.contains("add chain ip herd-proxy nat-prerouting { type nat hook prerouting priority dstnat; policy accept; }"));
         assert!(full.contains("add set ip herd-proxy aff60-default/web/tcp/80/10.244.2.2/8080 { type ipv4_addr; flags dynamic,timeout; timeout 60s; }"));
-        assert!(!full.contains("flush set ip herd-proxy aff60"), "affinity sets keep their entries");
-        assert!(!full.contains("delete table"), "the table is never recreated");
+        assert!(
+            !full.contains("flush set ip herd-proxy aff60"),
+            "affinity sets keep their entries"
+        );
+        assert!(
+            !full.contains("delete table"),
+            "the table is never recreated"
+        );
         let existing = Existing {
             chains: one.chains.keys().cloned().collect(),
             sets: one.sets.keys().cloned().collect(),
         };
-        assert_eq!(transaction(&one, Some(&one), &existing), "", "nothing changed");
+        assert_eq!(
+            transaction(&one, Some(&one), &existing),
+            "",
+            "nothing changed"
+        );
         // Scaling to another endpoint rewrites the service chain and the
         // new endpoint's, and deletes the old endpoint's chain and set.
         let two = ruleset(&[web(&["10.244.2.3:8080"], Some(60))], &h);
         let t = transaction(&two, Some(&one), &existing);
-        assert!(t.contains("flush chain ip herd-proxy svc-default/web/tcp/80\n"), "{t}");
-        assert!(t.contains("delete chain ip herd-proxy ep-default/web/tcp/80/10.244.2.2/8080\n"), "{t}");
-        assert!(t.contains("delete set ip herd-proxy aff60-default/web/tcp/80/10.244.2.2/8080\n"), "{t}");
-        assert!(!t.contains("flush chain ip herd-proxy nat-prerouting"), "{t}");
-        let flush = t.find("flush chain ip herd-proxy ep-default/web/tcp/80/10.244.2.2/8080").unwrap();
-        let delete = t.find("delete chain ip herd-proxy ep-default/web/tcp/80/10.244.2.2/8080").unwrap();
+        assert!(
+            t.contains("flush chain ip herd-proxy svc-default/web/tcp/80\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("delete chain ip herd-proxy ep-default/web/tcp/80/10.244.2.2/8080\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("delete set ip herd-proxy aff60-default/web/tcp/80/10.244.2.2/8080\n"),
+            "{t}"
+        );
+        assert!(
+            !t.contains("flush chain ip herd-proxy nat-prerouting"),
+            "{t}"
+        );
+        let flush = t
+            .find("flush chain ip herd-proxy ep-default/web/tcp/80/10.244.2.2/8080")
+            .unwrap();
+        let delete = t
+            .find("delete chain ip herd-proxy ep-default/web/tcp/80/10.244.2.2/8080")
+            .unwrap();
         assert!(flush < delete, "a chain is emptied before it is deleted");
         // A chain deleted behind the proxy's back is put back.
         let mut missing = existing.clone();

@@ -14,11 +14,11 @@ use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use super::ProxyConfig;
 use super::controller::Reporter;
 use super::nft;
 use super::plan::{self, ServicePlan};
 use super::render::{self, Existing, Host, Ruleset};
-use super::ProxyConfig;
 use crate::api::{Endpoints, Service};
 
 /// Changes arriving within this long of each other share a transaction.
@@ -102,14 +102,17 @@ impl Syncer {
             let full = applied.is_none()
                 || last_full.is_none_or(|t| t.elapsed() >= self.config.sync_interval);
             let started = Instant::now();
-            let (plans, conflicts) = desired(
-                &self.services,
-                &self.endpoints,
-                self.config.service_cidr,
-            );
+            let (plans, conflicts) =
+                desired(&self.services, &self.endpoints, self.config.service_cidr);
             self.reporter.conflicts(conflicts).await;
             let want = render::ruleset(&plans, &host(&self.config.bridge).await);
-            match apply(&nft::Nft::default(), &want, if full { None } else { applied.as_ref() }).await {
+            match apply(
+                &nft::Nft::default(),
+                &want,
+                if full { None } else { applied.as_ref() },
+            )
+            .await
+            {
                 Ok(changed) => {
                     if changed {
                         tracing::debug!(
