@@ -74,6 +74,8 @@ enum BenchCommand {
     Units(herd_units::bench::BenchCommand),
     #[command(flatten)]
     Pods(herd_pods::cli::bench::BenchCommand),
+    #[command(flatten)]
+    Proxy(herd_pods::proxy::bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -109,6 +111,9 @@ async fn run(command: Command) -> anyhow::Result<()> {
             }
             BenchCommand::Units(b) => herd_units::bench::run(b).await,
             BenchCommand::Pods(b) => herd_pods::cli::bench::run(b, shutdown).await,
+            BenchCommand::Proxy(herd_pods::proxy::bench::BenchCommand::Proxy(b)) => {
+                herd_pods::proxy::bench::run(b).await
+            }
         },
         Command::Completions { shell } => {
             // Rendered into memory first: clap_complete panics on a write

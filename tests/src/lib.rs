@@ -12,6 +12,7 @@ pub mod linearizability;
 pub mod net;
 pub mod node_lab;
 pub mod pods;
+pub mod proxy;
 pub mod robustness;
 pub mod store;
 pub mod units;

@@ -149,6 +149,9 @@ pub struct AgentArgs {
     /// The kubelet: this machine's pods on its Docker daemon.
     #[command(flatten)]
     pub kubelet: herd_pods::node::KubeletArgs,
+    /// The service proxy, wherever the pods role runs.
+    #[command(flatten)]
+    pub proxy: herd_pods::proxy::ProxyArgs,
 }
 
 /// `herd agent`: settings from the flags or the cloud-config, then the

@@ -197,6 +197,22 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
     }
+    match settings.proxy.clone() {
+        settings::ProxySetting::Run(proxy) => {
+            let client = local.clone();
+            let cancel = supervisor.token();
+            supervisor.spawn("service-proxy", async move {
+                herd_pods::proxy::run(client, proxy, cancel).await;
+                Ok(())
+            });
+        }
+        settings::ProxySetting::Off => {
+            if let Err(e) = herd_pods::proxy::nft::delete_table().await {
+                tracing::warn!(error = %e, "removing the service proxy's rules");
+            }
+        }
+        settings::ProxySetting::NotHere => {}
+    }
     let result = supervisor.run().await;
     // The API tasks are gone, so this is the last handle: stop Raft cleanly.
     match Arc::try_unwrap(member) {

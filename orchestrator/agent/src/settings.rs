@@ -66,6 +66,8 @@ pub struct AgentSettings {
     pub pods: Option<herd_pods::role::PodsConfig>,
     /// The kubelet (runs wherever the machine registers, unless turned off).
     pub kubelet: Option<KubeletConfig>,
+    /// The service proxy: on where the pods role runs, unless turned off.
+    pub proxy: ProxySetting,
 }
 
 /// The kubelet's settings from the flags; the rest comes from the
@@ -84,6 +86,36 @@ impl KubeletConfig {
             infra_image: args.kubelet.pod_infra_image.clone(),
             subnet_env: args.subnet_env.clone(),
         })
+    }
+}
+
+/// Whether the service proxy runs here.
+#[derive(Debug, Clone)]
+pub enum ProxySetting {
+    Run(herd_pods::proxy::ProxyConfig),
+    /// Turned off (`--no-service-proxy`): a table left by an earlier run is removed.
+    Off,
+    /// No pods role, no proxy; nft is not touched.
+    NotHere,
+}
+
+/// The proxy's setting, from its flags and the pods role's.
+fn proxy_setting(
+    args: &herd_pods::proxy::ProxyArgs,
+    pods: Option<&herd_pods::role::PodsConfig>,
+    name: &str,
+) -> ProxySetting {
+    if args.no_service_proxy {
+        return ProxySetting::Off;
+    }
+    match pods {
+        Some(pods) => ProxySetting::Run(herd_pods::proxy::ProxyConfig {
+            service_cidr: pods.api.service_cidr,
+            sync_interval: Duration::from_secs(args.proxy_sync_interval.max(1)),
+            bridge: herd_pods::proxy::POD_BRIDGE.to_owned(),
+            instance: name.to_owned(),
+        }),
+        None => ProxySetting::NotHere,
     }
 }
 
@@ -328,6 +360,7 @@ impl AgentSettings {
                 .unwrap_or_else(|| SocketAddr::new(args.listen_client.ip(), 0));
             (Some(record), Some(api))
         };
+        let proxy = proxy_setting(&args.proxy, pods.as_ref(), &name);
         Ok(AgentSettings {
             machine_id,
             net,
@@ -352,6 +385,7 @@ impl AgentSettings {
             machine_ttl: Duration::from_secs(args.machine_ttl),
             listen_api,
             update: None,
+            proxy,
             pods,
             kubelet,
         })
@@ -437,6 +471,7 @@ impl AgentSettings {
             &boot.name,
             version,
         )?;
+        let proxy = proxy_setting(&args.proxy, pods.as_ref(), &boot.name);
         Ok(AgentSettings {
             machine_id,
             net,
@@ -470,6 +505,7 @@ impl AgentSettings {
             },
             machine: Some(record),
             update: boot.update,
+            proxy,
             pods,
             kubelet,
         })

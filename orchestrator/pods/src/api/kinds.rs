@@ -546,6 +546,14 @@ impl ApiObject for Service {
         if s.session_affinity.is_empty() {
             s.session_affinity = "None".into();
         }
+        if s.session_affinity == "ClientIP" {
+            s.session_affinity_config
+                .get_or_insert_with(Default::default)
+                .client_ip
+                .get_or_insert_with(Default::default)
+                .timeout_seconds
+                .get_or_insert(super::service::DEFAULT_AFFINITY_TIMEOUT);
+        }
         for p in &mut s.ports {
             if p.protocol.is_empty() {
                 p.protocol = "TCP".into();

@@ -58,7 +58,35 @@ pub struct ServiceSpec {
     /// None (default) or ClientIP: a client keeps reaching the same pod.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub session_affinity: String,
+    /// Settings of the session affinity (ClientIP's timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_affinity_config: Option<SessionAffinityConfig>,
 }
+
+/// Settings of a service's session affinity.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "io.k8s.api.core.v1.SessionAffinityConfig")]
+pub struct SessionAffinityConfig {
+    /// ClientIP affinity's settings.
+    #[serde(default, skip_serializing_if = "Option::is_none", rename = "clientIP")]
+    pub client_ip: Option<ClientIpConfig>,
+}
+
+/// ClientIP affinity's settings.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schemars(rename = "io.k8s.api.core.v1.ClientIPConfig")]
+pub struct ClientIpConfig {
+    /// Seconds a client sticks to its pod after its last connection (1–86400; default 10800).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout_seconds: Option<i32>,
+}
+
+/// ClientIP affinity's timeout when none is given (3 hours, as Kubernetes).
+pub const DEFAULT_AFFINITY_TIMEOUT: i32 = 10800;
+/// The longest ClientIP affinity timeout (a day).
+pub const MAX_AFFINITY_TIMEOUT: i32 = 86400;
 
 /// A port of a service.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]

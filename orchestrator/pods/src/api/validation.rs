@@ -692,6 +692,26 @@ pub fn service_spec(spec: &super::service::ServiceSpec, config: &ApiConfig) -> V
             &["ClientIP", "None"],
         ));
     }
+    let timeout = spec
+        .session_affinity_config
+        .as_ref()
+        .and_then(|c| c.client_ip.as_ref())
+        .and_then(|c| c.timeout_seconds);
+    if let Some(t) = timeout {
+        if spec.session_affinity != "ClientIP" {
+            errs.push(Cause::invalid(
+                "spec.sessionAffinityConfig",
+                t,
+                "must not be set when `sessionAffinity` is None",
+            ));
+        } else if !(1..=super::service::MAX_AFFINITY_TIMEOUT).contains(&t) {
+            errs.push(Cause::invalid(
+                "spec.sessionAffinityConfig.clientIP.timeoutSeconds",
+                t,
+                "must be greater than 0 and less than 86400",
+            ));
+        }
+    }
     for (i, ip) in spec.external_ips.iter().enumerate() {
         if ip.parse::<std::net::IpAddr>().is_err() {
             errs.push(Cause::invalid(
@@ -729,6 +749,35 @@ mod tests {
         assert!(label_value("").is_none());
         assert!(label_value("v1.2_x").is_none());
         assert!(label_value("-x").is_some());
+    }
+
+    #[test]
+    fn affinity_timeouts_need_client_ip_and_a_range() {
+        use super::super::service::{
+            ClientIpConfig, ServicePort, ServiceSpec, SessionAffinityConfig,
+        };
+        let config = ApiConfig::default();
+        let with = |affinity: &str, t: i32| ServiceSpec {
+            ports: vec![ServicePort {
+                port: 80,
+                ..Default::default()
+            }],
+            session_affinity: affinity.into(),
+            session_affinity_config: Some(SessionAffinityConfig {
+                client_ip: Some(ClientIpConfig {
+                    timeout_seconds: Some(t),
+                }),
+            }),
+            ..Default::default()
+        };
+        assert!(service_spec(&with("ClientIP", 600), &config).is_empty());
+        let errs = service_spec(&with("ClientIP", 0), &config);
+        assert_eq!(
+            errs[0].field,
+            "spec.sessionAffinityConfig.clientIP.timeoutSeconds"
+        );
+        let errs = service_spec(&with("None", 600), &config);
+        assert_eq!(errs[0].field, "spec.sessionAffinityConfig");
     }
 
     #[test]
