@@ -4,7 +4,6 @@
 
 use super::tree::{Source, Tree};
 use flate2::Compression;
-use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 use std::io::Write;
 use std::path::Path;
