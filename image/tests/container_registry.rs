@@ -16,7 +16,12 @@ fn built_image_is_reproducible_pushed_pulled_and_run() {
     let recipe = Recipe::new(
         vec!["busybox-static".into()],
         vec![],
-        vec!["/bin/busybox".into(), "sh".into(), "-c".into(), "echo $GREETING in $(pwd)".into()],
+        vec![
+            "/bin/busybox".into(),
+            "sh".into(),
+            "-c".into(),
+            "echo $GREETING in $(pwd)".into(),
+        ],
         vec![],
         &["GREETING=hello-from-herd".into()],
         Some("/srv".into()),
@@ -33,14 +38,27 @@ fn built_image_is_reproducible_pushed_pulled_and_run() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let client = herd_http::Client::new();
     let pushed = rt
-        .block_on(container::push(&client, &dir.path().join("a"), &reference, true))
+        .block_on(container::push(
+            &client,
+            &dir.path().join("a"),
+            &reference,
+            true,
+        ))
         .unwrap();
     assert_eq!(pushed.digest, a.manifest);
     assert!(pushed.blobs.iter().all(|b| b.uploaded));
     let again = rt
-        .block_on(container::push(&client, &dir.path().join("b"), &reference, true))
+        .block_on(container::push(
+            &client,
+            &dir.path().join("b"),
+            &reference,
+            true,
+        ))
         .unwrap();
-    assert!(again.blobs.iter().all(|b| !b.uploaded), "nothing uploaded twice");
+    assert!(
+        again.blobs.iter().all(|b| !b.uploaded),
+        "nothing uploaded twice"
+    );
 
     let pause_dir = dir.path().join("pause");
     container::build(&Recipe::pause(), &pause_dir, &cache, 1_700_000_000).unwrap();
@@ -54,15 +72,30 @@ fn built_image_is_reproducible_pushed_pulled_and_run() {
     let docker = Dockerd::start(&dir.path().join("docker"), &[]);
     let reference = reference.to_string();
     docker.ok(&["pull", &reference]);
-    let digests = docker.ok(&["image", "inspect", "--format", "{{json .RepoDigests}}", &reference]);
-    assert!(digests.contains(&a.manifest), "pulled {digests}, pushed {}", a.manifest);
+    let digests = docker.ok(&[
+        "image",
+        "inspect",
+        "--format",
+        "{{json .RepoDigests}}",
+        &reference,
+    ]);
+    assert!(
+        digests.contains(&a.manifest),
+        "pulled {digests}, pushed {}",
+        a.manifest
+    );
     let said = docker.ok(&["run", "--rm", "--network", "none", &reference]);
     assert_eq!(said.trim(), "hello-from-herd in /srv");
 
     let pause = pause.to_string();
     let id = docker.ok(&["run", "-d", "--network", "none", &pause]);
     let id = id.trim();
-    assert_eq!(docker.ok(&["inspect", "--format", "{{.State.Running}}", id]).trim(), "true");
+    assert_eq!(
+        docker
+            .ok(&["inspect", "--format", "{{.State.Running}}", id])
+            .trim(),
+        "true"
+    );
     docker.ok(&["stop", "--time", "60", id]);
     let code = docker.ok(&["inspect", "--format", "{{.State.ExitCode}}", id]);
     assert_eq!(code.trim(), "0", "the pause container ends on SIGTERM");

@@ -17,7 +17,12 @@ async fn lab_registry_takes_pushes_on_the_bridge_and_down_stops_it() {
     let dir = tempfile::tempdir().unwrap();
     let netns = format!("herd-lab-r{}", std::process::id());
     let lab = Lab::new(dir.path().to_path_buf(), "/nonexistent/herd".into());
-    let mut state = LabState::new(netns.clone(), "token".into(), dir.path().join("image"), false);
+    let mut state = LabState::new(
+        netns.clone(),
+        "token".into(),
+        dir.path().join("image"),
+        false,
+    );
     state.save(&lab.dir).unwrap();
     net::create(&netns).await.unwrap();
 
@@ -52,10 +57,7 @@ async fn lab_registry_takes_pushes_on_the_bridge_and_down_stops_it() {
         built.manifest
     );
     let resp = client
-        .call(herd_http::Request::get(url).header(
-            "accept",
-            container::layout::MANIFEST_TYPE,
-        ))
+        .call(herd_http::Request::get(url).header("accept", container::layout::MANIFEST_TYPE))
         .await
         .unwrap();
     assert_eq!(container::layout::digest_of(&resp.body), built.manifest);

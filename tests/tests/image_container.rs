@@ -166,7 +166,7 @@ fn container_image_pushed_to_a_registry_is_pulled_and_run_by_dockerd() {
         "{{json .RepoDigests}}",
         &reference,
     ]);
-    let want = format!("{}", first["manifest"].as_str().unwrap());
+    let want = first["manifest"].as_str().unwrap().to_string();
     assert!(digests.contains(&want), "pulled {digests}, pushed {want}");
     let said = docker.ok(&["run", "--rm", "--network", "none", &reference]);
     assert_eq!(said.trim(), "hello-from-herd in /srv");
