@@ -93,7 +93,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
     let shutdown = signal::shutdown_token()?;
     match command {
         Command::Pxe(args) => herd_pxe::cli::run(args, shutdown).await,
-        Command::Image(args) => herd_image::cli::run(args).await,
+        Command::Image(args) => herd_image::cli::run(args, shutdown).await,
         Command::Agent(args) => herd_agent::cli::run(*args, VERSION, shutdown).await,
         Command::Kv(args) => herd_store::cli::run(args, shutdown).await,
         Command::Admin(args) => herd_store::admin::run(args).await,

@@ -197,7 +197,8 @@ pub fn tree_hash(root: &Path) -> Result<String, BuildError> {
     Ok(hex::encode(h.finalize()))
 }
 
-fn epoch() -> Result<u64, BuildError> {
+/// `SOURCE_DATE_EPOCH`, else [`DEFAULT_EPOCH`]: the one time every artifact carries.
+pub fn epoch() -> Result<u64, BuildError> {
     match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => v.trim().parse().map_err(|_| BuildError::BadEpoch(v)),
         Err(_) => Ok(DEFAULT_EPOCH),

@@ -2,10 +2,12 @@
 
 use crate::build::{self, BuildOptions};
 use crate::spec::{HerdSpec, Spec};
-use crate::{install, manifest, payload, slot};
+use crate::{container, install, manifest, payload, slot};
 use anyhow::{Context, bail};
 use clap::{Args, Subcommand, ValueEnum};
+use herd_cli::{Output, Table};
 use std::path::PathBuf;
+use tokio_util::sync::CancellationToken;
 
 #[derive(Debug, Args)]
 pub struct ImageArgs {
@@ -48,6 +50,59 @@ pub enum ImageCommand {
         /// Print the embedded default spec and exit.
         #[arg(long)]
         print_default_spec: bool,
+    },
+    /// Build a container image (OCI layout) from Debian packages, without the internet.
+    #[command(
+        after_help = "Example:\n  herd image container --packages busybox-static --out hello/ \\\n      --entrypoint /bin/busybox echo hello\n  herd image container --pause --out pause/      # the kubelet's infra image (herd/pause:1)"
+    )]
+    Container {
+        /// Debian packages (comma-separated or repeated); their dependencies come along.
+        #[arg(long, value_delimiter = ',', required_unless_present = "pause")]
+        packages: Vec<String>,
+        /// Packages never pulled in as dependencies.
+        #[arg(long, value_delimiter = ',')]
+        exclude: Vec<String>,
+        /// The program and its arguments (the rest of the words up to the next option).
+        #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "CMD")]
+        entrypoint: Vec<String>,
+        /// Default arguments to the entrypoint.
+        #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "ARG")]
+        cmd: Vec<String>,
+        /// KEY=VALUE in the container's environment (repeatable).
+        #[arg(long)]
+        env: Vec<String>,
+        /// The container's working directory (absolute).
+        #[arg(long)]
+        workdir: Option<String>,
+        /// The tag index.json names the image with.
+        #[arg(long, default_value = "latest")]
+        tag: String,
+        /// Build the pause (infra) image the kubelet uses (busybox-static, sleeping; tag 1).
+        #[arg(long, conflicts_with_all = ["packages", "entrypoint", "cmd"])]
+        pause: bool,
+        /// The OCI layout directory to write (replaced if it exists).
+        #[arg(long)]
+        out: PathBuf,
+        /// Stage cache (default: $HERD_IMAGE_CACHE or ~/.cache/herd/image).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
+    },
+    /// Push an OCI layout's image to a registry (distribution API v2).
+    Push {
+        /// The OCI layout (as `herd image container` writes it).
+        dir: PathBuf,
+        /// REGISTRY/NAME[:TAG], e.g. 10.77.0.1:5000/herd/pause:1.
+        reference: String,
+        /// Speak plain HTTP to the registry (a lab or loopback registry).
+        #[arg(long)]
+        insecure: bool,
+        /// Bound on each request to the registry (a layer upload is one request).
+        #[arg(long, default_value = "10m", value_parser = humantime::parse_duration)]
+        timeout: std::time::Duration,
+        #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
+        output: Output,
     },
     /// Check a built directory: artifact hashes and the payload signature.
     Verify {
@@ -132,15 +187,107 @@ fn esp_for(disk: &std::path::Path) -> anyhow::Result<Box<dyn slot::Esp>> {
     Ok(Box::new(slot::esp_of(disk)?))
 }
 
-pub async fn run(args: ImageArgs) -> anyhow::Result<()> {
+pub async fn run(args: ImageArgs, shutdown: CancellationToken) -> anyhow::Result<()> {
+    if let ImageCommand::Push {
+        dir,
+        reference,
+        insecure,
+        timeout,
+        output,
+    } = args.command
+    {
+        let reference: container::Reference = reference.parse()?;
+        let client = herd_http::Client::new().with_timeout(timeout);
+        let pushed = tokio::select! {
+            r = container::push(&client, &dir, &reference, insecure) => r,
+            () = shutdown.cancelled() => bail!("interrupted: {reference} not pushed (blobs already uploaded stay)"),
+        };
+        let pushed = pushed.map_err(|e| {
+            let hint = if insecure {
+                ""
+            } else {
+                " (herd speaks plain HTTP to registries for now: pass --insecure for a lab or loopback registry)"
+            };
+            anyhow::anyhow!("{e}{hint}")
+        }).with_context(|| format!("pushing {} to {reference}", dir.display()))?;
+        output.print(&pushed, |p| {
+            let mut t = Table::new(["BLOB", "SIZE", "UPLOADED"]);
+            for b in &p.blobs {
+                t.row([b.digest.clone(), b.size.to_string(), b.uploaded.to_string()]);
+            }
+            format!("{}{} pushed: {}\n", t.render(), p.reference, p.digest)
+        })?;
+        return Ok(());
+    }
     // The pipeline is file and process work: keep it off the async workers.
     tokio::task::spawn_blocking(move || run_blocking(args.command))
         .await
         .context("image task panicked")?
 }
 
+#[allow(clippy::too_many_arguments)]
+fn container_command(
+    packages: Vec<String>,
+    exclude: Vec<String>,
+    entrypoint: Vec<String>,
+    cmd: Vec<String>,
+    env: Vec<String>,
+    workdir: Option<String>,
+    tag: String,
+    pause: bool,
+    out: PathBuf,
+    cache: Option<PathBuf>,
+    output: Output,
+) -> anyhow::Result<()> {
+    let recipe = if pause {
+        container::Recipe::pause()
+    } else {
+        container::Recipe::new(packages, exclude, entrypoint, cmd, &env, workdir, tag)?
+    };
+    let epoch = build::epoch()?;
+    let cache = cache.unwrap_or_else(build::default_cache);
+    let built = container::build(&recipe, &out, &cache, epoch)
+        .with_context(|| format!("herd image container --out {}", out.display()))?;
+    output.print(&built, |b| {
+        let mut t = Table::new(["FIELD", "VALUE"]);
+        t.row(["out", &b.out.display().to_string()]);
+        t.row(["tag", &b.tag]);
+        t.row(["manifest", &b.manifest]);
+        t.row(["config", &b.config]);
+        t.row([
+            "layer",
+            &format!(
+                "{} ({} bytes{})",
+                b.layer.digest,
+                b.layer.size,
+                if b.cached { ", cached" } else { "" }
+            ),
+        ]);
+        t.row(["packages", &b.packages.len().to_string()]);
+        t.row(["elapsed", &format!("{:.1} s", b.elapsed.as_secs_f64())]);
+        t.render()
+    })?;
+    Ok(())
+}
+
 fn run_blocking(command: ImageCommand) -> anyhow::Result<()> {
     match command {
+        ImageCommand::Container {
+            packages,
+            exclude,
+            entrypoint,
+            cmd,
+            env,
+            workdir,
+            tag,
+            pause,
+            out,
+            cache,
+            output,
+        } => container_command(
+            packages, exclude, entrypoint, cmd, env, workdir, tag, pause, out, cache, output,
+        ),
+        ImageCommand::Push { .. } => unreachable!("push runs on the async side"),
         ImageCommand::Build {
             spec,
             out,

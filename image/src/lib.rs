@@ -1,8 +1,9 @@
-//! The image pipeline: spec to read-only A/B OS image, update payloads, Omaha server/client and slot logic.
+//! The image pipeline: spec to read-only A/B OS image, update payloads, slot logic, and container images from Debian packages.
 
 pub mod apt;
 pub mod build;
 pub mod cli;
+pub mod container;
 pub mod cpio;
 pub mod debindex;
 pub mod debversion;

@@ -2,6 +2,7 @@
 
 mod common;
 
+use herd_image::container::{self, Recipe, Reference};
 use herd_image::payload;
 use herd_image::slot::{self, Slot};
 use std::path::Path;
@@ -217,15 +218,49 @@ fn qemu_disk_bigger_than_the_image_grows_state_to_fill_it() {
 }
 
 #[test]
-fn qemu_disk_with_docker_io_runs_dockerd_and_docker_info_works() {
+fn qemu_disk_with_docker_io_runs_dockerd_which_pulls_and_runs_a_herd_image() {
     let dir = common::scratch("qemu-docker");
     let key = common::key_file(&dir);
+    // A herd-built image in a registry on the host's loopback, which the
+    // guest reaches as 10.0.2.2 through QEMU's user-mode network.
+    let registry = herd_testkit::registry::Registry::start(&dir.join("registry"));
+    let port = registry.addr.rsplit_once(':').unwrap().1.to_string();
+    let recipe = Recipe::new(
+        vec!["busybox-static".into()],
+        vec![],
+        vec![
+            "/bin/busybox".into(),
+            "echo".into(),
+            "hello-from-the-lab-registry".into(),
+        ],
+        vec![],
+        &[],
+        None,
+        "1".into(),
+    )
+    .unwrap();
+    let layout_dir = dir.join("hello");
+    container::build(&recipe, &layout_dir, &common::shared_cache(), 1_700_000_000).unwrap();
+    let pushed_to: Reference = format!("{}/herd/hello:1", registry.addr).parse().unwrap();
+    tokio::runtime::Runtime::new()
+        .unwrap()
+        .block_on(container::push(
+            &herd_http::Client::new(),
+            &layout_dir,
+            &pushed_to,
+            true,
+        ))
+        .unwrap();
+    let guest_registry = format!("10.0.2.2:{port}");
+    let reference = format!("{guest_registry}/herd/hello:1");
+
     let out = dir.join("out");
     let mut spec = common::test_spec(&dir);
     spec.packages.push("docker.io".into());
     spec.partitions.usr_mib = 400;
     // The Debian kernel enables AppArmor, and dockerd then wants apparmor_parser.
-    spec.cmdline = "console=ttyS0 apparmor=0".into();
+    spec.cmdline =
+        format!("console=ttyS0 apparmor=0 herd.registry={guest_registry} herd.run={reference}");
     common::build_into(spec, &out, &common::shared_cache(), &key);
     let disk = dir.join("disk.img");
     std::fs::copy(out.join("disk.img"), &disk).unwrap();
@@ -234,7 +269,7 @@ fn qemu_disk_with_docker_io_runs_dockerd_and_docker_info_works() {
     f.set_len(f.metadata().unwrap().len() + (512 << 20))
         .unwrap();
     drop(f);
-    let vm = common::boot_disk(&disk, &dir.join("vars.fd"), &dir.join("boot.log"));
+    let vm = common::boot_disk_with_user_net(&disk, &dir.join("vars.fd"), &dir.join("boot.log"));
     let log = common::wait_for_within(
         &vm,
         "herd-init: docker ready: ",
@@ -249,6 +284,13 @@ fn qemu_disk_with_docker_io_runs_dockerd_and_docker_info_works() {
         line.contains("20.10") && line.contains("overlay2"),
         "{line}"
     );
+    let said = format!("herd-init: {reference}: hello-from-the-lab-registry");
+    let log = common::wait_for_within(&vm, &said, std::time::Duration::from_secs(400));
+    assert!(
+        log.contains(&format!("herd-init: pulled {reference}")),
+        "{log}"
+    );
     drop(vm);
+    drop(registry);
     let _ = std::fs::remove_dir_all(&dir);
 }

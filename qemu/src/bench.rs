@@ -75,7 +75,7 @@ async fn measure(
                     path: lab.dir.clone(),
                     source,
                 })?;
-            lab.build_image().await?
+            lab.build_image(false).await?
         }
     };
     let image_build = build_start.elapsed();
@@ -86,6 +86,7 @@ async fn measure(
         .up(&UpOptions {
             machines,
             install: false,
+            docker: false,
             image: Some(image),
             netns: netns.clone(),
         })

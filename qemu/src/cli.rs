@@ -41,6 +41,10 @@ pub enum LabCommand {
         /// building one into LAB_DIR/image.
         #[arg(long)]
         image: Option<PathBuf>,
+        /// The machines run Docker, pulling from the lab registry (implies
+        /// --install; 2 GiB per VM; the pause image is pushed at start).
+        #[arg(long)]
+        docker: bool,
         /// The lab's network namespace.
         #[arg(long, default_value = "herd-lab")]
         netns: String,
@@ -130,6 +134,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             machines,
             install,
             image,
+            docker,
             netns,
             no_wait,
             timeout,
@@ -140,6 +145,7 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                 machines,
                 install,
                 image,
+                docker,
                 netns,
             };
             let state = lab.up(&options).await?;

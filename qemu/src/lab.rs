@@ -11,6 +11,7 @@ use crate::pki;
 use crate::prereq::{self, Missing};
 use crate::process;
 use crate::pxe;
+use crate::registry;
 use crate::state::{LabState, MachineIdRepr, MachineState, StateError, now_ms};
 use crate::vm::{self, VmError};
 
@@ -47,6 +48,8 @@ pub enum LabError {
     Image(String),
     #[error("the provisioning server: {0}")]
     Pxe(String),
+    #[error("the lab registry: {0}")]
+    Registry(String),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -77,6 +80,10 @@ pub struct UpOptions {
     pub install: bool,
     /// A prebuilt image directory (`vmlinuz`, `initramfs`); built if `None`.
     pub image: Option<PathBuf>,
+    /// The machines' OS carries Docker (`docker.io`), pulling from the lab
+    /// registry; implies `install` (Docker's ~300 MB live on the disk's USR
+    /// slot, not in a netbooted machine's RAM).
+    pub docker: bool,
     pub netns: String,
 }
 
@@ -137,7 +144,8 @@ impl Lab {
             return Err(LabError::MachineCount(options.machines));
         }
         let mut missing = prereq::check_host();
-        if options.install {
+        let install = options.install || options.docker;
+        if install {
             missing.extend(prereq::check_ovmf());
         }
         if !missing.is_empty() {
@@ -163,10 +171,10 @@ impl Lab {
 
         let image_dir = match &options.image {
             Some(dir) => dir.clone(),
-            None => self.build_image().await?,
+            None => self.build_image(options.docker).await?,
         };
         let mut missing = prereq::check_image(&image_dir);
-        if options.install {
+        if install {
             missing.extend(prereq::check_disk_image(&image_dir));
         }
         if !missing.is_empty() {
@@ -182,8 +190,9 @@ impl Lab {
             options.netns.clone(),
             lab_pki.token.reveal(),
             image_dir,
-            options.install,
+            install,
         );
+        state.docker = options.docker;
         // Recorded before the namespace exists: `down` must find it.
         state.save(&self.dir)?;
         net::create(&state.netns).await?;
@@ -197,6 +206,13 @@ impl Lab {
         state.save(&self.dir)?;
         pxe::wait_ready(&state.netns, Duration::from_secs(30)).await?;
 
+        state.registry_pid = Some(registry::start(&self.dir, &state.netns)?);
+        state.save(&self.dir)?;
+        registry::wait_ready(&state.netns, Duration::from_secs(30)).await?;
+        if options.docker {
+            registry::push_pause(&self.dir, &self.herd, &state.netns).await?;
+        }
+
         for n in 1..=options.machines {
             let id = MachineId::new(n as u8).expect("count checked above");
             self.power_on_new(&mut state, id).await?;
@@ -204,18 +220,29 @@ impl Lab {
         Ok(state)
     }
 
-    /// Builds (or reuses) the default image in `LAB/image` with
-    /// `herd image build`, which caches by content itself.
-    pub async fn build_image(&self) -> Result<PathBuf, LabError> {
-        let out_dir = self.dir.join("image");
+    /// Builds (or reuses) the lab's image in `LAB/image` (or, with Docker,
+    /// `LAB/image-docker` from [`docker_spec`]) with `herd image build`,
+    /// which caches by content itself.
+    pub async fn build_image(&self, docker: bool) -> Result<PathBuf, LabError> {
+        let out_dir = self.dir.join(if docker { "image-docker" } else { "image" });
         if prereq::check_image(&out_dir).is_empty() {
             return Ok(out_dir);
+        }
+        let mut spec_args = Vec::new();
+        if docker {
+            let path = self.dir.join("docker-spec.yaml");
+            let text = serde_saphyr::to_string(&docker_spec())
+                .map_err(|e| LabError::Image(format!("rendering the Docker spec: {e}")))?;
+            std::fs::write(&path, text).map_err(Self::io("writing", &path))?;
+            spec_args.push("--spec".into());
+            spec_args.push(path.into_os_string());
         }
         let log = self.dir.join("image-build.log");
         let log_file = std::fs::File::create(&log).map_err(Self::io("creating", &log))?;
         let status = tokio::process::Command::new(&self.herd)
             .args(["image", "build", "--out"])
             .arg(&out_dir)
+            .args(&spec_args)
             // The machines run the very herd that runs the lab.
             .arg("--herd-bin")
             .arg(&self.herd)
@@ -277,6 +304,7 @@ impl Lab {
             &files,
             &sercon,
             Self::firmware(state),
+            Self::memory_mb(state),
         )
         .await?;
         let machine = state
@@ -286,6 +314,14 @@ impl Lab {
         machine.powered_on_ms = Some(started);
         state.save(&self.dir)?;
         Ok(())
+    }
+
+    fn memory_mb(state: &LabState) -> u32 {
+        if state.docker {
+            vm::DOCKER_MEMORY_MB
+        } else {
+            vm::MEMORY_MB
+        }
     }
 
     fn firmware(state: &LabState) -> vm::Firmware {
@@ -385,6 +421,11 @@ impl Lab {
         {
             report.servers_stopped += 1;
         }
+        if let Some(pid) = state.registry_pid
+            && process::stop(pid, &registry::tag(&self.dir), Duration::from_secs(5)).await
+        {
+            report.servers_stopped += 1;
+        }
         if net::exists(&state.netns) {
             // Whatever still runs inside the namespace belongs to this lab
             // (e.g. a `herd lab exec` shell, or a server spawned just before
@@ -402,12 +443,31 @@ impl Lab {
         // server whose PID was never recorded) is killed and waited for.
         let mut left = process::sweep(&ra_tag(&self.dir), Duration::from_secs(10)).await;
         left.extend(process::sweep(&pxe::tag(&self.dir), Duration::from_secs(5)).await);
+        left.extend(process::sweep(&registry::tag(&self.dir), Duration::from_secs(5)).await);
         if !left.is_empty() {
             return Err(LabError::Leftover(left));
         }
         LabState::remove(&self.dir)?;
         Ok(report)
     }
+}
+
+/// The OS of a Docker lab: the default spec plus `docker.io`, a USR slot
+/// big enough for it, AppArmor off (the Debian kernel enables it, and
+/// dockerd then wants `apparmor_parser`), and dockerd allowed to pull from
+/// the lab registry over plain HTTP.
+pub fn docker_spec() -> herd_image::spec::Spec {
+    let mut spec = herd_image::spec::Spec::default_spec();
+    spec.packages.push("docker.io".into());
+    spec.partitions.usr_mib = 400;
+    spec.cmdline = format!(
+        "{} apparmor=0 herd.registry={} herd.pull={}/{}",
+        spec.cmdline,
+        registry::address(),
+        registry::address(),
+        herd_image::container::PAUSE_IMAGE
+    );
+    spec
 }
 
 /// What identifies the RA sender of a lab in `/proc/PID/cmdline`.

@@ -12,6 +12,7 @@ pub mod prereq;
 pub mod process;
 pub mod pxe;
 pub mod ra;
+pub mod registry;
 pub mod stage;
 pub mod state;
 pub mod status;

@@ -32,6 +32,11 @@ pub fn check_host() -> Vec<Missing> {
         ("qemu-system-x86_64", "QEMU", "qemu-system-x86"),
         ("qemu-img", "qemu-img", "qemu-utils"),
         ("ip", "iproute2's ip", "iproute2"),
+        (
+            "docker-registry",
+            "the lab's container registry",
+            "docker-registry",
+        ),
     ] {
         if on_path(program).is_none() {
             missing.push(Missing {

@@ -50,10 +50,16 @@ pub struct LabState {
     pub image_dir: PathBuf,
     /// Whether machines install to disk on first boot.
     pub install: bool,
+    /// Whether the machines' OS carries Docker (and gets the memory for it).
+    #[serde(default)]
+    pub docker: bool,
     /// The provisioning server (`herd pxe serve`), once started.
     pub pxe_pid: Option<u32>,
     /// The router-advertisement sender, once started.
     pub ra_pid: Option<u32>,
+    /// The lab's container registry (`docker-registry`), once started.
+    #[serde(default)]
+    pub registry_pid: Option<u32>,
     /// Milliseconds since the epoch when `herd lab up` started.
     pub started_ms: u64,
     pub machines: Vec<MachineState>,
@@ -94,8 +100,10 @@ impl LabState {
             token,
             image_dir,
             install,
+            docker: false,
             pxe_pid: None,
             ra_pid: None,
+            registry_pid: None,
             started_ms: now_ms(),
             machines: Vec::new(),
         }

@@ -78,6 +78,9 @@ pub enum Firmware {
 pub const DISK_SIZE: &str = "8G";
 /// Guest memory: the whole OS lives in RAM when netbooted.
 pub const MEMORY_MB: u32 = 1024;
+/// Guest memory of machines that run Docker: dockerd, containerd and the
+/// containers on top of the OS (their `/usr` is on disk, not in RAM).
+pub const DOCKER_MEMORY_MB: u32 = 2048;
 
 /// The file SeaBIOS reads as `etc/sercon-port`: 0x3f8 (COM1), so iPXE's
 /// console reaches the serial log under `-nodefaults`.
@@ -100,6 +103,7 @@ pub fn qemu_args(
     files: &VmFiles,
     sercon: &Path,
     firmware: Firmware,
+    memory_mb: u32,
 ) -> Vec<String> {
     let tag = process_tag(lab_dir, id);
     let mut args: Vec<String> = vec![
@@ -108,7 +112,7 @@ pub fn qemu_args(
         "-accel".into(),
         "tcg".into(),
         "-m".into(),
-        MEMORY_MB.to_string(),
+        memory_mb.to_string(),
         "-smp".into(),
         "1".into(),
         "-nodefaults".into(),
@@ -218,6 +222,7 @@ pub async fn power_on(
     files: &VmFiles,
     sercon: &Path,
     firmware: Firmware,
+    memory_mb: u32,
 ) -> Result<u32, VmError> {
     let io = |what| {
         move |source| VmError::Io {
@@ -234,7 +239,7 @@ pub async fn power_on(
     let _ = tokio::fs::remove_file(files.pidfile()).await;
     let out = Command::new("ip")
         .args(["netns", "exec", netns, "qemu-system-x86_64"])
-        .args(qemu_args(lab_dir, id, files, sercon, firmware))
+        .args(qemu_args(lab_dir, id, files, sercon, firmware, memory_mb))
         .stdin(std::process::Stdio::null())
         .kill_on_drop(true)
         .output()
@@ -285,6 +290,7 @@ mod tests {
             &files,
             Path::new("/lab/sercon-port"),
             Firmware::Bios,
+            MEMORY_MB,
         )
         .join(" ");
         for needle in [
@@ -309,7 +315,7 @@ mod tests {
         let lab = Path::new("/lab");
         let id = MachineId::new(1).unwrap();
         let files = VmFiles::new(lab, id);
-        let args = qemu_args(lab, id, &files, Path::new("/s"), Firmware::Uefi).join(" ");
+        let args = qemu_args(lab, id, &files, Path::new("/s"), Firmware::Uefi, MEMORY_MB).join(" ");
         for needle in [
             "-machine q35",
             "readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd",

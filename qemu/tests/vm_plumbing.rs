@@ -70,6 +70,7 @@ async fn qemu_vm_reaches_ipxe_on_the_lab_bridge_and_down_removes_everything() {
         .up(&UpOptions {
             machines: 1,
             install: false,
+            docker: false,
             image: None,
             netns: netns.clone(),
         })

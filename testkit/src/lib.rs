@@ -1,8 +1,9 @@
 //! What herd's tests share, whatever they test: throwaway network
 //! namespaces, child processes that die with the test, the location of the
-//! `herd` binary, deadlines for polling, and checks for the tools a test
-//! needs. It depends on no herd crate, so a crate's own tests can use it
-//! without building the rest of the workspace.
+//! `herd` binary, deadlines for polling, a loopback container registry and
+//! a private dockerd, and checks for the tools a test needs. It depends on
+//! no herd crate, so a crate's own tests can use it without building the
+//! rest of the workspace.
 //!
 //! Tests that need root, QEMU or Docker never skip themselves: [`require`]
 //! fails them with a message that says what to install.
@@ -10,5 +11,6 @@
 pub mod bin;
 pub mod netns;
 pub mod process;
+pub mod registry;
 pub mod require;
 pub mod wait;

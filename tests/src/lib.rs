@@ -5,7 +5,7 @@
 //! generic support (namespaces, processes, the binary, deadlines, required
 //! tools) is `herd-testkit`, re-exported here.
 
-pub use herd_testkit::{bin, netns, process, require, wait};
+pub use herd_testkit::{bin, netns, process, registry, require, wait};
 
 pub mod lab;
 pub mod linearizability;

@@ -161,6 +161,14 @@ impl Vm {
 
 /// Disk boot through OVMF and systemd-boot. `vars` is this disk's writable OVMF variable store.
 pub fn boot_disk(disk: &Path, vars: &Path, log: &Path) -> Vm {
+    let mut c = boot_disk_command(disk, vars, log);
+    Vm {
+        child: c.spawn().expect("qemu-system-x86_64"),
+        log: log.into(),
+    }
+}
+
+fn boot_disk_command(disk: &Path, vars: &Path, log: &Path) -> Command {
     let code = herd_testkit::require::file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf");
     if !vars.exists() {
         std::fs::copy(
@@ -181,8 +189,18 @@ pub fn boot_disk(disk: &Path, vars: &Path, log: &Path) -> Vm {
         .arg("-drive")
         .arg(format!("if=none,id=d0,format=raw,file={}", disk.display()))
         .args(["-device", "virtio-blk-pci,drive=d0,bootindex=0"]);
+    c
+}
+
+/// Like [`boot_disk`], with a virtio NIC on QEMU's user-mode network: the
+/// guest gets 10.0.2.15 by DHCP and reaches the host's loopback as 10.0.2.2.
+pub fn boot_disk_with_user_net(disk: &Path, vars: &Path, log: &Path) -> Vm {
+    let mut vm = boot_disk_command(disk, vars, log);
+    vm.args(["-m", "1024"])
+        .args(["-netdev", "user,id=n0"])
+        .args(["-device", "virtio-net-pci,netdev=n0"]);
     Vm {
-        child: c.spawn().expect("qemu-system-x86_64"),
+        child: vm.spawn().expect("qemu-system-x86_64"),
         log: log.into(),
     }
 }
