@@ -173,16 +173,7 @@ pub async fn run(args: RollingUpdateArgs, cancel: CancellationToken) -> anyhow::
         let desired = annotation(&old, DESIRED)
             .and_then(|d| d.parse().ok())
             .unwrap_or(0);
-        rename(
-            &api,
-            &ns,
-            &from.to_owned(),
-            &args.old,
-            desired,
-            &args,
-            &cancel,
-        )
-        .await?;
+        rename(&api, &ns, from, &args.old, desired, &args, &cancel).await?;
         println!("replicationcontroller \"{}\" rolling updated", args.old);
         return Ok(());
     }

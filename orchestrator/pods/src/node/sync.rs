@@ -144,15 +144,14 @@ impl Kubelet {
         };
         let grouped = by_name(&containers);
         let policy = restart_policy(pod);
-        let pod_ip = infra.as_ref().and_then(|i| i.pod_ip).or_else(|| {
-            infra
-                .as_ref()
-                .filter(|_| pod.spec.host_network == Some(true))
-                .and_then(|_| match self.settings.host_ip {
-                    std::net::IpAddr::V4(v4) => Some(v4),
-                    std::net::IpAddr::V6(_) => None,
-                })
-        });
+        let host_ip = match self.settings.host_ip {
+            std::net::IpAddr::V4(v4) => Some(v4),
+            std::net::IpAddr::V6(_) => None,
+        };
+        let pod_ip = infra.as_ref().and_then(|i| i.pod_ip).or(infra
+            .as_ref()
+            .filter(|_| pod.spec.host_network == Some(true))
+            .and(host_ip));
         let mut waiting: BTreeMap<String, Waiting> = BTreeMap::new();
         let mut ready: BTreeMap<String, bool> = BTreeMap::new();
         let mut live = HashSet::new();
