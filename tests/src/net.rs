@@ -123,3 +123,35 @@ pub fn route_to(ns: &Netns, dst: &str) -> String {
         .trim()
         .to_owned()
 }
+
+/// The flags that make namespace member `i` a machine of the cluster
+/// network on `peer0`, writing its subnet.env at `env`.
+pub fn machine_flags(env: &Path, i: usize) -> Vec<String> {
+    vec![
+        "--cluster-iface".into(),
+        "peer0".into(),
+        "--machine-id".into(),
+        format!("machine-{i}"),
+        "--subnet-env".into(),
+        env.display().to_string(),
+    ]
+}
+
+/// Configures the cluster network as host-gw (`herd net config set`).
+pub fn set_host_gw(cluster: &crate::store::Cluster) {
+    let eps = cluster.endpoints();
+    let out = cluster.herd(&[
+        "net",
+        "config",
+        "set",
+        "--endpoints",
+        &eps,
+        "--backend",
+        "host-gw",
+    ]);
+    assert!(
+        out.status.success(),
+        "herd net config set: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -231,36 +231,18 @@ impl NodeLab {
         let sockets: Vec<PathBuf> = (0..n).map(|i| dir.join(format!("d{i}.sock"))).collect();
         let (e, s) = (envs.clone(), sockets.clone());
         let cluster = Cluster::start_agents_in_namespaces(n, move |i| {
-            vec![
-                "--cluster-iface".into(),
-                "peer0".into(),
-                "--machine-id".into(),
-                format!("machine-{i}"),
-                "--subnet-env".into(),
-                e[i].display().to_string(),
+            let mut flags = crate::net::machine_flags(&e[i], i);
+            flags.extend([
                 "--route-check-interval".into(),
                 "1".into(),
                 "--docker-host".into(),
                 format!("unix://{}", s[i].display()),
                 "--listen-api".into(),
                 format!("{}:{API_PORT}", Topology::client_ip(i)),
-            ]
+            ]);
+            flags
         });
-        let eps = cluster.endpoints();
-        let out = cluster.herd(&[
-            "net",
-            "config",
-            "set",
-            "--endpoints",
-            &eps,
-            "--backend",
-            "host-gw",
-        ]);
-        assert!(
-            out.status.success(),
-            "herd net config set: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::net::set_host_gw(&cluster);
         let rt = cluster.client_runtime();
         let http = herd_http::Client::new().with_timeout(Duration::from_secs(10));
         // No dockerd yet: each kubelet registers its Node NotReady, saying why.

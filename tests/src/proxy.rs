@@ -23,15 +23,12 @@ fn flags(dir: &Path, i: usize) -> Vec<String> {
     vec![
         "--listen-api".into(),
         format!("{}:{API_PORT}", Topology::client_ip(i)),
-        "--cluster-iface".into(),
-        "peer0".into(),
-        "--machine-id".into(),
-        format!("machine-{i}"),
-        "--subnet-env".into(),
-        env_path(dir, i).display().to_string(),
         "--proxy-sync-interval".into(),
         "1".into(),
     ]
+    .into_iter()
+    .chain(crate::net::machine_flags(&env_path(dir, i), i))
+    .collect()
 }
 
 fn env_path(dir: &Path, i: usize) -> PathBuf {
@@ -55,21 +52,7 @@ impl ProxyLab {
         let dir = tempfile::tempdir().expect("a scratch dir");
         let path = dir.path().to_owned();
         let cluster = Cluster::start_in_namespaces_with(3, |i| flags(&path, i));
-        let eps = cluster.endpoints();
-        let out = cluster.herd(&[
-            "net",
-            "config",
-            "set",
-            "--endpoints",
-            &eps,
-            "--backend",
-            "host-gw",
-        ]);
-        assert!(
-            out.status.success(),
-            "herd net config set: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        crate::net::set_host_gw(&cluster);
         let envs = (0..3).map(|i| wait_env(&env_path(&path, i))).collect();
         let rt = cluster.client_runtime();
         let lab = ProxyLab {
