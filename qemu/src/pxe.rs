@@ -58,6 +58,15 @@ fn cloud_config_template(state: &LabState, founders: u32, ca: Option<&ClusterCa>
         first = first.ip(),
         peers = peers.join(", "),
     );
+    if state.docker {
+        // dockerd pulled the pause image from the lab registry at boot
+        // (`herd.pull`), under the registry's name.
+        t.push_str(&format!(
+            "  kubelet:\n    pod_infra_image: {}/{}\n",
+            crate::registry::address(),
+            herd_image::container::PAUSE_IMAGE
+        ));
+    }
     if state.install {
         t.push_str("  install_disk: /dev/vda\n");
         // Machines on disk follow the lab's update group: publish a release

@@ -29,6 +29,9 @@
 //!     group: stable
 //!   api_port: 6443           # optional: the Kubernetes API (default 6443)
 //!   api_token: 9b2e…         # optional: bearer token the Kubernetes API requires
+//!   kubelet:                 # optional: the node side of pods (flags win)
+//!     pod_infra_image: 10.77.0.1:5000/herd/pause:1
+//!     docker_host: unix:///run/docker.sock
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -113,6 +116,21 @@ struct HerdSection {
     metadata: std::collections::BTreeMap<String, String>,
     #[serde(default)]
     update: Option<herd_update::UpdateSettings>,
+    #[serde(default)]
+    kubelet: KubeletSection,
+}
+
+/// `herd.kubelet`: where this machine's pods run. The agent's flags win
+/// over it; left out, the kubelet's defaults hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KubeletSection {
+    /// The infra container's image (a lab pulls it from its registry).
+    #[serde(default)]
+    pub pod_infra_image: Option<String>,
+    /// The dockerd pods run on (`unix:///run/docker.sock`).
+    #[serde(default)]
+    pub docker_host: Option<String>,
 }
 
 /// `herd.network`: this machine's part in the cluster network, and the
@@ -224,6 +242,8 @@ pub struct AgentBootstrap {
     pub listen_api: SocketAddr,
     /// The bearer token the Kubernetes API requires, if any.
     pub api_token: Option<String>,
+    /// `herd.kubelet`.
+    pub kubelet: KubeletSection,
 }
 
 /// A hostname the way DNS and the store's member names accept it.
@@ -337,6 +357,7 @@ pub fn parse(yaml: &str) -> Result<AgentBootstrap, CloudConfigError> {
             herd.api_port.unwrap_or(herd_pods::role::API_PORT),
         ),
         api_token: herd.api_token.filter(|t| !t.trim().is_empty()),
+        kubelet: herd.kubelet,
     })
 }
 
@@ -491,6 +512,24 @@ mod tests {
         assert_eq!(s.metadata["role"], "db");
         assert_eq!(s.agent_api_port, 9000);
         assert_eq!(s.update, None);
+        assert_eq!(s.kubelet, KubeletSection::default());
+    }
+
+    #[test]
+    fn the_kubelet_section_is_typed_and_strict() {
+        let s = parse(&format!(
+            "{M2}  kubelet: {{pod_infra_image: \"10.77.0.1:5000/herd/pause:1\"}}\n"
+        ))
+        .unwrap();
+        assert_eq!(
+            s.kubelet.pod_infra_image.as_deref(),
+            Some("10.77.0.1:5000/herd/pause:1")
+        );
+        assert_eq!(s.kubelet.docker_host, None);
+        let err = parse(&format!("{M2}  kubelet: {{infra: x}}\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("infra"), "{err}");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use herd_pki::{ClusterCa, JoinToken};
 use herd_store::{Bootstrap, Security, StorageKind, TlsSettings};
 
 use crate::cli::AgentArgs;
+use crate::cloud_config::KubeletSection;
 use crate::timing::RaftTiming;
 
 /// TLS (the default) or plaintext.
@@ -80,10 +81,13 @@ pub struct KubeletConfig {
 }
 
 impl KubeletConfig {
-    fn of(args: &AgentArgs) -> Option<KubeletConfig> {
+    /// From the flags, falling back on the cloud-config's `kubelet:`.
+    fn of(args: &AgentArgs, configured: &KubeletSection) -> Option<KubeletConfig> {
         (!args.kubelet.no_kubelet).then(|| KubeletConfig {
-            docker_host: args.kubelet.docker_host(),
-            infra_image: args.kubelet.pod_infra_image.clone(),
+            docker_host: args.kubelet.docker_host(configured.docker_host.as_deref()),
+            infra_image: args
+                .kubelet
+                .infra_image(configured.pod_infra_image.as_deref()),
             subnet_env: args.subnet_env.clone(),
         })
     }
@@ -336,7 +340,7 @@ impl AgentSettings {
             .unwrap_or_else(|| machine_id_for_name(&name));
         check_machine_id(&machine_id)?;
         let net = net_settings(&NetFlags::of(&args), &machine_id, &data_dir, None);
-        let kubelet = KubeletConfig::of(&args);
+        let kubelet = KubeletConfig::of(&args, &KubeletSection::default());
         let (machine, listen_api) = if args.store_only {
             (None, None)
         } else {
@@ -463,7 +467,7 @@ impl AgentSettings {
                 )
             })
             .or_else(|| net_settings(&NetFlags::of(&args), &machine_id, &data_dir, None));
-        let kubelet = KubeletConfig::of(&args);
+        let kubelet = KubeletConfig::of(&args, &boot.kubelet);
         let pods = pods_config(
             &args.pods,
             Some(boot.listen_api),

@@ -26,6 +26,7 @@ pub mod network;
 pub mod node_object;
 pub mod probes;
 pub mod service_env;
+pub mod start;
 pub mod status;
 pub mod sync;
 
@@ -61,21 +62,34 @@ pub struct KubeletArgs {
     #[arg(long, value_name = "unix:///PATH")]
     pub docker_host: Option<String>,
     /// Image of each pod's infra container, which holds the pod's network
-    /// namespace (any image whose default command runs until killed).
-    #[arg(long, value_name = "IMAGE", default_value = DEFAULT_INFRA_IMAGE)]
-    pub pod_infra_image: String,
+    /// namespace (any image whose default command runs until killed)
+    /// [default: the cloud-config's `kubelet.pod_infra_image`, else
+    /// herd/pause:1].
+    #[arg(long, value_name = "IMAGE")]
+    pub pod_infra_image: Option<String>,
     /// Do not run the kubelet on this machine (no Node, no pods).
     #[arg(long)]
     pub no_kubelet: bool,
 }
 
 impl KubeletArgs {
-    /// The Docker host the flags and environment name.
-    pub fn docker_host(&self) -> String {
+    /// The Docker host the flags name, else `configured` (a
+    /// cloud-config's), else the environment's, else the default.
+    pub fn docker_host(&self, configured: Option<&str>) -> String {
         self.docker_host
             .clone()
+            .or_else(|| configured.map(str::to_owned))
             .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned())
+    }
+
+    /// The infra image the flags name, else `configured`, else the default.
+    pub fn infra_image(&self, configured: Option<&str>) -> String {
+        self.pod_infra_image
+            .as_deref()
+            .or(configured)
+            .unwrap_or(DEFAULT_INFRA_IMAGE)
+            .to_owned()
     }
 }
 

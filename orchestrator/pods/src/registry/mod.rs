@@ -7,6 +7,7 @@
 //! both write through here, so the rules hold whoever writes.
 
 mod allocate;
+mod delete;
 pub mod hub;
 pub mod patch;
 mod scale;
@@ -25,6 +26,7 @@ use tokio::sync::Mutex;
 use crate::api::meta::{name_suffix, new_uid, now};
 use crate::api::{ApiConfig, ApiError, ApiObject, Namespace, Service};
 
+pub use delete::{DeleteOptions, Deletion, Propagation};
 pub use scale::{ScaleTarget, scale_of};
 
 /// Which part of an object an update writes.
@@ -34,35 +36,6 @@ pub enum Part {
     Main,
     /// Only the status (the `status` subresource).
     Status,
-}
-
-/// How a delete treats the objects owned by the deleted one.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Propagation {
-    /// Delete now; the garbage collector deletes dependents afterwards.
-    #[default]
-    Background,
-    /// Delete dependents first; the owner waits with a finalizer.
-    Foreground,
-    /// Keep dependents, removing their owner references.
-    Orphan,
-}
-
-/// `DeleteOptions` as far as herd implements them.
-#[derive(Debug, Clone, Default)]
-pub struct DeleteOptions {
-    pub propagation: Propagation,
-    pub precondition_uid: Option<String>,
-    pub precondition_revision: Option<i64>,
-}
-
-/// What a delete did.
-#[derive(Debug, Clone)]
-pub enum Deletion<T> {
-    /// Gone from the store; its resourceVersion is the deletion's revision.
-    Deleted(T),
-    /// Marked for deletion; finalizers still have work to do.
-    Pending(T),
 }
 
 /// A lease events hang off, so they expire by themselves after an hour
@@ -495,129 +468,6 @@ impl Registry {
         Err(ApiError::conflict(T::INFO.what(), name))
     }
 
-    /// Deletes `name`, as `options` say (see [`Deletion`]).
-    pub async fn delete<T: ApiObject>(
-        &self,
-        namespace: &str,
-        name: &str,
-        options: &DeleteOptions,
-    ) -> Result<Deletion<T>, ApiError> {
-        let info = T::INFO;
-        let key = info.key(namespace, name);
-        loop {
-            let old: T = self.get(namespace, name).await?;
-            let m = old.meta();
-            if let Some(uid) = &options.precondition_uid
-                && *uid != m.uid
-            {
-                return Err(ApiError {
-                    details: Box::new(crate::api::status::Details {
-                        name: name.into(),
-                        kind: info.plural.into(),
-                        ..Default::default()
-                    }),
-                    ..ApiError::new(
-                        409,
-                        "Conflict",
-                        format!(
-                            "Precondition failed: UID in precondition: {uid}, UID in object meta: {}",
-                            m.uid
-                        ),
-                    )
-                });
-            }
-            if let Some(rv) = options.precondition_revision
-                && rv != old.revision()
-            {
-                return Err(ApiError::conflict(info.what(), name));
-            }
-            let mut new = old.clone();
-            if let Some(ns) = (&mut new as &mut dyn Any).downcast_mut::<Namespace>() {
-                if matches!(name, "default" | "kube-system" | "kube-public") {
-                    return Err(ApiError::forbidden(
-                        info.what(),
-                        name,
-                        "this namespace may not be deleted",
-                    ));
-                }
-                // The namespace controller empties it, then removes it.
-                ns.status.get_or_insert_with(Default::default).phase = "Terminating".into();
-            }
-            let owner_kind = matches!(
-                info.kind,
-                "ReplicationController" | "ReplicaSet" | "Deployment"
-            );
-            let finalizer = match options.propagation {
-                Propagation::Foreground if owner_kind => Some("foregroundDeletion"),
-                Propagation::Orphan if owner_kind => Some("orphan"),
-                _ => None,
-            };
-            let nm = new.meta_mut();
-            if let Some(f) = finalizer
-                && !nm.finalizers.iter().any(|x| x == f)
-            {
-                nm.finalizers.push(f.to_owned());
-            }
-            let namespace_kind = info.kind == "Namespace";
-            let pending = !nm.finalizers.is_empty() || namespace_kind;
-            let mut ops = Vec::new();
-            if pending {
-                if nm.deletion_timestamp.is_none() {
-                    nm.deletion_timestamp = Some(now());
-                    nm.deletion_grace_period_seconds = Some(0);
-                }
-                if encode(&new) == encode(&old) {
-                    return Ok(Deletion::Pending(old));
-                }
-                ops.push(txn::put(&key, encode(&new), 0));
-            } else {
-                ops.push(txn::delete(&key));
-                if let Some(svc) = (&old as &dyn Any).downcast_ref::<Service>() {
-                    ops.extend(allocate::release(svc));
-                }
-            }
-            let compares = self.compares(vec![txn::mod_is(&key, old.revision())]);
-            let resp = txn::txn(&self.client, compares, ops).await?;
-            if resp.succeeded {
-                let rev = resp.header.map_or(0, |h| h.revision).to_string();
-                return Ok(if pending {
-                    new.meta_mut().resource_version = rev;
-                    Deletion::Pending(new)
-                } else {
-                    // The revision it went at (as a watch's DELETED event says).
-                    let mut gone = old;
-                    gone.meta_mut().resource_version = rev;
-                    Deletion::Deleted(gone)
-                });
-            }
-            if self.fence_failed().await {
-                return Err(self.fence_lost());
-            }
-            if options.precondition_revision.is_some() {
-                return Err(ApiError::conflict(info.what(), name));
-            }
-        }
-    }
-
-    /// Removes an object whatever its finalizers say (the namespace
-    /// controller's last step), if it is still at `revision`.
-    pub async fn remove<T: ApiObject>(&self, object: &T) -> Result<(), ApiError> {
-        let key = T::INFO.key(&object.meta().namespace, &object.meta().name);
-        let resp = txn::txn(
-            &self.client,
-            self.compares(vec![txn::mod_is(&key, object.revision())]),
-            vec![txn::delete(&key)],
-        )
-        .await?;
-        if resp.succeeded {
-            Ok(())
-        } else if self.fence_failed().await {
-            Err(self.fence_lost())
-        } else {
-            Err(ApiError::conflict(T::INFO.what(), &object.meta().name))
-        }
-    }
-
     /// The lease of events created now.
     async fn event_lease(&self) -> Result<i64, ApiError> {
         let mut current = self.events.lock().await;
@@ -683,69 +533,6 @@ impl Registry {
             }
         }
         Err(ApiError::conflict(T::INFO.what(), name))
-    }
-
-    /// The `scale` of `name`.
-    pub async fn get_scale<T: ScaleTarget>(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<crate::api::Scale, ApiError> {
-        Ok(scale_of(&self.get::<T>(namespace, name).await?))
-    }
-
-    /// Sets the replicas of `name` from `scale` (its resourceVersion, if
-    /// any, must be current).
-    pub async fn set_scale<T: ScaleTarget>(
-        &self,
-        namespace: &str,
-        name: &str,
-        scale: crate::api::Scale,
-    ) -> Result<crate::api::Scale, ApiError> {
-        if scale.spec.replicas < 0 {
-            return Err(ApiError::invalid(
-                T::INFO.what(),
-                name,
-                vec![crate::api::Cause::invalid(
-                    "spec.replicas",
-                    scale.spec.replicas,
-                    "must be greater than or equal to 0",
-                )],
-            ));
-        }
-        let expected: i64 = scale.metadata.resource_version.parse().unwrap_or(0);
-        let updated = self
-            .modify::<T>(namespace, name, Part::Main, |o| {
-                if expected != 0 && o.revision() != expected {
-                    return Err(ApiError::conflict(T::INFO.what(), name));
-                }
-                o.set_replicas(scale.spec.replicas);
-                Ok(())
-            })
-            .await?;
-        Ok(scale_of(&updated))
-    }
-
-    /// Patches the `scale` of `name`.
-    pub async fn patch_scale<T: ScaleTarget>(
-        &self,
-        namespace: &str,
-        name: &str,
-        kind: patch::PatchKind,
-        body: &[u8],
-    ) -> Result<crate::api::Scale, ApiError> {
-        let current = self.get_scale::<T>(namespace, name).await?;
-        let mut doc = serde_json::to_value(&current).expect("a scale serializes");
-        let root = crate::api::schema::definitions().get("io.k8s.api.autoscaling.v1.Scale");
-        patch::apply_value(&mut doc, kind, body, root)?;
-        crate::api::decode::strip_nulls(&mut doc);
-        let mut scale: crate::api::Scale = serde_json::from_value(doc).map_err(|e| {
-            ApiError::bad_request(format!("the patched scale does not decode: {e}"))
-        })?;
-        if scale.metadata.resource_version == current.metadata.resource_version {
-            scale.metadata.resource_version.clear();
-        }
-        self.set_scale::<T>(namespace, name, scale).await
     }
 
     /// Writes `object` as it is if it is still at its resourceVersion: a

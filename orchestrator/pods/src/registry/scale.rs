@@ -1,9 +1,12 @@
 //! The `scale` subresource: a ReplicationController's, ReplicaSet's or
 //! Deployment's replica count seen as an `autoscaling/v1` Scale.
 
+use super::{Part, Registry, patch};
 use crate::api::meta::{ObjectMeta, map_query};
 use crate::api::workloads::{ScaleSpec, ScaleStatus};
-use crate::api::{ApiObject, Deployment, ReplicaSet, ReplicationController, Scale};
+use crate::api::{
+    ApiError, ApiObject, Cause, Deployment, ReplicaSet, ReplicationController, Scale,
+};
 
 /// A kind with a replica count.
 pub trait ScaleTarget: ApiObject {
@@ -80,5 +83,70 @@ pub fn scale_of<T: ScaleTarget>(object: &T) -> Scale {
             replicas: object.observed_replicas(),
             selector: object.selector_query(),
         }),
+    }
+}
+
+impl Registry {
+    /// The `scale` of `name`.
+    pub async fn get_scale<T: ScaleTarget>(
+        &self,
+        namespace: &str,
+        name: &str,
+    ) -> Result<Scale, ApiError> {
+        Ok(scale_of(&self.get::<T>(namespace, name).await?))
+    }
+
+    /// Sets the replicas of `name` from `scale` (its resourceVersion, if
+    /// any, must be current).
+    pub async fn set_scale<T: ScaleTarget>(
+        &self,
+        namespace: &str,
+        name: &str,
+        scale: Scale,
+    ) -> Result<Scale, ApiError> {
+        if scale.spec.replicas < 0 {
+            return Err(ApiError::invalid(
+                T::INFO.what(),
+                name,
+                vec![Cause::invalid(
+                    "spec.replicas",
+                    scale.spec.replicas,
+                    "must be greater than or equal to 0",
+                )],
+            ));
+        }
+        let expected: i64 = scale.metadata.resource_version.parse().unwrap_or(0);
+        let updated = self
+            .modify::<T>(namespace, name, Part::Main, |o| {
+                if expected != 0 && o.revision() != expected {
+                    return Err(ApiError::conflict(T::INFO.what(), name));
+                }
+                o.set_replicas(scale.spec.replicas);
+                Ok(())
+            })
+            .await?;
+        Ok(scale_of(&updated))
+    }
+
+    /// Patches the `scale` of `name`.
+    pub async fn patch_scale<T: ScaleTarget>(
+        &self,
+        namespace: &str,
+        name: &str,
+        kind: patch::PatchKind,
+        body: &[u8],
+    ) -> Result<Scale, ApiError> {
+        let current = self.get_scale::<T>(namespace, name).await?;
+        let mut doc = serde_json::to_value(&current).expect("a scale serializes");
+        let root = crate::api::schema::definitions().get("io.k8s.api.autoscaling.v1.Scale");
+        patch::apply_value(&mut doc, kind, body, root)?;
+        crate::api::decode::strip_nulls(&mut doc);
+        let mut scale: Scale = serde_json::from_value(doc).map_err(|e| {
+            ApiError::bad_request(format!("the patched scale does not decode: {e}"))
+        })?;
+        if scale.metadata.resource_version == current.metadata.resource_version {
+            scale.metadata.resource_version.clear();
+        }
+        self.set_scale::<T>(namespace, name, scale).await
     }
 }
