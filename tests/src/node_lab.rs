@@ -369,16 +369,35 @@ impl NodeLab {
 
     /// Runs kubectl (1.32) in the client namespace against agent 0.
     pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with_stdin(args, None)
+    }
+
+    /// Runs kubectl with `stdin` (if any) as its input.
+    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
         let net = self.cluster.net.as_ref().expect("a namespace lab");
-        net.client
+        let mut child = net
+            .client
             .command("timeout")
             .arg("60")
             .arg("/usr/bin/kubectl")
             .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
             .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("running kubectl")
+            .stdin(if stdin.is_some() {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("running kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("piped stdin");
+            pipe.write_all(input.as_bytes())
+                .expect("writing kubectl's stdin");
+        }
+        child.wait_with_output().expect("waiting for kubectl")
     }
 
     /// The kubelet's pod veths (`hv…`) in machine `i`'s namespace (the

@@ -234,6 +234,57 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
         String::from_utf8_lossy(&out.stdout)
     );
 
+    // kubectl exec reaches it the same way, over a WebSocket the API
+    // server hands to the pod's kubelet: both output streams, the exit
+    // code, and stdin to its end.
+    let out = lab.kubectl(&[
+        "exec",
+        &name(a),
+        "--",
+        "/bin/sh",
+        "-c",
+        "echo out-$(hostname); echo err >&2; exit 3",
+    ]);
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "kubectl exec: {stdout} {stderr}"
+    );
+    assert_eq!(stdout.trim(), format!("out-{}", name(a)), "{stderr}");
+    assert!(stderr.contains("err"), "{stderr}");
+    let out = lab.kubectl_with_stdin(
+        &[
+            "exec",
+            "-i",
+            &name(a),
+            "--",
+            "/bin/sh",
+            "-c",
+            "cat; echo done",
+        ],
+        Some("through stdin\n"),
+    );
+    assert!(
+        out.status.success(),
+        "kubectl exec -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "through stdin\ndone\n"
+    );
+    let out = lab.kubectl(&["exec", &name(a), "-c", "nope", "--", "true"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("container nope is not valid"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A killed container is restarted, in the same sandbox (same address).
     da.docker_ok(&["kill", &a_id]);
     let a2 = lab.wait_pod("the killed container to restart", &name(a), |p| {

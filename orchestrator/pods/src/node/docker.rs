@@ -184,6 +184,17 @@ impl Container {
     }
 }
 
+/// An exec started attached: Docker's output frames and the process's stdin.
+pub struct AttachedExec {
+    pub id: String,
+    pub output: std::pin::Pin<
+        Box<
+            dyn Stream<Item = Result<bollard::container::LogOutput, bollard::errors::Error>> + Send,
+        >,
+    >,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+}
+
 /// A dockerd, reached through its socket.
 #[derive(Clone)]
 pub struct Docker {
@@ -420,6 +431,80 @@ impl Docker {
             .await
             .map_err(call(format!("exec in container {id}")))?;
         Ok((inspect.exit_code.unwrap_or(-1), output))
+    }
+
+    /// Starts `cmd` in container `id` attached: its output as Docker
+    /// frames it, and its stdin when `stdin` (closing it is the
+    /// command's end of input). The exit code comes from [`Docker::exit_code`].
+    pub async fn exec_attached(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        stdin: bool,
+        tty: bool,
+    ) -> Result<AttachedExec, DockerError> {
+        use bollard::exec::{CreateExecOptions, StartExecOptions, StartExecResults};
+        let what = || format!("exec in container {id}");
+        let exec = self
+            .inner
+            .create_exec(
+                id,
+                CreateExecOptions {
+                    cmd: Some(cmd),
+                    attach_stdin: Some(stdin),
+                    attach_stdout: Some(true),
+                    attach_stderr: Some(true),
+                    tty: Some(tty),
+                    ..Default::default()
+                },
+            )
+            .await
+            .map_err(call(what()))?;
+        let options = StartExecOptions {
+            tty,
+            ..Default::default()
+        };
+        match self
+            .inner
+            .start_exec(&exec.id, Some(options))
+            .await
+            .map_err(call(what()))?
+        {
+            StartExecResults::Attached { output, input } => Ok(AttachedExec {
+                id: exec.id,
+                output,
+                input,
+            }),
+            StartExecResults::Detached => Err(DockerError::Call {
+                what: what(),
+                source: bollard::errors::Error::DockerResponseServerError {
+                    status_code: 500,
+                    message: "dockerd started the exec detached".into(),
+                },
+            }),
+        }
+    }
+
+    /// The exit code of exec `id` once its process ended (`None` while it
+    /// runs).
+    pub async fn exit_code(&self, id: &str) -> Result<Option<i64>, DockerError> {
+        let inspect = self
+            .inner
+            .inspect_exec(id)
+            .await
+            .map_err(call(format!("inspecting exec {id}")))?;
+        Ok(match inspect.running {
+            Some(true) => None,
+            _ => inspect.exit_code,
+        })
+    }
+
+    /// Resizes exec `id`'s terminal.
+    pub async fn resize_exec(&self, id: &str, width: u16, height: u16) -> Result<(), DockerError> {
+        self.inner
+            .resize_exec(id, bollard::exec::ResizeExecOptions { height, width })
+            .await
+            .map_err(call(format!("resizing exec {id}")))
     }
 
     /// The output of container `id` (stdout and stderr interleaved as

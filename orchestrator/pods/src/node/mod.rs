@@ -20,6 +20,7 @@
 //! gets them started again.
 
 pub mod docker;
+pub mod exec;
 pub mod gc;
 pub mod logs;
 pub mod network;

@@ -130,6 +130,20 @@ fn entries(k: &KindInfo) -> Vec<Value> {
             "kind": "Binding",
             "verbs": ["create"],
         }));
+        out.push(json!({
+            "name": "pods/log",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "Pod",
+            "verbs": ["get"],
+        }));
+        out.push(json!({
+            "name": "pods/exec",
+            "singularName": "",
+            "namespaced": true,
+            "kind": "PodExecOptions",
+            "verbs": ["create", "get"],
+        }));
     }
     out
 }

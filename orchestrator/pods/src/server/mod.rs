@@ -5,8 +5,10 @@
 
 mod auth;
 pub mod discovery;
+mod kubelet;
 pub mod openapi;
 mod openapi_pb;
+mod pod_exec;
 mod pod_log;
 mod resources;
 pub mod respond;
@@ -143,6 +145,11 @@ async fn answer(server: &ApiServer, req: Request) -> Result<Response, ApiError> 
             "NotFound",
             "the server could not find the requested resource",
         )),
+        Route::Resource(target)
+            if target.kind.kind == "Pod" && target.sub.as_deref() == Some("exec") =>
+        {
+            pod_exec::exec(&server.registry, target, req, server.shutdown.clone()).await
+        }
         Route::Resource(target) => {
             let query = query_of(&req);
             let method = req.method().clone();

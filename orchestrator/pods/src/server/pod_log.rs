@@ -12,6 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use tokio_util::io::ReaderStream;
 
+use super::kubelet::{CONNECT, container_of, kubelet_addr, pod_and_node};
 use super::resources::Call;
 use crate::api::{ApiError, Node, Pod};
 use crate::registry::Registry;
@@ -27,27 +28,11 @@ pub fn kubelet_url(
     container: &str,
     query: &HashMap<String, String>,
 ) -> Result<String, ApiError> {
-    let unavailable = |why: &str| {
-        ApiError::new(
-            502,
-            "BadGateway",
-            format!("node {:?} {why}", node.metadata.name),
-        )
-    };
-    let ip = node
-        .internal_ip()
-        .ok_or_else(|| unavailable("reports no InternalIP address"))?;
-    let port = node
-        .kubelet_port()
-        .ok_or_else(|| unavailable("reports no kubelet endpoint (daemonEndpoints)"))?;
-    let host = if ip.contains(':') {
-        format!("[{ip}]")
-    } else {
-        ip.to_owned()
-    };
     let mut url = format!(
-        "http://{host}:{port}/containerLogs/{}/{}/{container}",
-        pod.metadata.namespace, pod.metadata.name
+        "http://{}/containerLogs/{}/{}/{container}",
+        kubelet_addr(node)?,
+        pod.metadata.namespace,
+        pod.metadata.name
     );
     let pass: Vec<String> = ["follow", "tailLines", "timestamps", "previous"]
         .iter()
@@ -60,53 +45,14 @@ pub fn kubelet_url(
     Ok(url)
 }
 
-/// The container a logs request means: the named one, or the only one.
-pub fn container_of<'a>(pod: &'a Pod, asked: Option<&'a str>) -> Result<&'a str, ApiError> {
-    let names: Vec<&str> = pod
-        .spec
-        .containers
-        .iter()
-        .map(|c| c.name.as_str())
-        .collect();
-    match asked {
-        Some(c) if names.contains(&c) => Ok(c),
-        Some(c) => Err(ApiError::bad_request(format!(
-            "container {c} is not valid for pod {}",
-            pod.metadata.name
-        ))),
-        None if names.len() == 1 => Ok(names[0]),
-        None => Err(ApiError::bad_request(format!(
-            "a container name must be specified for pod {}, choose one of: [{}]",
-            pod.metadata.name,
-            names.join(" ")
-        ))),
-    }
-}
-
 /// Answers a `pods/{name}/log` call.
 pub async fn logs(registry: &Registry, call: Call) -> Result<Response, ApiError> {
     let namespace = call.target.namespace.clone().unwrap_or_default();
     let name = call.target.name.clone().unwrap_or_default();
-    let pod: Pod = registry.get(&namespace, &name).await?;
+    let (pod, node) = pod_and_node(registry, &namespace, &name).await?;
     let container = container_of(&pod, call.query.get("container").map(String::as_str))?;
-    if pod.spec.node_name.is_empty() {
-        return Err(ApiError::bad_request(format!(
-            "pod {name} is not yet scheduled to a node"
-        )));
-    }
-    let node: Node = registry.get("", &pod.spec.node_name).await.map_err(|e| {
-        if e.is_not_found() {
-            ApiError::new(
-                502,
-                "BadGateway",
-                format!("node {:?} of pod {name} is gone", pod.spec.node_name),
-            )
-        } else {
-            e
-        }
-    })?;
     let url = kubelet_url(&node, &pod, container, &call.query)?;
-    let http = herd_http::Client::new().with_timeout(Duration::from_secs(10));
+    let http = herd_http::Client::new().with_timeout(CONNECT);
     let (mut writer, reader) = tokio::io::duplex(64 * 1024);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), herd_http::Error>>();
     let shutdown = call.shutdown.clone();

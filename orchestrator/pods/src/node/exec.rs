@@ -1,0 +1,323 @@
+//! The kubelet's exec endpoint on the agent API:
+//! `GET /exec/{namespace}/{pod}/{container}?command=…&stdin=&stdout=&stderr=&tty=`
+//! upgraded to a WebSocket that speaks Kubernetes' channel protocol
+//! (`v5.channel.k8s.io`, or `v4`): every binary message starts with its
+//! channel — 0 stdin, 1 stdout, 2 stderr, 3 the final `Status`, 4 terminal
+//! resizes, 255 (v5) "this channel is closed" — and carries the bytes of a
+//! `docker exec` in the pod's running container. The API server's
+//! `pods/{name}/exec` proxies here, to the node the pod runs on, so
+//! `kubectl exec` reaches the container from any agent.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use bollard::container::LogOutput;
+use bytes::Bytes;
+use futures::{SinkExt, StreamExt};
+use serde_json::json;
+use tokio::io::AsyncWriteExt;
+
+use super::DockerSlot;
+use super::docker::{Docker, label};
+
+/// The channel protocols spoken, preferred first (kubectl 1.30 and later
+/// offer v5 first; v4 cannot say "stdin is closed").
+pub const PROTOCOLS: [&str; 2] = ["v5.channel.k8s.io", "v4.channel.k8s.io"];
+
+const STDIN: u8 = 0;
+const STDOUT: u8 = 1;
+const STDERR: u8 = 2;
+const ERROR: u8 = 3;
+const RESIZE: u8 = 4;
+const CLOSE: u8 = 255;
+
+/// What an exec request asks for, from its query (`command` repeats).
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ExecRequest {
+    pub command: Vec<String>,
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+    pub tty: bool,
+}
+
+impl ExecRequest {
+    /// Parses `command=ls&command=-l&stdout=true…`; a request without a
+    /// command is refused by name.
+    pub fn parse(query: &str) -> Result<ExecRequest, String> {
+        let mut r = ExecRequest::default();
+        for (k, v) in url_pairs(query) {
+            let on = v == "true" || v == "1";
+            match k.as_str() {
+                "command" => r.command.push(v),
+                "stdin" => r.stdin = on,
+                "stdout" => r.stdout = on,
+                "stderr" => r.stderr = on,
+                "tty" => r.tty = on,
+                _ => {}
+            }
+        }
+        if r.command.is_empty() {
+            return Err("you must specify at least one command for the container".into());
+        }
+        Ok(r)
+    }
+}
+
+/// `k=v` pairs of a query string, percent-decoded (`+` is a space).
+pub fn url_pairs(query: &str) -> Vec<(String, String)> {
+    let decode = |s: &str| {
+        percent_encoding::percent_decode_str(&s.replace('+', " "))
+            .decode_utf8_lossy()
+            .into_owned()
+    };
+    query
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| match p.split_once('=') {
+            Some((k, v)) => (decode(k), decode(v)),
+            None => (decode(p), String::new()),
+        })
+        .collect()
+}
+
+#[derive(Clone)]
+struct ExecState {
+    docker: Arc<DockerSlot>,
+    node: String,
+}
+
+/// The exec route the agent API serves for the kubelet.
+pub fn routes(docker: Arc<DockerSlot>, node: &str) -> Router {
+    Router::new()
+        .route(
+            "/exec/{namespace}/{pod}/{container}",
+            axum::routing::get(exec),
+        )
+        .with_state(ExecState {
+            docker,
+            node: node.to_owned(),
+        })
+}
+
+fn plain(status: StatusCode, text: String) -> Response {
+    (status, text).into_response()
+}
+
+async fn exec(
+    State(s): State<ExecState>,
+    Path((namespace, pod, container)): Path<(String, String, String)>,
+    RawQuery(query): RawQuery,
+    upgrade: WebSocketUpgrade,
+) -> Response {
+    let request = match ExecRequest::parse(query.as_deref().unwrap_or("")) {
+        Ok(r) => r,
+        Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+    };
+    let Some(docker) = s.docker.get() else {
+        return plain(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the container runtime of node {} is down", s.node),
+        );
+    };
+    let found = match docker.list(label::POD_NAME, &pod).await {
+        Ok(found) => found,
+        Err(e) => return plain(StatusCode::BAD_GATEWAY, e.message()),
+    };
+    let Some(target) = found
+        .into_iter()
+        .filter(|c| c.namespace == namespace && c.name == container && c.is_running())
+        .max_by(|a, b| a.created.cmp(&b.created))
+    else {
+        return plain(
+            StatusCode::NOT_FOUND,
+            format!(
+                "container {container:?} of pod {pod:?} is not running on node {}",
+                s.node
+            ),
+        );
+    };
+    // Started before the upgrade, so a command that cannot start is an
+    // HTTP error kubectl prints, not a broken stream.
+    let attached = match docker
+        .exec_attached(
+            &target.id,
+            request.command.clone(),
+            request.stdin,
+            request.tty,
+        )
+        .await
+    {
+        Ok(a) => a,
+        Err(e) => return plain(StatusCode::BAD_GATEWAY, e.message()),
+    };
+    upgrade
+        .protocols(PROTOCOLS)
+        .on_upgrade(move |socket| async move {
+            let v5 = socket
+                .protocol()
+                .is_some_and(|p| p.as_bytes() == PROTOCOLS[0].as_bytes());
+            if let Err(e) = relay(socket, docker, attached, request, v5).await {
+                tracing::info!(pod, container, error = %e, "exec stream ended early");
+            }
+        })
+}
+
+/// One message on `channel`.
+fn frame(channel: u8, data: &[u8]) -> Message {
+    let mut v = Vec::with_capacity(data.len() + 1);
+    v.push(channel);
+    v.extend_from_slice(data);
+    Message::Binary(Bytes::from(v))
+}
+
+/// The `Status` the error channel carries at the end, as the kubelet
+/// writes it: success, or the exit code kubectl exits with.
+pub fn final_status(command: &[String], code: Option<i64>) -> serde_json::Value {
+    match code {
+        Some(0) => json!({"metadata": {}, "status": "Success"}),
+        Some(code) => json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": format!("command terminated with non-zero exit code: error executing command {command:?}, exit code {code}"),
+            "reason": "NonZeroExitCode",
+            "details": {"causes": [{"reason": "ExitCode", "message": code.to_string()}]},
+        }),
+        None => json!({
+            "metadata": {},
+            "status": "Failure",
+            "message": "the exec ended without an exit code",
+            "reason": "InternalError",
+        }),
+    }
+}
+
+/// Carries the client's stdin and resizes to the exec, and its output
+/// back, then the final status; ends when the command has ended.
+async fn relay(
+    socket: WebSocket,
+    docker: Docker,
+    attached: super::docker::AttachedExec,
+    request: ExecRequest,
+    v5: bool,
+) -> Result<(), String> {
+    let (mut tx, mut rx) = socket.split();
+    let super::docker::AttachedExec {
+        id,
+        mut output,
+        mut input,
+    } = attached;
+    // The client's side: stdin bytes, "stdin closed" (v5), resizes. It
+    // ends with the socket; the command may outlive it by its own stdin.
+    let resize_docker = docker.clone();
+    let resize_id = id.clone();
+    let inbound = async move {
+        let mut stdin_open = request.stdin;
+        while let Some(Ok(msg)) = rx.next().await {
+            let Message::Binary(data) = msg else {
+                if matches!(msg, Message::Close(_)) {
+                    break;
+                }
+                continue;
+            };
+            match (data.first(), stdin_open) {
+                (Some(&STDIN), true) => stdin_open = input.write_all(&data[1..]).await.is_ok(),
+                (Some(&CLOSE), true) if v5 && data.get(1) == Some(&STDIN) => {
+                    let _ = input.shutdown().await;
+                    stdin_open = false;
+                }
+                (Some(&RESIZE), _) => {
+                    #[derive(serde::Deserialize)]
+                    #[serde(rename_all = "PascalCase")]
+                    struct Size {
+                        width: u16,
+                        height: u16,
+                    }
+                    if let Ok(size) = serde_json::from_slice::<Size>(&data[1..]) {
+                        let _ = resize_docker
+                            .resize_exec(&resize_id, size.width, size.height)
+                            .await;
+                    }
+                }
+                _ => {}
+            }
+        }
+        let _ = input.shutdown().await;
+    };
+    let inbound = tokio::spawn(inbound);
+    let result = async {
+        while let Some(chunk) = output.next().await {
+            let (channel, bytes) = match chunk.map_err(|e| e.to_string())? {
+                LogOutput::StdOut { message } | LogOutput::Console { message } => (STDOUT, message),
+                LogOutput::StdErr { message } => (STDERR, message),
+                LogOutput::StdIn { .. } => continue,
+            };
+            let wanted = if channel == STDOUT {
+                request.stdout
+            } else {
+                request.stderr
+            };
+            if wanted {
+                tx.send(frame(channel, &bytes))
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
+        }
+        // The output ends as the process does; dockerd may record the
+        // exit code a moment later.
+        let mut code = None;
+        for _ in 0..50 {
+            code = docker.exit_code(&id).await.map_err(|e| e.message())?;
+            if code.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let status = final_status(&request.command, code);
+        tx.send(frame(ERROR, status.to_string().as_bytes()))
+            .await
+            .map_err(|e| e.to_string())?;
+        // A normal closure (1000): kubectl reads it as the streams' end;
+        // a close without a code is an error to it.
+        let _ = tx
+            .send(Message::Close(Some(CloseFrame {
+                code: close_code::NORMAL,
+                reason: "".into(),
+            })))
+            .await;
+        Ok(())
+    }
+    .await;
+    inbound.abort();
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn requests_parse_repeated_commands_and_flags() {
+        let r = ExecRequest::parse(
+            "command=sh&command=-c&command=echo+hi%3B+exit+3&stdin=true&stdout=true&stderr=1&tty=false",
+        )
+        .unwrap();
+        assert_eq!(r.command, ["sh", "-c", "echo hi; exit 3"]);
+        assert!(r.stdin && r.stdout && r.stderr && !r.tty);
+        let err = ExecRequest::parse("stdout=true").unwrap_err();
+        assert!(err.contains("command"), "{err}");
+    }
+
+    #[test]
+    fn a_non_zero_exit_is_a_status_kubectl_exits_with() {
+        let s = final_status(&["false".into()], Some(3));
+        assert_eq!(s["reason"], "NonZeroExitCode");
+        assert_eq!(s["details"]["causes"][0]["message"], "3");
+        assert_eq!(final_status(&[], Some(0))["status"], "Success");
+    }
+}
