@@ -84,7 +84,15 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(run(cli.command))
+    let result = runtime.block_on(run(cli.command));
+    // `herd exec` exits with the remote command's code, as kubectl does.
+    if let Err(e) = &result
+        && let Some(status) = e.downcast_ref::<herd_pods::cli::exec::ExitStatus>()
+    {
+        drop(runtime);
+        std::process::exit(status.0);
+    }
+    result
 }
 
 async fn run(command: Command) -> anyhow::Result<()> {

@@ -8,6 +8,10 @@ fn names(pkgs: &[&herd_image::debindex::Package]) -> Vec<String> {
 
 /// What apt itself installs for `packages` on an empty system (no Recommends, as herd).
 fn apt_closure(packages: &[&str]) -> Vec<String> {
+    // `--print-uris` leaves out what the archive cache already holds: a
+    // machine where `scripts/deps` just installed docker.io keeps its debs
+    // there (Debian's default), so apt gets an empty cache of its own.
+    let archives = tempfile::tempdir().unwrap();
     let out = std::process::Command::new("apt-get")
         .args([
             "install",
@@ -18,7 +22,12 @@ fn apt_closure(packages: &[&str]) -> Vec<String> {
             "Debug::NoLocking=1",
             "-o",
             "Dir::State::status=/dev/null",
+            "-o",
         ])
+        .arg(format!(
+            "Dir::Cache::Archives={}",
+            archives.path().display()
+        ))
         .args(packages)
         .output()
         .unwrap();

@@ -374,13 +374,30 @@ impl NodeLab {
 
     /// Runs kubectl with `stdin` (if any) as its input.
     pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        let config = format!("--kubeconfig={}", self.kubeconfig.display());
+        let mut full = vec![config.as_str()];
+        full.extend_from_slice(args);
+        self.client_run(Path::new("/usr/bin/kubectl"), &full, stdin)
+    }
+
+    /// Runs a `herd` verb (`herd exec …`) in the client namespace against
+    /// agent 0's API.
+    pub fn herd_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        // The flag goes right after the verb: exec's command follows `--`.
+        let server = api_url(0);
+        let mut full = args[..1].to_vec();
+        full.extend(["--server", server.as_str()]);
+        full.extend_from_slice(&args[1..]);
+        self.client_run(&crate::bin::herd(), &full, stdin)
+    }
+
+    fn client_run(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> Output {
         let net = self.cluster.net.as_ref().expect("a namespace lab");
         let mut child = net
             .client
             .command("timeout")
             .arg("60")
-            .arg("/usr/bin/kubectl")
-            .arg(format!("--kubeconfig={}", self.kubeconfig.display()))
+            .arg(program)
             .args(args)
             .stdin(if stdin.is_some() {
                 Stdio::piped()

@@ -155,8 +155,19 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
     let a_id = container_id(a, "web").unwrap();
     let b_id = container_id(b, "web").unwrap();
 
-    // Service env, the pod's hostname, the emptyDir and the limits.
-    let env = da.docker_ok(&["exec", &a_id, "cat", "/www/env"]);
+    // Service env, the pod's hostname, the emptyDir and the limits. A
+    // running container may not have run its first lines yet: the files
+    // are waited for.
+    let env = wait::until(
+        "the container to write /www/env",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || {
+            let out = da.docker(&["exec", &a_id, "cat", "/www/env"]);
+            (out.status.success() && !out.stdout.is_empty())
+                .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+        },
+    );
     for want in [
         format!("REDIS_MASTER_SERVICE_HOST={redis_ip}"),
         "REDIS_MASTER_SERVICE_PORT=6379".to_owned(),
@@ -170,7 +181,12 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
             "{want} missing from the pod's env:\n{env}"
         );
     }
-    assert_eq!(da.docker_ok(&["exec", &a_id, "cat", "/scratch/x"]), "x");
+    wait::until(
+        "the container to write /scratch/x",
+        Duration::from_secs(30),
+        Duration::from_millis(300),
+        || (da.docker(&["exec", &a_id, "cat", "/scratch/x"]).stdout == b"x\n").then_some(()),
+    );
     let limits = da.docker_ok(&[
         "inspect",
         "-f",
@@ -276,6 +292,24 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         "through stdin\ndone\n"
+    );
+    // herd's own verbs do the same without kubectl.
+    let out = lab.herd_with_stdin(
+        &["exec", "-i", &name(a), "--", "/bin/sh", "-c", "cat; exit 4"],
+        Some("via herd\n"),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "herd exec: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "via herd\n");
+    let out = lab.herd_with_stdin(&["logs", &name(a)], None);
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("started {}", name(a))),
+        "herd logs: {}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let out = lab.kubectl(&["exec", &name(a), "-c", "nope", "--", "true"]);
     assert!(!out.status.success());

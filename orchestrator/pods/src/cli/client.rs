@@ -237,6 +237,23 @@ impl Api {
         })
     }
 
+    /// Opens `path` as a stream (a pod's log), or its refusal.
+    pub async fn open(&self, path: &str) -> Result<herd_http::Streaming, CallError> {
+        let req = self.request(Method::GET, path);
+        match self.http.open(req).await {
+            Ok(b) => Ok(b),
+            Err(herd_http::Error::Status { status, body, .. }) => {
+                Err(Refused::from_body(status.as_u16(), body.as_bytes()).into())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The bearer token requests carry, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// The client's own HTTP client (for benchmarks that pace requests).
     pub fn http(&self) -> &herd_http::Client {
         &self.http

@@ -1,14 +1,16 @@
 //! The kubectl-like `herd` verbs, for people without kubectl: clients of
 //! the pods API (through `herd-http`) that apply manifests, get, watch,
 //! describe, delete, scale and label objects, follow and undo Deployment
-//! rollouts, and run kubectl 1.x's `rolling-update` of a
-//! ReplicationController — plus `herd bench pods`.
+//! rollouts, run kubectl 1.x's `rolling-update` of a
+//! ReplicationController, print a container's logs and exec in it — plus
+//! `herd bench pods`.
 
 pub mod apply;
 pub mod bench;
 
 pub mod client;
 pub mod edit;
+pub mod exec;
 pub mod get;
 pub mod manifest;
 pub mod rolling;
@@ -44,6 +46,10 @@ pub enum Command {
     Rollout(rollout::RolloutCommand),
     /// Replace a ReplicationController's pods one at a time (kubectl 1.x's rolling-update).
     RollingUpdate(rolling::RollingUpdateArgs),
+    /// Print a container's output (`-f` to follow), from any agent.
+    Logs(exec::LogsArgs),
+    /// Run a command in a pod's container (`herd exec POD [-i] -- CMD…`); exits with its code.
+    Exec(exec::ExecArgs),
 }
 
 /// Where the API is: every verb takes these.
@@ -98,6 +104,8 @@ pub async fn run(command: Command, shutdown: CancellationToken) -> anyhow::Resul
         Command::Label(a) => edit::label(a).await,
         Command::Rollout(c) => rollout::run(c, shutdown).await,
         Command::RollingUpdate(a) => rolling::run(a, shutdown).await,
+        Command::Logs(a) => exec::logs(a).await,
+        Command::Exec(a) => exec::exec(a).await,
     }
 }
 
