@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::netns::Netns;
-use crate::pods::{API_PORT, api_url, kubeconfig};
+use crate::pods::{API_PORT, Kubectl, api_url, kubeconfig};
 use crate::process::{Guard, spawn};
 use crate::store::{Cluster, Topology};
 use crate::{require, wait};
@@ -367,17 +367,33 @@ impl NodeLab {
         )
     }
 
-    /// Runs kubectl (1.32) in the client namespace against agent 0.
+    /// Runs the newest kubectl this machine has in the client namespace
+    /// against agent 0.
     pub fn kubectl(&self, args: &[&str]) -> Output {
-        self.kubectl_with_stdin(args, None)
+        self.kubectl_as(Kubectl::present()[0], args, None)
     }
 
-    /// Runs kubectl with `stdin` (if any) as its input.
-    pub fn kubectl_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> Output {
+    /// Runs kubectl `version` with `stdin` (if any) as its input.
+    pub fn kubectl_as(&self, version: Kubectl, args: &[&str], stdin: Option<&str>) -> Output {
         let config = format!("--kubeconfig={}", self.kubeconfig.display());
         let mut full = vec![config.as_str()];
         full.extend_from_slice(args);
-        self.client_run(Path::new("/usr/bin/kubectl"), &full, stdin)
+        self.client_run(&version.path(), &full, stdin)
+    }
+
+    /// The lines of every agent's log that mention `needle` (for a
+    /// failure's message), each with its agent's name.
+    pub fn agent_log_lines(&self, needle: &str) -> String {
+        let mut lines = Vec::new();
+        for m in &self.cluster.members {
+            let log = std::fs::read_to_string(&m.log).unwrap_or_default();
+            lines.extend(
+                log.lines()
+                    .filter(|l| l.contains(needle))
+                    .map(|l| format!("{}: {l}", m.name)),
+            );
+        }
+        lines.join("\n")
     }
 
     /// Runs a `herd` verb (`herd exec …`) in the client namespace against

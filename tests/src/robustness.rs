@@ -5,8 +5,8 @@
 //! is linearizable, no acknowledged write was lost, and the watch guarantees.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use herd_client::proto::etcdserverpb::{
@@ -290,23 +290,56 @@ async fn execute(
     })
 }
 
+/// What [`run_writers`] has done so far, readable while it runs, so a
+/// test can wait for progress instead of sleeping a guessed time, and say
+/// why the writes stalled when they do.
+#[derive(Debug, Default)]
+pub struct WriteProgress {
+    acked: AtomicUsize,
+    failed: AtomicUsize,
+    last_error: Mutex<String>,
+}
+
+impl WriteProgress {
+    pub fn acked(&self) -> usize {
+        self.acked.load(Ordering::Relaxed)
+    }
+
+    /// Failed puts so far and the last error, for a failure message.
+    pub fn failures(&self) -> String {
+        format!(
+            "{} puts failed, the last with: {}",
+            self.failed.load(Ordering::Relaxed),
+            self.last_error.lock().expect("progress lock")
+        )
+    }
+
+    fn fail(&self, error: String) {
+        self.failed.fetch_add(1, Ordering::Relaxed);
+        *self.last_error.lock().expect("progress lock") = error;
+    }
+}
+
 /// Writers for durability checks: `writers` clients, writer `i` on
 /// `endpoints[i % n]`, each putting unique keys `{prefix}{i}/{seq}` one
-/// after another until `stop` is set. Returns every acknowledged
-/// (key, value); a failed put is retried with a new key after a pause.
+/// after another until `stop` is set, counting into `progress`. Returns
+/// every acknowledged (key, value); a failed put is retried with a new key
+/// after a pause.
 pub async fn run_writers(
     endpoints: Vec<String>,
     credentials: Credentials,
     writers: usize,
     prefix: &'static str,
     stop: Arc<AtomicBool>,
+    progress: Arc<WriteProgress>,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
     let mut tasks = tokio::task::JoinSet::new();
     for w in 0..writers {
-        let mut kv = Client::lazy_with(&endpoints[w % endpoints.len()], &credentials)
+        let endpoint = endpoints[w % endpoints.len()].clone();
+        let mut kv = Client::lazy_with(&endpoint, &credentials)
             .expect("endpoint")
             .kv();
-        let stop = Arc::clone(&stop);
+        let (stop, progress) = (Arc::clone(&stop), Arc::clone(&progress));
         tasks.spawn(async move {
             let mut acked = Vec::new();
             let mut seq = 0u64;
@@ -319,10 +352,17 @@ pub async fn run_writers(
                     value: value.clone(),
                     ..Default::default()
                 });
-                match tokio::time::timeout(Duration::from_secs(3), put).await {
-                    Ok(Ok(_)) => acked.push((key, value)),
-                    _ => tokio::time::sleep(Duration::from_millis(200)).await,
-                }
+                let error = match tokio::time::timeout(Duration::from_secs(3), put).await {
+                    Ok(Ok(_)) => {
+                        acked.push((key, value));
+                        progress.acked.fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    Ok(Err(e)) => format!("{endpoint}: {e}"),
+                    Err(_) => format!("{endpoint}: no answer in 3 s"),
+                };
+                progress.fail(error);
+                tokio::time::sleep(Duration::from_millis(200)).await;
             }
             acked
         });

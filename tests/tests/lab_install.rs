@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use herd_tests::lab::{Down, endpoint, etcdctl, lab, leader, serving, status};
 use herd_tests::netns::Entry;
-use herd_tests::robustness::{check_acknowledged, run_writers};
+use herd_tests::robustness::{WriteProgress, check_acknowledged, run_writers};
 use herd_tests::{require, wait};
 
 /// `etcdctl member list` as (name, hex id) pairs, sorted.
@@ -51,6 +51,21 @@ fn serial(lab_dir: &Path, machine: &str) -> String {
 const M1: &str = "10.77.0.11:2379";
 const MACHINES: [&str; 3] = ["m1", "m2", "m3"];
 
+/// Waits until `progress` counts `target` acknowledged writes; a cluster
+/// that cannot get there in minutes is broken, and the writers say how.
+fn wait_for_writes(progress: &WriteProgress, target: usize, when: &str) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(300);
+    while progress.acked() < target {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "only {} of {target} writes acknowledged {when}; {}",
+            progress.acked(),
+            progress.failures()
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
 /// Writers load the cluster (one per machine) for a while, then the power
 /// of `cut` is pulled at the same instant while they keep writing; the
 /// machines boot from their disks, and every write acknowledged before,
@@ -63,6 +78,7 @@ fn power_cut_under_load(
 ) {
     let endpoints: Vec<String> = MACHINES.iter().map(|m| endpoint(m)).collect();
     let stop = Arc::new(AtomicBool::new(false));
+    let progress = Arc::new(WriteProgress::default());
     let credentials = herd_tests::lab::credentials(lab_dir);
     let writers = rt.spawn(run_writers(
         endpoints.clone(),
@@ -70,33 +86,49 @@ fn power_cut_under_load(
         6,
         prefix,
         Arc::clone(&stop),
+        Arc::clone(&progress),
     ));
-    // Long enough for dozens of acknowledged writes even when TCG guests
-    // share the host with the rest of the suite (8 s once gave 18).
-    std::thread::sleep(Duration::from_secs(20));
+    // Dozens of acknowledged writes before the cut, however slowly TCG
+    // guests sharing the host with the rest of the suite commit them.
+    wait_for_writes(&progress, 40, "before the power cut");
     let mut kill = vec!["kill"];
     kill.extend_from_slice(cut);
     lab(lab_dir, &kill);
-    eprintln!("power cut: {cut:?}");
+    eprintln!("power cut: {cut:?} after {} writes", progress.acked());
     std::thread::sleep(Duration::from_secs(3));
     for m in cut {
         lab(lab_dir, &["boot", m]);
     }
-    wait::until(
-        "every machine back in the cluster from its disk",
-        Duration::from_secs(400),
-        Duration::from_secs(2),
-        || (serving(&status(lab_dir)).len() == MACHINES.len()).then_some(()),
+    let deadline = std::time::Instant::now() + Duration::from_secs(400);
+    while serving(&status(lab_dir)).len() < MACHINES.len() {
+        if std::time::Instant::now() > deadline {
+            let consoles: Vec<String> = cut
+                .iter()
+                .map(|m| {
+                    let log = serial(lab_dir, m);
+                    let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                    format!(
+                        "--- {m}'s console, last lines:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect();
+            panic!(
+                "the machines are not all back in the cluster 400 s after the power cut of {cut:?}; status:\n{:#}\n{}",
+                status(lab_dir),
+                consoles.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    // The cluster takes writes again once it is whole.
+    wait_for_writes(
+        &progress,
+        progress.acked() + 10,
+        "after the power came back",
     );
-    // Keep writing a little after the cluster is whole again.
-    std::thread::sleep(Duration::from_secs(10));
     stop.store(true, Ordering::Relaxed);
     let acked = rt.block_on(writers).expect("writers");
-    assert!(
-        acked.len() >= 50,
-        "too few writes were acknowledged to prove anything ({})",
-        acked.len()
-    );
     let stored = wait::until(
         "a linearizable read of everything written",
         Duration::from_secs(60),

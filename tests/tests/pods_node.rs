@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use herd_tests::net::read_env;
 use herd_tests::node_lab::{BUSYBOX, NodeLab, container_id, machine_of, ready};
+use herd_tests::pods::Kubectl;
 use herd_tests::wait;
 use serde_json::{Value, json};
 
@@ -237,62 +238,12 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
     da.docker_ok(&["exec", &a_id, "sh", "-c", "echo y > /www/ready"]);
     lab.wait_pod("pod a to be Ready again", &name(a), ready);
 
-    // kubectl logs reaches the container on its machine, from agent 0's API.
-    let out = lab.kubectl(&["logs", &name(a)]);
-    assert!(
-        out.status.success(),
-        "kubectl logs: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stdout).contains(&format!("started {}", name(a))),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-
-    // kubectl exec reaches it the same way, over a WebSocket the API
-    // server hands to the pod's kubelet: both output streams, the exit
-    // code, and stdin to its end.
-    let out = lab.kubectl(&[
-        "exec",
-        &name(a),
-        "--",
-        "/bin/sh",
-        "-c",
-        "echo out-$(hostname); echo err >&2; exit 3",
-    ]);
-    let (stdout, stderr) = (
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr),
-    );
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "kubectl exec: {stdout} {stderr}"
-    );
-    assert_eq!(stdout.trim(), format!("out-{}", name(a)), "{stderr}");
-    assert!(stderr.contains("err"), "{stderr}");
-    let out = lab.kubectl_with_stdin(
-        &[
-            "exec",
-            "-i",
-            &name(a),
-            "--",
-            "/bin/sh",
-            "-c",
-            "cat; echo done",
-        ],
-        Some("through stdin\n"),
-    );
-    assert!(
-        out.status.success(),
-        "kubectl exec -i: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "through stdin\ndone\n"
-    );
+    // kubectl logs and exec reach the container on its machine from agent
+    // 0's API, which hands exec's upgrade to the pod's kubelet: a
+    // WebSocket from kubectl 1.32, SPDY from Debian's 1.20.
+    for k in Kubectl::present() {
+        kubectl_reaches_the_container(&lab, k, &name(a));
+    }
     // herd's own verbs do the same without kubectl.
     let out = lab.herd_with_stdin(
         &["exec", "-i", &name(a), "--", "/bin/sh", "-c", "cat; exit 4"],
@@ -495,4 +446,59 @@ fn bad_input_and_probes(lab: &NodeLab) {
     for name in ["missing", "crasher", "liveness"] {
         lab.delete(&format!("{PODS}/{name}"));
     }
+}
+
+/// `kubectl logs` and `kubectl exec` (both output streams, the exit code,
+/// stdin to its end) on pod `name`'s web container, with kubectl `k`.
+fn kubectl_reaches_the_container(lab: &NodeLab, k: Kubectl, name: &str) {
+    let out = lab.kubectl_as(k, &["logs", name], None);
+    assert!(
+        out.status.success(),
+        "kubectl {k:?} logs: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains(&format!("started {}", name)),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+
+    let out = lab.kubectl_as(
+        k,
+        &[
+            "exec",
+            name,
+            "--",
+            "/bin/sh",
+            "-c",
+            "echo out-$(hostname); echo err >&2; exit 3",
+        ],
+        None,
+    );
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "kubectl {k:?} exec: {stdout} {stderr}\nthe agents said:\n{}",
+        lab.agent_log_lines("exec")
+    );
+    assert_eq!(stdout.trim(), format!("out-{}", name), "{stderr}");
+    assert!(stderr.contains("err"), "{stderr}");
+    let out = lab.kubectl_as(
+        k,
+        &["exec", "-i", name, "--", "/bin/sh", "-c", "cat; echo done"],
+        Some("through stdin\n"),
+    );
+    assert!(
+        out.status.success(),
+        "kubectl {k:?} exec -i: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "through stdin\ndone\n"
+    );
 }

@@ -105,15 +105,10 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             .as_ref()
             .map(|k| herd_pods::node::DockerSlot::new(&k.docker_host));
         if let Some(docker) = &kubelet_docker {
-            routes = routes
-                .merge(herd_pods::node::logs::routes(
-                    std::sync::Arc::clone(docker),
-                    &settings.name,
-                ))
-                .merge(herd_pods::node::exec::routes(
-                    std::sync::Arc::clone(docker),
-                    &settings.name,
-                ));
+            routes = routes.merge(herd_pods::node::api::routes(
+                std::sync::Arc::clone(docker),
+                &settings.name,
+            ));
         }
         let mut daemon_port = None;
         if let Some(addr) = settings.listen_api {

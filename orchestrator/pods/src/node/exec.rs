@@ -5,25 +5,24 @@
 //! channel — 0 stdin, 1 stdout, 2 stderr, 3 the final `Status`, 4 terminal
 //! resizes, 255 (v5) "this channel is closed" — and carries the bytes of a
 //! `docker exec` in the pod's running container. The API server's
-//! `pods/{name}/exec` proxies here, to the node the pod runs on, so
-//! `kubectl exec` reaches the container from any agent.
+//! `pods/{name}/exec` proxies here ([`super::api`]), so `kubectl exec`
+//! reaches the container from any agent. Older kubectls upgrade to SPDY
+//! instead and get the same streams as SPDY streams ([`super::exec_spdy`]).
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade, close_code};
-use axum::extract::{Path, RawQuery, State};
+use axum::extract::{FromRequestParts, Path, RawQuery, Request, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use bollard::container::LogOutput;
 use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use super::DockerSlot;
-use super::docker::{Docker, label};
+use super::api::{KubeletApi, plain};
+use super::docker::Docker;
 
 /// The channel protocols spoken, preferred first (kubectl 1.30 and later
 /// offer v5 first; v4 cannot say "stdin is closed").
@@ -86,54 +85,42 @@ pub fn url_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
-#[derive(Clone)]
-struct ExecState {
-    docker: Arc<DockerSlot>,
-    node: String,
-}
-
-/// The exec route the agent API serves for the kubelet.
-pub fn routes(docker: Arc<DockerSlot>, node: &str) -> Router {
-    Router::new()
-        .route(
-            "/exec/{namespace}/{pod}/{container}",
-            axum::routing::get(exec),
-        )
-        .with_state(ExecState {
-            docker,
-            node: node.to_owned(),
-        })
-}
-
-fn plain(status: StatusCode, text: String) -> Response {
-    (status, text).into_response()
-}
-
-async fn exec(
-    State(s): State<ExecState>,
+pub(crate) async fn exec(
+    State(s): State<KubeletApi>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     RawQuery(query): RawQuery,
-    upgrade: WebSocketUpgrade,
+    req: Request,
 ) -> Response {
+    // SPDY (kubectl before 1.30) or a WebSocket: decided before anything
+    // starts, so a request that is neither is refused by name.
+    let (mut parts, _) = req.into_parts();
+    let transport = if super::exec_spdy::wants_spdy(&parts.headers) {
+        match super::exec_spdy::Upgrade::from_parts(&mut parts) {
+            Ok(u) => Transport::Spdy(u),
+            Err(why) => return plain(StatusCode::BAD_REQUEST, why),
+        }
+    } else {
+        match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+            Ok(u) => Transport::WebSocket(u),
+            Err(e) => {
+                return plain(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "exec needs a WebSocket (v5/v4.channel.k8s.io) or SPDY/3.1 upgrade: {e}"
+                    ),
+                );
+            }
+        }
+    };
     let request = match ExecRequest::parse(query.as_deref().unwrap_or("")) {
         Ok(r) => r,
         Err(why) => return plain(StatusCode::BAD_REQUEST, why),
     };
-    let Some(docker) = s.docker.get() else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the container runtime of node {} is down", s.node),
-        );
-    };
-    let found = match docker.list(label::POD_NAME, &pod).await {
+    let (docker, runs) = match s.runs(&namespace, &pod, &container).await {
         Ok(found) => found,
-        Err(e) => return plain(StatusCode::BAD_GATEWAY, e.message()),
+        Err(reply) => return reply,
     };
-    let Some(target) = found
-        .into_iter()
-        .filter(|c| c.namespace == namespace && c.name == container && c.is_running())
-        .max_by(|a, b| a.created.cmp(&b.created))
-    else {
+    let Some(target) = runs.into_iter().rev().find(|c| c.is_running()) else {
         return plain(
             StatusCode::NOT_FOUND,
             format!(
@@ -156,16 +143,27 @@ async fn exec(
         Ok(a) => a,
         Err(e) => return plain(StatusCode::BAD_GATEWAY, e.message()),
     };
-    upgrade
-        .protocols(PROTOCOLS)
-        .on_upgrade(move |socket| async move {
-            let v5 = socket
-                .protocol()
-                .is_some_and(|p| p.as_bytes() == PROTOCOLS[0].as_bytes());
-            if let Err(e) = relay(socket, docker, attached, request, v5).await {
-                tracing::info!(pod, container, error = %e, "exec stream ended early");
-            }
-        })
+    match transport {
+        Transport::Spdy(upgrade) => upgrade.accept(docker, attached, request, pod, container),
+        Transport::WebSocket(upgrade) => {
+            upgrade
+                .protocols(PROTOCOLS)
+                .on_upgrade(move |socket| async move {
+                    let v5 = socket
+                        .protocol()
+                        .is_some_and(|p| p.as_bytes() == PROTOCOLS[0].as_bytes());
+                    if let Err(e) = relay(socket, docker, attached, request, v5).await {
+                        tracing::info!(pod, container, error = %e, "exec stream ended early");
+                    }
+                })
+        }
+    }
+}
+
+/// How the client's streams travel.
+enum Transport {
+    WebSocket(WebSocketUpgrade),
+    Spdy(super::exec_spdy::Upgrade),
 }
 
 /// One message on `channel`.
@@ -194,6 +192,38 @@ pub fn final_status(command: &[String], code: Option<i64>) -> serde_json::Value 
             "message": "the exec ended without an exit code",
             "reason": "InternalError",
         }),
+    }
+}
+
+/// The final `Status` of exec `id` once it has ended: the output ends as
+/// the process does, and dockerd may record the exit code a moment later.
+pub(crate) async fn exit_status(
+    docker: &Docker,
+    id: &str,
+    command: &[String],
+) -> Result<serde_json::Value, String> {
+    let mut code = None;
+    for _ in 0..50 {
+        code = docker.exit_code(id).await.map_err(|e| e.message())?;
+        if code.is_some() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Ok(final_status(command, code))
+}
+
+/// Applies a terminal resize (`{"Width":…,"Height":…}`, as kubectl sends
+/// it) to exec `id`; anything else is ignored.
+pub(crate) async fn resize(docker: &Docker, id: &str, json: &[u8]) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Size {
+        width: u16,
+        height: u16,
+    }
+    if let Ok(size) = serde_json::from_slice::<Size>(json) {
+        let _ = docker.resize_exec(id, size.width, size.height).await;
     }
 }
 
@@ -231,19 +261,7 @@ async fn relay(
                     let _ = input.shutdown().await;
                     stdin_open = false;
                 }
-                (Some(&RESIZE), _) => {
-                    #[derive(serde::Deserialize)]
-                    #[serde(rename_all = "PascalCase")]
-                    struct Size {
-                        width: u16,
-                        height: u16,
-                    }
-                    if let Ok(size) = serde_json::from_slice::<Size>(&data[1..]) {
-                        let _ = resize_docker
-                            .resize_exec(&resize_id, size.width, size.height)
-                            .await;
-                    }
-                }
+                (Some(&RESIZE), _) => resize(&resize_docker, &resize_id, &data[1..]).await,
                 _ => {}
             }
         }
@@ -268,17 +286,7 @@ async fn relay(
                     .map_err(|e| e.to_string())?;
             }
         }
-        // The output ends as the process does; dockerd may record the
-        // exit code a moment later.
-        let mut code = None;
-        for _ in 0..50 {
-            code = docker.exit_code(&id).await.map_err(|e| e.message())?;
-            if code.is_some() {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        let status = final_status(&request.command, code);
+        let status = exit_status(&docker, &id, &request.command).await?;
         tx.send(frame(ERROR, status.to_string().as_bytes()))
             .await
             .map_err(|e| e.to_string())?;

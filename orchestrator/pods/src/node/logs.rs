@@ -1,21 +1,17 @@
 //! The kubelet's logs endpoint on the agent API:
 //! `GET /containerLogs/{namespace}/{pod}/{container}?follow=&tailLines=&timestamps=&previous=`
 //! (the path Kubernetes' kubelet serves), streaming what Docker kept of
-//! the container's output. The API server's `pods/{name}/log` proxies
-//! here, to the node the pod runs on.
+//! the container's output, for the API server's `pods/{name}/log`
+//! ([`super::api`]).
 
-use std::sync::Arc;
-
-use axum::Router;
 use axum::body::Body;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use futures::StreamExt;
 use serde::Deserialize;
 
-use super::DockerSlot;
-use super::docker::label;
+use super::api::{KubeletApi, plain};
 
 /// The query of a logs request (Kubernetes' names).
 #[derive(Debug, Default, Deserialize)]
@@ -35,49 +31,15 @@ fn flag(v: &Option<String>) -> bool {
     v.as_deref().is_some_and(|v| v == "true" || v == "1")
 }
 
-#[derive(Clone)]
-struct LogState {
-    docker: Arc<DockerSlot>,
-    node: String,
-}
-
-/// The routes the agent API serves for the kubelet.
-pub fn routes(docker: Arc<DockerSlot>, node: &str) -> Router {
-    Router::new()
-        .route(
-            "/containerLogs/{namespace}/{pod}/{container}",
-            axum::routing::get(container_logs),
-        )
-        .with_state(LogState {
-            docker,
-            node: node.to_owned(),
-        })
-}
-
-fn plain(status: StatusCode, text: String) -> Response {
-    (status, text).into_response()
-}
-
-async fn container_logs(
-    State(s): State<LogState>,
+pub(crate) async fn container_logs(
+    State(s): State<KubeletApi>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let Some(docker) = s.docker.get() else {
-        return plain(
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("the container runtime of node {} is down", s.node),
-        );
-    };
-    let found = match docker.list(label::POD_NAME, &pod).await {
+    let (docker, runs) = match s.runs(&namespace, &pod, &container).await {
         Ok(found) => found,
-        Err(e) => return plain(StatusCode::BAD_GATEWAY, e.message()),
+        Err(reply) => return reply,
     };
-    let mut runs: Vec<_> = found
-        .into_iter()
-        .filter(|c| c.namespace == namespace && c.name == container)
-        .collect();
-    runs.sort_by(|a, b| a.created.cmp(&b.created));
     let pick = if flag(&q.previous) {
         runs.len().checked_sub(2).map(|i| &runs[i])
     } else {

@@ -19,14 +19,17 @@
 //! adopts running pods (never starting one twice) and a dockerd restart
 //! gets them started again.
 
+pub mod api;
 pub mod docker;
 pub mod exec;
+pub mod exec_spdy;
 pub mod gc;
 pub mod logs;
 pub mod network;
 pub mod node_object;
 pub mod probes;
 pub mod service_env;
+pub mod spdy;
 pub mod start;
 pub mod status;
 pub mod sync;
@@ -114,7 +117,7 @@ pub struct KubeletSettings {
     pub host_ip: IpAddr,
     /// The machine's metadata, as Node labels.
     pub labels: BTreeMap<String, String>,
-    /// Port of the agent API serving [`logs::routes`].
+    /// Port of the agent API serving [`api::routes`].
     pub daemon_port: Option<u16>,
     /// herd's version.
     pub version: String,

@@ -5,8 +5,8 @@
 //! so the channel protocol is the kubelet's business. `kubectl exec` from
 //! any agent reaches the container on whichever machine it runs.
 //!
-//! Only WebSocket upgrades are taken (kubectl 1.30 and later); SPDY, which
-//! older kubectls speak, is refused by name.
+//! Both upgrades kubectl makes are passed on: a WebSocket (kubectl 1.30
+//! and later) and SPDY/3.1 (older kubectls).
 
 use std::time::Duration;
 
@@ -23,29 +23,44 @@ use super::kubelet::{CONNECT, container_of, kubelet_addr, pod_and_node};
 use super::route::Target;
 use crate::api::ApiError;
 use crate::node::exec::url_pairs;
+use crate::node::exec_spdy::{PROTOCOL_HEADER, wants_spdy};
 use crate::registry::Registry;
 
 /// The most a kubelet's answer to the upgrade may carry before its body.
 const MAX_HEAD: usize = 16 * 1024;
 
-/// The headers of a WebSocket handshake passed on to the kubelet.
-const HANDSHAKE: [&str; 4] = [
+/// The headers of a handshake passed on to the kubelet (WebSocket's, and
+/// the remote-command protocols a SPDY client offers).
+const HANDSHAKE: [&str; 5] = [
     "sec-websocket-key",
     "sec-websocket-version",
     "sec-websocket-protocol",
     "sec-websocket-extensions",
+    PROTOCOL_HEADER,
+];
+
+/// The kubelet's handshake answers passed back to the client.
+const ANSWER: [&str; 4] = [
+    "sec-websocket-accept",
+    "sec-websocket-protocol",
+    "sec-websocket-extensions",
+    PROTOCOL_HEADER,
 ];
 
 fn bad_gateway(message: String) -> ApiError {
     ApiError::new(502, "BadGateway", message)
 }
 
-/// Whether `req` asks to become a WebSocket.
-fn wants_websocket(req: &Request) -> bool {
-    req.headers()
-        .get(header::UPGRADE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.eq_ignore_ascii_case("websocket"))
+/// The protocol `req` asks to upgrade to, as the kubelet is asked for it.
+fn upgrade_of(req: &Request) -> Option<&'static str> {
+    let asked = req.headers().get(header::UPGRADE)?.to_str().ok()?.trim();
+    if asked.eq_ignore_ascii_case("websocket") {
+        Some("websocket")
+    } else if wants_spdy(req.headers()) {
+        Some("SPDY/3.1")
+    } else {
+        None
+    }
 }
 
 /// Answers a `pods/{name}/exec` call.
@@ -64,17 +79,16 @@ pub async fn exec(
         .find(|(k, _)| k == "container")
         .map(|(_, v)| v);
     let container = container_of(&pod, asked.as_deref())?.to_owned();
-    // After the pod and container checks: a kubectl that falls back to
-    // SPDY after a refused WebSocket still gets their errors.
-    if !wants_websocket(&req) {
+    // After the pod and container checks, so their errors come first.
+    let Some(protocol) = upgrade_of(&req) else {
         return Err(ApiError::bad_request(
-            "exec needs a WebSocket upgrade (v5.channel.k8s.io, kubectl 1.30 and later); SPDY (older kubectl) is not supported",
+            "exec needs an upgrade to a WebSocket (v5/v4.channel.k8s.io) or to SPDY/3.1",
         ));
-    }
+    };
     let addr = kubelet_addr(&node)?;
 
     let mut head = format!(
-        "GET /exec/{namespace}/{name}/{container}?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        "GET /exec/{namespace}/{name}/{container}?{query} HTTP/1.1\r\nHost: {addr}\r\nConnection: Upgrade\r\nUpgrade: {protocol}\r\n"
     );
     for h in HANDSHAKE {
         for v in req.headers().get_all(h) {
@@ -145,14 +159,9 @@ pub async fn exec(
     *response.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
     let h = response.headers_mut();
     h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
-    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
-    let passed = [
-        "sec-websocket-accept",
-        "sec-websocket-protocol",
-        "sec-websocket-extensions",
-    ];
+    h.insert(header::UPGRADE, HeaderValue::from_static(protocol));
     for (k, v) in headers {
-        if !passed.iter().any(|p| k.eq_ignore_ascii_case(p)) {
+        if !ANSWER.iter().any(|p| k.eq_ignore_ascii_case(p)) {
             continue;
         }
         if let (Ok(k), Ok(v)) = (
