@@ -85,6 +85,8 @@ pub fn url_pairs(query: &str) -> Vec<(String, String)> {
         .collect()
 }
 
+/// `GET /exec/{namespace}/{pod}/{container}`: starts the command in the
+/// pod's running container, then answers the upgrade the client asked for.
 pub(crate) async fn exec(
     State(s): State<KubeletApi>,
     Path((namespace, pod, container)): Path<(String, String, String)>,
