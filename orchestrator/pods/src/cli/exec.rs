@@ -2,7 +2,8 @@
 //! through any agent's API — the same `pods/{name}/log` and
 //! `pods/{name}/exec` calls kubectl makes (exec: a WebSocket speaking
 //! `v5.channel.k8s.io`), so they reach the container on whichever machine
-//! it runs.
+//! it runs. `herd exec -t` puts this terminal in raw mode for the
+//! command's terminal and passes its size on, then every resize.
 
 use anyhow::{Context, bail};
 use futures::{SinkExt, StreamExt};
@@ -50,6 +51,10 @@ pub struct ExecArgs {
     /// Pass this process's stdin to the command.
     #[arg(short = 'i', long)]
     pub stdin: bool,
+    /// Give the command a terminal (this one, in raw mode, when stdin is
+    /// a terminal; its output then comes on stdout only).
+    #[arg(short = 't', long)]
+    pub tty: bool,
     /// The command and its arguments (after `--`).
     #[arg(last = true, required = true, value_name = "CMD")]
     pub command: Vec<String>,
@@ -90,8 +95,50 @@ pub async fn logs(a: LogsArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The exec URL's query: the command (repeated) and the streams.
-fn exec_query(a: &ExecArgs) -> String {
+/// This terminal in raw mode while a `-t` exec runs (keys go to the
+/// command's terminal as typed); its settings come back on drop.
+struct RawTerminal {
+    saved: rustix::termios::Termios,
+}
+
+impl RawTerminal {
+    fn enter() -> anyhow::Result<RawTerminal> {
+        use rustix::termios::{OptionalActions, tcgetattr, tcsetattr};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).context("reading the terminal's settings")?;
+        let mut raw = saved.clone();
+        raw.make_raw();
+        tcsetattr(&stdin, OptionalActions::Now, &raw)
+            .context("putting the terminal in raw mode")?;
+        Ok(RawTerminal { saved })
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        let _ = rustix::termios::tcsetattr(
+            std::io::stdin(),
+            rustix::termios::OptionalActions::Now,
+            &self.saved,
+        );
+    }
+}
+
+/// A resize message (channel 4) with this terminal's size, if it has one.
+fn resize_message() -> Option<Vec<u8>> {
+    let ws = rustix::termios::tcgetwinsize(std::io::stdout()).ok()?;
+    (ws.ws_col > 0 && ws.ws_row > 0).then(|| {
+        let mut m = vec![4u8];
+        m.extend_from_slice(
+            format!(r#"{{"Width":{},"Height":{}}}"#, ws.ws_col, ws.ws_row).as_bytes(),
+        );
+        m
+    })
+}
+
+/// The exec URL's query: the command (repeated) and the streams (a
+/// terminal merges stderr into stdout, as kubectl asks).
+fn exec_query(a: &ExecArgs, tty: bool) -> String {
     let enc = |s: &str| {
         percent_encoding::utf8_percent_encode(s, percent_encoding::NON_ALPHANUMERIC).to_string()
     };
@@ -104,7 +151,7 @@ fn exec_query(a: &ExecArgs) -> String {
         q.push(format!("container={}", enc(c)));
     }
     q.push(format!("stdin={}", a.stdin));
-    q.push("stdout=true&stderr=true&tty=false".into());
+    q.push(format!("stdout=true&stderr={}&tty={tty}", !tty));
     q.join("&")
 }
 
@@ -112,6 +159,10 @@ fn exec_query(a: &ExecArgs) -> String {
 /// failure as [`ExitStatus`].
 pub async fn exec(a: ExecArgs) -> anyhow::Result<()> {
     let api = a.conn.api().await?;
+    let tty = a.tty && rustix::termios::isatty(std::io::stdin());
+    if a.tty && !tty {
+        eprintln!("Unable to use a TTY - input is not a terminal");
+    }
     let base = api.base();
     let authority = base
         .strip_prefix("http://")
@@ -119,7 +170,7 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<()> {
     let url = format!(
         "ws://{authority}{}/exec?{}",
         pod_path(&a.conn, &a.pod),
-        exec_query(&a)
+        exec_query(&a, tty)
     );
     let mut request = url.as_str().into_client_request()?;
     let headers = request.headers_mut();
@@ -158,6 +209,27 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<()> {
     }
     let (mut tx, mut rx) = socket.split();
     let (stdin_tx, mut stdin_rx) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    // Raw from here to the end: errors before it print on a sane terminal.
+    let _raw = tty.then(RawTerminal::enter).transpose()?;
+    if let Some(size) = tty.then(resize_message).flatten() {
+        tx.send(Message::Binary(size.into())).await?;
+    }
+    let resizes = tty.then(|| {
+        let stdin_tx = stdin_tx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut changes) = signal(SignalKind::window_change()) else {
+                return;
+            };
+            while changes.recv().await.is_some() {
+                if let Some(size) = resize_message()
+                    && stdin_tx.send(size).await.is_err()
+                {
+                    return;
+                }
+            }
+        })
+    });
     let pump = a.stdin.then(|| {
         tokio::spawn(async move {
             let mut input = tokio::io::stdin();
@@ -196,8 +268,8 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<()> {
             },
         }
     }
-    if let Some(p) = pump {
-        p.abort();
+    for task in [pump, resizes].into_iter().flatten() {
+        task.abort();
     }
     let status = status.context("the exec stream ended without a status")?;
     if status["status"] == "Success" {
@@ -235,12 +307,15 @@ mod tests {
             "herd", "web", "-c", "app", "-i", "--", "sh", "-c", "echo a b",
         ]);
         assert_eq!(cli.exec.command, ["sh", "-c", "echo a b"]);
-        let q = exec_query(&cli.exec);
+        let q = exec_query(&cli.exec, false);
         assert_eq!(
             q,
             "command=sh&command=%2Dc&command=echo%20a%20b&container=app&stdin=true&stdout=true&stderr=true&tty=false"
         );
         let parsed = crate::node::exec::ExecRequest::parse(&q).unwrap();
         assert_eq!(parsed.command, ["sh", "-c", "echo a b"]);
+        // A terminal carries stderr on stdout.
+        let parsed = crate::node::exec::ExecRequest::parse(&exec_query(&cli.exec, true)).unwrap();
+        assert!(parsed.tty && parsed.stdout && !parsed.stderr);
     }
 }
