@@ -256,26 +256,6 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "via herd\n");
-    // herd exec -t gives the command a terminal the size of this one
-    // (script's: 45 × 123, passed on as a resize) with stderr on stdout.
-    let out = lab.herd_in_terminal(&[
-        "exec",
-        "-t",
-        &name(a),
-        "--",
-        "/bin/sh",
-        "-c",
-        "for i in 1 2 3 4 5 6 7 8 9 10; do s=$(stty size); [ \"$s\" != \"0 0\" ] && break; sleep 0.3; done; echo size=$s; tty; echo err >&2",
-    ]);
-    let shown = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success()
-            && shown.contains("size=45 123")
-            && shown.contains("/dev/pts/")
-            && shown.contains("err"),
-        "herd exec -t: {shown} {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
     let out = lab.herd_with_stdin(&["logs", &name(a)], None);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("started {}", name(a))),
@@ -503,7 +483,7 @@ fn kubectl_reaches_the_container(lab: &NodeLab, k: Kubectl, name: &str) {
         out.status.code(),
         Some(3),
         "kubectl {k:?} exec: {stdout} {stderr}\nthe agents said:\n{}",
-        lab.agent_log_lines("exec")
+        lab.agent_log_lines("herd_pods::node::exec")
     );
     assert_eq!(stdout.trim(), format!("out-{}", name), "{stderr}");
     assert!(stderr.contains("err"), "{stderr}");

@@ -215,17 +215,58 @@ pub(crate) async fn exit_status(
     Ok(final_status(command, code))
 }
 
-/// Applies a terminal resize (`{"Width":…,"Height":…}`, as kubectl sends
-/// it) to exec `id`; anything else is ignored.
-pub(crate) async fn resize(docker: &Docker, id: &str, json: &[u8]) {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Size {
-        width: u16,
-        height: u16,
+/// A chunk of the exec's output, or `None` at its end: an attached
+/// terminal's stream can end in an error as the process exits, and the
+/// exit code, read from Docker next, is what tells how it ended.
+pub(crate) fn output_chunk(chunk: Result<LogOutput, bollard::errors::Error>) -> Option<LogOutput> {
+    chunk
+        .inspect_err(|e| tracing::debug!(error = %e, "the exec's output ended with an error"))
+        .ok()
+}
+
+/// Applies the terminal sizes a client sends (`{"Width":…,"Height":…}`,
+/// as kubectl sends them) to one exec; anything else is logged and
+/// ignored.
+pub(crate) struct Resizer {
+    docker: Docker,
+    id: String,
+}
+
+impl Resizer {
+    pub(crate) fn new(docker: Docker, id: String) -> Resizer {
+        Resizer { docker, id }
     }
-    if let Ok(size) = serde_json::from_slice::<Size>(json) {
-        let _ = docker.resize_exec(id, size.width, size.height).await;
+
+    pub(crate) async fn apply(&mut self, json: &[u8]) {
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "PascalCase")]
+        struct Size {
+            width: u16,
+            height: u16,
+        }
+        match serde_json::from_slice::<Size>(json) {
+            Ok(size) => {
+                if let Err(e) = self
+                    .docker
+                    .resize_exec(&self.id, size.width, size.height)
+                    .await
+                {
+                    tracing::info!(exec = self.id, error = %e.message(), "resizing the exec's terminal");
+                }
+            }
+            Err(e) => {
+                tracing::info!(exec = self.id, error = %e, "a terminal size that does not parse")
+            }
+        }
+    }
+}
+
+/// Ends the command's stdin when the client's ends — except on a
+/// terminal, which has no end of input (^D is a key), and whose output
+/// Docker closes along with its stdin, cutting off a command still running.
+pub(crate) async fn close_stdin(input: &mut (dyn tokio::io::AsyncWrite + Send + Unpin), tty: bool) {
+    if !tty {
+        let _ = input.shutdown().await;
     }
 }
 
@@ -246,8 +287,8 @@ async fn relay(
     } = attached;
     // The client's side: stdin bytes, "stdin closed" (v5), resizes. It
     // ends with the socket; the command may outlive it by its own stdin.
-    let resize_docker = docker.clone();
-    let resize_id = id.clone();
+    let mut resizer = Resizer::new(docker.clone(), id.clone());
+    let tty = request.tty;
     let inbound = async move {
         let mut stdin_open = request.stdin;
         while let Some(Ok(msg)) = rx.next().await {
@@ -260,10 +301,10 @@ async fn relay(
             match (data.first(), stdin_open) {
                 (Some(&STDIN), true) => stdin_open = input.write_all(&data[1..]).await.is_ok(),
                 (Some(&CLOSE), true) if v5 && data.get(1) == Some(&STDIN) => {
-                    let _ = input.shutdown().await;
+                    close_stdin(&mut input, tty).await;
                     stdin_open = false;
                 }
-                (Some(&RESIZE), _) => resize(&resize_docker, &resize_id, &data[1..]).await,
+                (Some(&RESIZE), _) => resizer.apply(&data[1..]).await,
                 _ => {}
             }
         }
@@ -272,7 +313,10 @@ async fn relay(
     let inbound = tokio::spawn(inbound);
     let result = async {
         while let Some(chunk) = output.next().await {
-            let (channel, bytes) = match chunk.map_err(|e| e.to_string())? {
+            let Some(chunk) = output_chunk(chunk) else {
+                break;
+            };
+            let (channel, bytes) = match chunk {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => (STDOUT, message),
                 LogOutput::StdErr { message } => (STDERR, message),
                 LogOutput::StdIn { .. } => continue,

@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::Mutex;
 
 use super::docker::{AttachedExec, Docker};
-use super::exec::{ExecRequest, exit_status, resize};
+use super::exec::{ExecRequest, Resizer, close_stdin, exit_status};
 use super::spdy::{self, Frame, MAX_DATA};
 
 /// The remote-command protocols spoken over SPDY, preferred first.
@@ -221,8 +221,9 @@ where
 
     // The client's side: stdin (its FIN closes the command's stdin),
     // resizes, pings. It ends with the connection.
-    let (pings, resize_docker, resize_id) = (Arc::clone(&out), docker.clone(), id.clone());
-    let (stdin, resizes) = (streams.stdin, streams.resize);
+    let pings = Arc::clone(&out);
+    let mut resizer = Resizer::new(docker.clone(), id.clone());
+    let (stdin, resizes, tty) = (streams.stdin, streams.resize, request.tty);
     let inbound = tokio::spawn(async move {
         let mut stdin_open = stdin.is_some();
         while let Ok(Some(frame)) = reader.read(&mut rd).await {
@@ -230,7 +231,7 @@ where
                 Frame::Data { stream, fin, data } if Some(stream) == stdin && stdin_open => {
                     stdin_open = input.write_all(&data).await.is_ok();
                     if fin {
-                        let _ = input.shutdown().await;
+                        close_stdin(&mut input, tty).await;
                         stdin_open = false;
                     }
                 }
@@ -238,7 +239,7 @@ where
                     // kubectl's JSON encoder writes one size per frame,
                     // but a frame may carry several.
                     for size in json_values(&data) {
-                        resize(&resize_docker, &resize_id, size.as_bytes()).await;
+                        resizer.apply(size.as_bytes()).await;
                     }
                 }
                 Frame::Ping(id) if send(&pings, &spdy::ping(id)).await.is_err() => break,
@@ -251,7 +252,10 @@ where
 
     let result = async {
         while let Some(chunk) = output.next().await {
-            let (stream, bytes) = match chunk.map_err(|e| e.to_string())? {
+            let Some(chunk) = super::exec::output_chunk(chunk) else {
+                break;
+            };
+            let (stream, bytes) = match chunk {
                 LogOutput::StdOut { message } | LogOutput::Console { message } => {
                     (streams.stdout, message)
                 }
