@@ -51,6 +51,34 @@ fn serial(lab_dir: &Path, machine: &str) -> String {
 const M1: &str = "10.77.0.11:2379";
 const MACHINES: [&str; 3] = ["m1", "m2", "m3"];
 
+/// Waits until every machine serves in the cluster again after `cut`
+/// lost power; one that does not come back in 400 s fails the test with
+/// the lab's status and the last lines of the cut machines' consoles.
+fn wait_back(lab_dir: &Path, cut: &[&str]) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(400);
+    while serving(&status(lab_dir)).len() < MACHINES.len() {
+        if std::time::Instant::now() > deadline {
+            let consoles: Vec<String> = cut
+                .iter()
+                .map(|m| {
+                    let log = serial(lab_dir, m);
+                    let tail: Vec<&str> = log.lines().rev().take(25).collect();
+                    format!(
+                        "--- {m}'s console, last lines:\n{}",
+                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+                    )
+                })
+                .collect();
+            panic!(
+                "the machines are not all back in the cluster 400 s after the power cut of {cut:?}; status:\n{:#}\n{}",
+                status(lab_dir),
+                consoles.join("\n")
+            );
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+}
+
 /// Waits until `progress` counts `target` acknowledged writes; a cluster
 /// that cannot get there in minutes is broken, and the writers say how.
 fn wait_for_writes(progress: &WriteProgress, target: usize, when: &str) {
@@ -99,28 +127,7 @@ fn power_cut_under_load(
     for m in cut {
         lab(lab_dir, &["boot", m]);
     }
-    let deadline = std::time::Instant::now() + Duration::from_secs(400);
-    while serving(&status(lab_dir)).len() < MACHINES.len() {
-        if std::time::Instant::now() > deadline {
-            let consoles: Vec<String> = cut
-                .iter()
-                .map(|m| {
-                    let log = serial(lab_dir, m);
-                    let tail: Vec<&str> = log.lines().rev().take(25).collect();
-                    format!(
-                        "--- {m}'s console, last lines:\n{}",
-                        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
-                    )
-                })
-                .collect();
-            panic!(
-                "the machines are not all back in the cluster 400 s after the power cut of {cut:?}; status:\n{:#}\n{}",
-                status(lab_dir),
-                consoles.join("\n")
-            );
-        }
-        std::thread::sleep(Duration::from_secs(2));
-    }
+    wait_back(lab_dir, cut);
     // The cluster takes writes again once it is whole.
     wait_for_writes(
         &progress,
@@ -246,16 +253,7 @@ fn qemu_lab_install_machines_come_back_from_disk_as_the_same_member() {
     // Pull m2's plug and power it on again: it boots from its disk.
     lab(&lab_dir, &["kill", "m2"]);
     lab(&lab_dir, &["boot", "m2"]);
-    wait::until(
-        "m2 to be back in the cluster",
-        Duration::from_secs(300),
-        Duration::from_secs(1),
-        || {
-            serving(&status(&lab_dir))
-                .contains(&"m2".to_owned())
-                .then_some(())
-        },
-    );
+    wait_back(&lab_dir, &["m2"]);
     let log = serial(&lab_dir, "m2");
     assert!(log.contains("herd-init: /usr is USR-A"), "{log}");
     assert!(
