@@ -224,40 +224,22 @@ pub(crate) fn output_chunk(chunk: Result<LogOutput, bollard::errors::Error>) -> 
         .ok()
 }
 
-/// Applies the terminal sizes a client sends (`{"Width":…,"Height":…}`,
-/// as kubectl sends them) to one exec; anything else is logged and
-/// ignored.
-pub(crate) struct Resizer {
-    docker: Docker,
-    id: String,
-}
-
-impl Resizer {
-    pub(crate) fn new(docker: Docker, id: String) -> Resizer {
-        Resizer { docker, id }
+/// Applies a terminal size a client sends (`{"Width":…,"Height":…}`, as
+/// kubectl sends it) to exec `id`; anything else is logged and ignored.
+pub(crate) async fn resize(docker: &Docker, id: &str, json: &[u8]) {
+    #[derive(serde::Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    struct Size {
+        width: u16,
+        height: u16,
     }
-
-    pub(crate) async fn apply(&mut self, json: &[u8]) {
-        #[derive(serde::Deserialize)]
-        #[serde(rename_all = "PascalCase")]
-        struct Size {
-            width: u16,
-            height: u16,
-        }
-        match serde_json::from_slice::<Size>(json) {
-            Ok(size) => {
-                if let Err(e) = self
-                    .docker
-                    .resize_exec(&self.id, size.width, size.height)
-                    .await
-                {
-                    tracing::info!(exec = self.id, error = %e.message(), "resizing the exec's terminal");
-                }
-            }
-            Err(e) => {
-                tracing::info!(exec = self.id, error = %e, "a terminal size that does not parse")
+    match serde_json::from_slice::<Size>(json) {
+        Ok(size) => {
+            if let Err(e) = docker.resize_exec(id, size.width, size.height).await {
+                tracing::info!(exec = id, error = %e.message(), "resizing the exec's terminal");
             }
         }
+        Err(e) => tracing::info!(exec = id, error = %e, "a terminal size that does not parse"),
     }
 }
 
@@ -287,7 +269,7 @@ async fn relay(
     } = attached;
     // The client's side: stdin bytes, "stdin closed" (v5), resizes. It
     // ends with the socket; the command may outlive it by its own stdin.
-    let mut resizer = Resizer::new(docker.clone(), id.clone());
+    let (resize_docker, resize_id) = (docker.clone(), id.clone());
     let tty = request.tty;
     let inbound = async move {
         let mut stdin_open = request.stdin;
@@ -304,7 +286,7 @@ async fn relay(
                     close_stdin(&mut input, tty).await;
                     stdin_open = false;
                 }
-                (Some(&RESIZE), _) => resizer.apply(&data[1..]).await,
+                (Some(&RESIZE), _) => resize(&resize_docker, &resize_id, &data[1..]).await,
                 _ => {}
             }
         }

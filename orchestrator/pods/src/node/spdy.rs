@@ -223,6 +223,19 @@ fn parse_pairs(block: &[u8]) -> Result<Vec<(String, String)>, SpdyError> {
     Ok(pairs)
 }
 
+/// An uncompressed header block: the pair count, then each name and
+/// value with its length.
+fn encode_pairs(pairs: &[(&str, &str)]) -> Vec<u8> {
+    let mut raw = (pairs.len() as u32).to_be_bytes().to_vec();
+    for (k, v) in pairs {
+        for s in [k, v] {
+            raw.extend_from_slice(&(s.len() as u32).to_be_bytes());
+            raw.extend_from_slice(s.as_bytes());
+        }
+    }
+    raw
+}
+
 /// Builds frames to send, keeping the connection's header compression
 /// context.
 #[derive(Default)]
@@ -250,13 +263,7 @@ impl Writer {
     /// A header block as the next stored deflate block of this side's
     /// zlib stream (its zlib header first, without a dictionary).
     fn header_block(&mut self, pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut raw = (pairs.len() as u32).to_be_bytes().to_vec();
-        for (k, v) in pairs {
-            for s in [k, v] {
-                raw.extend_from_slice(&(s.len() as u32).to_be_bytes());
-                raw.extend_from_slice(s.as_bytes());
-            }
-        }
+        let raw = encode_pairs(pairs);
         let mut out = Vec::with_capacity(raw.len() + 12);
         if !self.started {
             // Deflate, 32 KiB window, no preset dictionary; 0x7801 % 31 == 0.
@@ -311,13 +318,7 @@ mod tests {
     /// compressed with the dictionary, sync-flushed, the zlib stream
     /// shared by the frames that follow.
     fn go_syn_stream(z: &mut Compress, stream: u32, pairs: &[(&str, &str)]) -> Vec<u8> {
-        let mut raw = (pairs.len() as u32).to_be_bytes().to_vec();
-        for (k, v) in pairs {
-            for s in [k, v] {
-                raw.extend_from_slice(&(s.len() as u32).to_be_bytes());
-                raw.extend_from_slice(s.as_bytes());
-            }
-        }
+        let raw = encode_pairs(pairs);
         let mut block = Vec::with_capacity(raw.len() + 64);
         z.compress_vec(&raw, &mut block, FlushCompress::Sync)
             .unwrap();
