@@ -105,6 +105,9 @@ pub struct ClusterView {
     pub subnets: Vec<SubnetView>,
     /// Each machine's OS update status, as its agent reports it.
     pub updates: Vec<UpdateStatus>,
+    /// Why the lists above are empty: no member that answered could read
+    /// them.
+    pub read_error: Option<String>,
 }
 
 /// One pod subnet lease, as the lab shows it (read raw: the lab knows
@@ -119,12 +122,50 @@ pub struct SubnetView {
     pub public_ip: Option<String>,
 }
 
+/// How long one member gets for the member list and the lists under
+/// `/herd/`.
+const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The member list, registered machines, subnets and update statuses, as
+/// member `endpoint` answers them (linearizable).
+async fn read(endpoint: &str, credentials: &Credentials) -> Result<ClusterView, String> {
+    let client = Client::connect_with(&[endpoint.to_owned()], credentials)
+        .await
+        .map_err(|e| e.to_string())?;
+    let member_names = client
+        .cluster()
+        .member_list(MemberListRequest { linearizable: true })
+        .await
+        .map_err(|e| format!("member list: {}", e.message()))?
+        .into_inner()
+        .members
+        .into_iter()
+        .map(|m| m.name)
+        .collect();
+    let (registered, _) = herd_client::kit::list::<MachineRecord>(&client, &Scope::All)
+        .await
+        .map_err(|e| format!("registered machines: {e}"))?;
+    let (updates, _) = herd_client::kit::list::<UpdateStatus>(&client, &Scope::All)
+        .await
+        .map_err(|e| format!("update statuses: {e}"))?;
+    Ok(ClusterView {
+        members: Vec::new(),
+        member_names,
+        registered: registered.into_iter().map(|o| o.value).collect(),
+        subnets: subnets(&client)
+            .await
+            .map_err(|e| format!("subnets: {e}"))?,
+        updates: updates.into_iter().map(|o| o.value).collect(),
+        read_error: None,
+    })
+}
+
 /// The prefix the network role keeps its subnet leases under.
 const SUBNETS: &str = "/herd/network/subnets/";
 
-async fn subnets(client: &Client) -> Vec<SubnetView> {
+async fn subnets(client: &Client) -> Result<Vec<SubnetView>, String> {
     let key = SUBNETS.as_bytes().to_vec();
-    let Ok(resp) = client
+    let resp = client
         .kv()
         .range(herd_client::proto::etcdserverpb::RangeRequest {
             range_end: herd_client::prefix_end(&key),
@@ -132,10 +173,9 @@ async fn subnets(client: &Client) -> Vec<SubnetView> {
             ..Default::default()
         })
         .await
-    else {
-        return Vec::new();
-    };
-    resp.into_inner()
+        .map_err(|e| e.message().to_owned())?;
+    Ok(resp
+        .into_inner()
         .kvs
         .iter()
         .filter_map(|kv| {
@@ -146,7 +186,7 @@ async fn subnets(client: &Client) -> Vec<SubnetView> {
                 .replacen('-', "/", 1);
             Some(v)
         })
-        .collect()
+        .collect())
 }
 
 impl ClusterView {
@@ -226,50 +266,26 @@ pub async fn view(
                 .map(|id| member_view(*id, &credentials, timeout)),
         )
         .await;
-        let mut member_names = Vec::new();
-        let mut registered = Vec::new();
-        let mut subnet_list = Vec::new();
-        let mut updates = Vec::new();
+        let mut view = ClusterView::default();
         for m in members.iter().filter(|m| m.role.is_some()) {
-            let Ok(client) =
-                Client::connect_with(std::slice::from_ref(&m.endpoint), &credentials).await
-            else {
-                continue;
-            };
-            let list = tokio::time::timeout(
-                timeout,
-                client
-                    .cluster()
-                    .member_list(MemberListRequest { linearizable: true }),
-            )
-            .await;
-            let Ok(Ok(list)) = list else { continue };
-            member_names = list
-                .into_inner()
-                .members
-                .into_iter()
-                .map(|m| m.name)
-                .collect();
-            let machines = herd_client::kit::list::<MachineRecord>(&client, &Scope::All);
-            if let Ok(Ok((records, _))) = tokio::time::timeout(timeout, machines).await {
-                registered = records.into_iter().map(|o| o.value).collect();
+            // A busy (TCG) machine can take seconds for a list; a failed
+            // read is said, and the next member asked, never shown as an
+            // empty cluster.
+            match tokio::time::timeout(READ_TIMEOUT, read(&m.endpoint, &credentials)).await {
+                Ok(Ok(read)) => {
+                    view = read;
+                    view.read_error = None;
+                    break;
+                }
+                Ok(Err(e)) => view.read_error = Some(format!("{}: {e}", m.machine)),
+                Err(_) => {
+                    view.read_error =
+                        Some(format!("{}: no answer within {READ_TIMEOUT:?}", m.machine))
+                }
             }
-            if let Ok(s) = tokio::time::timeout(timeout, subnets(&client)).await {
-                subnet_list = s;
-            }
-            let statuses = herd_client::kit::list::<UpdateStatus>(&client, &Scope::All);
-            if let Ok(Ok((records, _))) = tokio::time::timeout(timeout, statuses).await {
-                updates = records.into_iter().map(|o| o.value).collect();
-            }
-            break;
         }
-        ClusterView {
-            members,
-            member_names,
-            registered,
-            subnets: subnet_list,
-            updates,
-        }
+        view.members = members;
+        view
     })
     .await
 }

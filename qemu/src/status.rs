@@ -176,6 +176,9 @@ impl LabStatus {
         if let Some(e) = &self.cluster_error {
             out.push_str(&format!("(cluster unreachable: {e})\n"));
         }
+        if let Some(e) = &self.cluster.read_error {
+            out.push_str(&format!("(cluster lists unreadable: {e})\n"));
+        }
         if let Some(e) = &self.inventory_error {
             out.push_str(&format!("(provisioning inventory unavailable: {e})\n"));
         }
