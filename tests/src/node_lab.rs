@@ -183,7 +183,7 @@ pub fn busybox_tar(dir: &Path) -> PathBuf {
     std::fs::copy(&busybox, root.join("bin/busybox")).expect("copying busybox");
     for applet in [
         "sh", "sleep", "httpd", "wget", "env", "cat", "echo", "ls", "mkdir", "touch", "rm",
-        "hostname", "ps", "ip", "nc", "true", "false", "test", "ping",
+        "hostname", "ps", "ip", "nc", "true", "false", "test", "ping", "stty", "tty", "seq",
     ] {
         std::os::unix::fs::symlink("busybox", root.join("bin").join(applet))
             .expect("linking an applet");
@@ -405,6 +405,39 @@ impl NodeLab {
         full.extend(["--server", server.as_str()]);
         full.extend_from_slice(&args[1..]);
         self.client_run(&crate::bin::herd(), &full, stdin)
+    }
+
+    /// Runs a `herd` verb as [`NodeLab::herd_with_stdin`] does, but in a
+    /// terminal of 45 rows × 123 columns (script(1)'s pseudo-terminal).
+    pub fn herd_in_terminal(&self, args: &[&str]) -> Output {
+        let server = api_url(0);
+        let herd = crate::bin::herd().display().to_string();
+        let mut words = vec![herd.as_str(), args[0], "--server", server.as_str()];
+        words.extend_from_slice(&args[1..]);
+        self.in_terminal(&words)
+    }
+
+    /// Runs kubectl `version` as [`NodeLab::kubectl_as`] does, but in
+    /// the terminal [`NodeLab::herd_in_terminal`] gives.
+    pub fn kubectl_in_terminal(&self, version: Kubectl, args: &[&str]) -> Output {
+        let kubectl = version.path().display().to_string();
+        let config = format!("--kubeconfig={}", self.kubeconfig.display());
+        let mut words = vec![kubectl.as_str(), config.as_str()];
+        words.extend_from_slice(args);
+        self.in_terminal(&words)
+    }
+
+    fn in_terminal(&self, words: &[&str]) -> Output {
+        let quoted: Vec<String> = words
+            .iter()
+            .map(|w| format!("'{}'", w.replace('\'', r"'\''")))
+            .collect();
+        let line = format!("stty cols 123 rows 45; exec {}", quoted.join(" "));
+        self.client_run(
+            Path::new("/usr/bin/script"),
+            &["-qec", &line, "/dev/null"],
+            None,
+        )
     }
 
     fn client_run(&self, program: &Path, args: &[&str], stdin: Option<&str>) -> Output {

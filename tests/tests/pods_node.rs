@@ -256,6 +256,12 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "via herd\n");
+    // herd exec -t gives the command a terminal the size of this one
+    // (script's: 45 × 123, passed on as a resize) with stderr on stdout.
+    // The size may land a moment after the command starts (a resize is
+    // all Docker 20.10 takes), so the command waits for it.
+    let out = lab.herd_in_terminal(&["exec", "-t", &name(a), "--", "/bin/sh", "-c", IN_TERMINAL]);
+    in_terminal_shown(&out, "herd exec -t", &lab);
     let out = lab.herd_with_stdin(&["logs", &name(a)], None);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains(&format!("started {}", name(a))),
@@ -448,6 +454,26 @@ fn bad_input_and_probes(lab: &NodeLab) {
     }
 }
 
+/// What a command run on a terminal shows of it: its size once it is
+/// set (within 8 s; busybox's `stty size` prints nothing while it is
+/// 0 × 0), the terminal, and stderr, which a terminal merges into stdout.
+const IN_TERMINAL: &str = "for i in $(seq 40); do s=$(stty size 2>/dev/null); [ -n \"$s\" ] && [ \"$s\" != \"0 0\" ] && break; sleep 0.2; done; echo size=$s; tty; echo err >&2";
+
+/// Asserts that `out`, [`IN_TERMINAL`] run by `what` in script(1)'s
+/// 45 × 123 terminal, shows that terminal.
+fn in_terminal_shown(out: &std::process::Output, what: &str, lab: &NodeLab) {
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success()
+            && shown.contains("size=45 123")
+            && shown.contains("/dev/pts/")
+            && shown.contains("err"),
+        "{what}: {shown} {}\nthe agents said:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        lab.agent_log_lines("terminal")
+    );
+}
+
 /// `kubectl logs` and `kubectl exec` (both output streams, the exit code,
 /// stdin to its end) on pod `name`'s web container, with kubectl `k`.
 fn kubectl_reaches_the_container(lab: &NodeLab, k: Kubectl, name: &str) {
@@ -483,7 +509,7 @@ fn kubectl_reaches_the_container(lab: &NodeLab, k: Kubectl, name: &str) {
         out.status.code(),
         Some(3),
         "kubectl {k:?} exec: {stdout} {stderr}\nthe agents said:\n{}",
-        lab.agent_log_lines("herd_pods::node::exec")
+        lab.agent_log_lines("exec")
     );
     assert_eq!(stdout.trim(), format!("out-{}", name), "{stderr}");
     assert!(stderr.contains("err"), "{stderr}");
@@ -501,4 +527,9 @@ fn kubectl_reaches_the_container(lab: &NodeLab, k: Kubectl, name: &str) {
         String::from_utf8_lossy(&out.stdout),
         "through stdin\ndone\n"
     );
+    let out = lab.kubectl_in_terminal(
+        k,
+        &["exec", "-it", name, "--", "/bin/sh", "-c", IN_TERMINAL],
+    );
+    in_terminal_shown(&out, &format!("kubectl {k:?} exec -it"), lab);
 }

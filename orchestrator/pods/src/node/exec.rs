@@ -23,6 +23,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::api::{KubeletApi, plain};
 use super::docker::Docker;
+use super::terminal_size::TerminalSize;
 
 /// The channel protocols spoken, preferred first (kubectl 1.30 and later
 /// offer v5 first; v4 cannot say "stdin is closed").
@@ -224,25 +225,6 @@ pub(crate) fn output_chunk(chunk: Result<LogOutput, bollard::errors::Error>) -> 
         .ok()
 }
 
-/// Applies a terminal size a client sends (`{"Width":…,"Height":…}`, as
-/// kubectl sends it) to exec `id`; anything else is logged and ignored.
-pub(crate) async fn resize(docker: &Docker, id: &str, json: &[u8]) {
-    #[derive(serde::Deserialize)]
-    #[serde(rename_all = "PascalCase")]
-    struct Size {
-        width: u16,
-        height: u16,
-    }
-    match serde_json::from_slice::<Size>(json) {
-        Ok(size) => {
-            if let Err(e) = docker.resize_exec(id, size.width, size.height).await {
-                tracing::info!(exec = id, error = %e.message(), "resizing the exec's terminal");
-            }
-        }
-        Err(e) => tracing::info!(exec = id, error = %e, "a terminal size that does not parse"),
-    }
-}
-
 /// Ends the command's stdin when the client's ends — except on a
 /// terminal, which has no end of input (^D is a key), and whose output
 /// Docker closes along with its stdin, cutting off a command still running.
@@ -269,7 +251,7 @@ async fn relay(
     } = attached;
     // The client's side: stdin bytes, "stdin closed" (v5), resizes. It
     // ends with the socket; the command may outlive it by its own stdin.
-    let (resize_docker, resize_id) = (docker.clone(), id.clone());
+    let terminal = TerminalSize::new(docker.clone(), id.clone());
     let tty = request.tty;
     let inbound = async move {
         let mut stdin_open = request.stdin;
@@ -286,7 +268,7 @@ async fn relay(
                     close_stdin(&mut input, tty).await;
                     stdin_open = false;
                 }
-                (Some(&RESIZE), _) => resize(&resize_docker, &resize_id, &data[1..]).await,
+                (Some(&RESIZE), _) => terminal.set(&data[1..]),
                 _ => {}
             }
         }

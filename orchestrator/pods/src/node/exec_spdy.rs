@@ -19,8 +19,9 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, WriteHalf};
 use tokio::sync::Mutex;
 
 use super::docker::{AttachedExec, Docker};
-use super::exec::{ExecRequest, close_stdin, exit_status, resize};
+use super::exec::{ExecRequest, close_stdin, exit_status};
 use super::spdy::{self, Frame, MAX_DATA};
+use super::terminal_size::TerminalSize;
 
 /// The remote-command protocols spoken over SPDY, preferred first.
 pub const PROTOCOLS: [&str; 3] = [
@@ -222,7 +223,7 @@ where
     // The client's side: stdin (its FIN closes the command's stdin),
     // resizes, pings. It ends with the connection.
     let pings = Arc::clone(&out);
-    let (resize_docker, resize_id) = (docker.clone(), id.clone());
+    let terminal = TerminalSize::new(docker.clone(), id.clone());
     let (stdin, resizes, tty) = (streams.stdin, streams.resize, request.tty);
     let inbound = tokio::spawn(async move {
         let mut stdin_open = stdin.is_some();
@@ -239,7 +240,7 @@ where
                     // kubectl's JSON encoder writes one size per frame,
                     // but a frame may carry several.
                     for size in json_values(&data) {
-                        resize(&resize_docker, &resize_id, size.as_bytes()).await;
+                        terminal.set(size.as_bytes());
                     }
                 }
                 Frame::Ping(id) if send(&pings, &spdy::ping(id)).await.is_err() => break,

@@ -33,6 +33,7 @@ pub mod spdy;
 pub mod start;
 pub mod status;
 pub mod sync;
+mod terminal_size;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;
