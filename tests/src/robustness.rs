@@ -324,12 +324,15 @@ impl WriteProgress {
 /// `endpoints[i % n]`, each putting unique keys `{prefix}{i}/{seq}` one
 /// after another until `stop` is set, counting into `progress`. Returns
 /// every acknowledged (key, value); a failed put is retried with a new key
-/// after a pause.
+/// after a pause. `pace` is a pause after each acknowledged put (zero:
+/// back to back), for a load light enough to leave TCG machines their
+/// time.
 pub async fn run_writers(
     endpoints: Vec<String>,
     credentials: Credentials,
     writers: usize,
     prefix: &'static str,
+    pace: Duration,
     stop: Arc<AtomicBool>,
     progress: Arc<WriteProgress>,
 ) -> Vec<(Vec<u8>, Vec<u8>)> {
@@ -356,6 +359,9 @@ pub async fn run_writers(
                     Ok(Ok(_)) => {
                         acked.push((key, value));
                         progress.acked.fetch_add(1, Ordering::Relaxed);
+                        if !pace.is_zero() {
+                            tokio::time::sleep(pace).await;
+                        }
                         continue;
                     }
                     Ok(Err(e)) => format!("{endpoint}: {e}"),

@@ -113,6 +113,7 @@ fn power_cut_under_load(
         credentials.clone(),
         6,
         prefix,
+        Duration::ZERO,
         Arc::clone(&stop),
         Arc::clone(&progress),
     ));
