@@ -99,6 +99,9 @@ pub struct ClusterView {
     pub members: Vec<MemberView>,
     /// Names in the member list (from the first machine that answered).
     pub member_names: Vec<String>,
+    /// The learners among them, as that member's membership says (a
+    /// machine's own view of its role can lag behind).
+    pub learners: Vec<String>,
     /// Machines registered in the store.
     pub registered: Vec<MachineRecord>,
     /// Pod subnets leased under `/herd/network/subnets/`.
@@ -122,6 +125,9 @@ pub struct SubnetView {
     pub public_ip: Option<String>,
 }
 
+/// The agent's default `--max-voters`: machines beyond it stay learners.
+const MAX_VOTERS: usize = 5;
+
 /// How long one member gets for the member list and the lists under
 /// `/herd/`.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,16 +138,19 @@ async fn read(endpoint: &str, credentials: &Credentials) -> Result<ClusterView, 
     let client = Client::connect_with(&[endpoint.to_owned()], credentials)
         .await
         .map_err(|e| e.to_string())?;
-    let member_names = client
+    let members = client
         .cluster()
         .member_list(MemberListRequest { linearizable: true })
         .await
         .map_err(|e| format!("member list: {}", e.message()))?
         .into_inner()
-        .members
-        .into_iter()
-        .map(|m| m.name)
+        .members;
+    let learners = members
+        .iter()
+        .filter(|m| m.is_learner)
+        .map(|m| m.name.clone())
         .collect();
+    let member_names = members.into_iter().map(|m| m.name).collect();
     let (registered, _) = herd_client::kit::list::<MachineRecord>(&client, &Scope::All)
         .await
         .map_err(|e| format!("registered machines: {e}"))?;
@@ -151,6 +160,7 @@ async fn read(endpoint: &str, credentials: &Credentials) -> Result<ClusterView, 
     Ok(ClusterView {
         members: Vec::new(),
         member_names,
+        learners,
         registered: registered.into_iter().map(|o| o.value).collect(),
         subnets: subnets(&client)
             .await
@@ -198,13 +208,21 @@ impl ClusterView {
             .map(|m| m.machine.as_str())
     }
 
-    /// Whether `machine` answers, is in the member list and is registered.
+    /// Whether `machine` answers, is in the member list and is registered,
+    /// and votes: a learner has joined only once the cluster has all the
+    /// voters it takes (a cluster of learners survives no failure).
     pub fn has_joined(&self, machine: MachineId) -> bool {
         let name = machine.to_string();
-        self.members
-            .iter()
-            .any(|m| m.machine == name && m.role.is_some())
-            && self.member_names.contains(&name)
+        let voters_full = self.member_names.len() - self.learners.len() >= MAX_VOTERS;
+        self.members.iter().any(|m| {
+            m.machine == name
+                && match m.role {
+                    Some(StoreRole::Learner) => voters_full,
+                    Some(_) => true,
+                    None => false,
+                }
+        }) && self.member_names.contains(&name)
+            && (voters_full || !self.learners.contains(&name))
             && self.registered.iter().any(|r| r.hostname == name)
     }
 }

@@ -169,7 +169,15 @@ impl LabStatus {
             if self.cluster.member_names.is_empty() {
                 "-".into()
             } else {
-                self.cluster.member_names.join(", ")
+                self.cluster
+                    .member_names
+                    .iter()
+                    .map(|n| match self.cluster.learners.contains(n) {
+                        true => format!("{n} (learner)"),
+                        false => n.clone(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ")
             },
             self.cluster.leader().unwrap_or("none")
         ));

@@ -55,6 +55,60 @@ pub fn serving(status: &Value) -> Vec<String> {
         .collect()
 }
 
+/// What every machine's console says about the store's membership (joins,
+/// promotions, membership changes, refused peers, warnings and errors),
+/// without colours: what a failed wait for a leader or a voter needs.
+pub fn membership_story(lab_dir: &Path) -> String {
+    const SAID: [&str; 10] = [
+        "admitted",
+        "join",
+        "promot",
+        "learner",
+        "membership",
+        "refused",
+        "store member",
+        "elect",
+        "WARN",
+        "ERROR",
+    ];
+    let mut out = String::new();
+    let Ok(dir) = std::fs::read_dir(lab_dir) else {
+        return out;
+    };
+    let mut machines: Vec<_> = dir.flatten().map(|e| e.path()).collect();
+    machines.sort();
+    for m in machines {
+        let Ok(log) = std::fs::read(m.join("serial.log")) else {
+            continue;
+        };
+        let log = strip_ansi(&String::from_utf8_lossy(&log));
+        out.push_str(&format!("--- {}:\n", m.display()));
+        for line in log.lines().filter(|l| SAID.iter().any(|w| l.contains(w))) {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out
+}
+
+fn strip_ansi(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // CSI: ESC [ parameters final-byte.
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 /// `etcdctl` (Debian's, a real etcd v3 client) run inside the lab network,
 /// over TLS with root's certificate; bare `HOST:PORT` endpoints get `https://`.
 pub fn etcdctl(lab_dir: &Path, endpoints: &str, args: &[&str]) -> Output {
@@ -113,13 +167,43 @@ pub fn endpoint(machine: &str) -> String {
 }
 
 /// Brings the lab at the given dir down when the test ends, however it ends.
-pub struct Down<'a>(pub &'a Path);
+pub struct Down<'a> {
+    lab_dir: &'a Path,
+    watchdog: Option<std::process::Child>,
+}
+
+impl<'a> Down<'a> {
+    /// Arms the guard, and a watchdog for when no destructor runs: a
+    /// nextest timeout SIGKILLs the test, and the lab's VMs (which left the
+    /// test's process group) would go on taking the CPU of the tests after
+    /// it. The watchdog, in a process group of its own, waits for its stdin
+    /// (a pipe only this process holds) to close, then takes the lab down.
+    pub fn arm(lab_dir: &'a Path) -> Down<'a> {
+        use std::os::unix::process::CommandExt;
+        let watchdog = Command::new("sh")
+            .arg("-c")
+            .arg(r#"read _; exec "$0" lab down --lab-dir "$1" >/dev/null 2>&1"#)
+            .arg(bin::herd())
+            .arg(lab_dir)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .process_group(0)
+            .spawn()
+            .ok();
+        Down { lab_dir, watchdog }
+    }
+}
 
 impl Drop for Down<'_> {
     fn drop(&mut self) {
+        if let Some(mut w) = self.watchdog.take() {
+            let _ = w.kill();
+            let _ = w.wait();
+        }
         let _ = Command::new(bin::herd())
             .args(["lab", "down", "--lab-dir"])
-            .arg(self.0)
+            .arg(self.lab_dir)
             .output();
     }
 }

@@ -125,7 +125,7 @@ fn qemu_lab_docker_pod_on_one_machine_answers_another_through_its_service() {
     let dir = tempfile::tempdir().unwrap();
     let lab_dir = dir.path().join("lab");
     let netns = format!("herd-lab-p{}", std::process::id());
-    let _down = Down(&lab_dir);
+    let _down = Down::arm(&lab_dir);
 
     let up = lab(
         &lab_dir,

@@ -12,7 +12,9 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use herd_tests::lab::{Down, endpoint, etcdctl, exec, lab, leader, serving, status};
+use herd_tests::lab::{
+    Down, endpoint, etcdctl, exec, lab, leader, membership_story, serving, status,
+};
 use herd_tests::{bin, require, wait};
 use serde_json::Value;
 
@@ -77,7 +79,7 @@ fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean(
     let dir = tempfile::tempdir().unwrap();
     let lab_dir = dir.path().join("lab");
     let netns = format!("herd-lab-e{}", std::process::id());
-    let _down = Down(&lab_dir);
+    let _down = Down::arm(&lab_dir);
 
     // Up: builds the image (cached), starts the provisioning server, boots
     // three blank VMs and waits until all three joined the cluster.
@@ -285,13 +287,17 @@ fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean(
     }
 
     // Kill the leader's VM: the other two elect a new leader and serve.
+    // Joiners start as learners; all three must be voters by now.
+    let s = patiently(&lab_dir, "three voters", Duration::from_secs(60), |s| {
+        (serving(s).len() == 3).then_some(s.clone())
+    });
     let old_leader = leader(&s).expect("a leader");
     lab(&lab_dir, &["kill", &old_leader]);
-    let new_leader = wait::until(
+    let new_leader = patiently(
+        &lab_dir,
         "a new leader after killing the old one",
         Duration::from_secs(60),
-        Duration::from_millis(500),
-        || leader(&status(&lab_dir)).filter(|l| *l != old_leader),
+        |s| leader(s).filter(|l| *l != old_leader),
     );
     let survivors: Vec<String> = ["m1", "m2", "m3"]
         .iter()
@@ -368,4 +374,29 @@ fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean(
     // Idempotent.
     let again = lab(&lab_dir, &["down"]);
     assert!(String::from_utf8_lossy(&again.stdout).contains("already gone"));
+}
+
+/// Polls the lab's status until `check` finds what it wants; on timeout
+/// the test fails with the last status and what the consoles said about
+/// the store's membership.
+fn patiently<T>(
+    lab_dir: &Path,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&Value) -> Option<T>,
+) -> T {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let s = status(lab_dir);
+        if let Some(found) = check(&s) {
+            return found;
+        }
+        if std::time::Instant::now() > deadline {
+            panic!(
+                "timed out after {timeout:?} waiting for {what}; status:\n{s:#}\n{}",
+                membership_story(lab_dir)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

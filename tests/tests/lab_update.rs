@@ -322,7 +322,7 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
     let dir = tempfile::tempdir().unwrap();
     let lab_dir = dir.path().join("lab");
     let netns = format!("herd-lab-u{}", std::process::id());
-    let _down = Down(&lab_dir);
+    let _down = Down::arm(&lab_dir);
 
     // The lab's image is built first, exactly as `herd lab up` builds it,
     // so the two releases can build while the VMs install and boot.

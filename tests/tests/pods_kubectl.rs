@@ -125,6 +125,40 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
     assert_eq!(got, "Active");
     let again = lab.kubectl_err(k, &["create", "namespace", ns], None);
     contains(&again, "AlreadyExists");
+    // `create deployment` and `create service`: typed clients too (1.32
+    // sends protobuf). Zero replicas, set explicitly, stay zero.
+    contains(
+        &ok(&[
+            "create",
+            "deployment",
+            "typed",
+            "--image=busybox",
+            "--replicas=0",
+        ]),
+        "deployment.apps/typed created",
+    );
+    let replicas = ok(&[
+        "get",
+        "deployment",
+        "typed",
+        "-o",
+        "jsonpath={.spec.replicas}",
+    ]);
+    assert_eq!(replicas, "0");
+    contains(
+        &ok(&["create", "service", "clusterip", "typed", "--tcp=80:http"]),
+        "service/typed created",
+    );
+    let target = ok(&[
+        "get",
+        "svc",
+        "typed",
+        "-o",
+        "jsonpath={.spec.ports[0].targetPort}",
+    ]);
+    assert_eq!(target, "http");
+    ok(&["delete", "deployment", "typed"]);
+    ok(&["delete", "service", "typed"]);
 
     // get nodes
     let nodes = lab.kubectl_ok(k, &["get", "nodes"]);

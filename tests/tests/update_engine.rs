@@ -763,3 +763,81 @@ async fn publishing_refuses_bad_releases_and_the_group_keeps_its_release() {
         Some("0.2.0")
     );
 }
+
+async fn put_json(client: &Client, key: String, value: serde_json::Value) {
+    client
+        .kv()
+        .put(PutRequest {
+            key: key.into_bytes(),
+            value: serde_json::to_vec(&value).unwrap(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+/// The checks the agent adds to the gate from the other roles, judging
+/// what those roles keep in a real store: this machine's units (placed to
+/// be launched, as the runner reports them) and its Node and pods.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_units_and_node_checks_judge_what_the_roles_keep_in_the_store() {
+    use herd_pods::api::{ApiObject, Node, Pod};
+    use herd_units::health::machine_units;
+    use herd_units::records::{PLACEMENTS, REPORTS};
+
+    let cluster = tokio::task::block_in_place(|| cluster(1));
+    let client = cluster.client(&cluster.members[0].client.to_string());
+
+    // Nothing placed here: nothing to wait for.
+    assert_eq!(machine_units(&client, MACHINE).await, Ok(()));
+    let name = format!("{MACHINE}/web.service");
+    put_json(
+        &client,
+        PLACEMENTS.key(&name),
+        serde_json::json!({"unit": "web.service", "machine": MACHINE, "text": "[Service]\nExecStart=/bin/web\n", "target": "launched", "restarts": 0}),
+    )
+    .await;
+    // Another machine's unit does not count.
+    put_json(
+        &client,
+        PLACEMENTS.key("525400770002/db.service"),
+        serde_json::json!({"unit": "db.service", "machine": "525400770002", "text": "", "target": "launched", "restarts": 0}),
+    )
+    .await;
+    let e = machine_units(&client, MACHINE).await.unwrap_err();
+    assert!(e.contains("web.service: no report"), "{e}");
+    assert!(!e.contains("db.service"), "{e}");
+    let report = |active: &str, sub: &str| serde_json::json!({"unit": "web.service", "machine": MACHINE, "load": "loaded", "active": active, "sub": sub, "since": "", "message": "/bin/web: not found"});
+    put_json(&client, REPORTS.key(&name), report("failed", "failed")).await;
+    let e = machine_units(&client, MACHINE).await.unwrap_err();
+    assert!(
+        e.contains("web.service: loaded failed failed: /bin/web: not found"),
+        "{e}"
+    );
+    put_json(&client, REPORTS.key(&name), report("active", "running")).await;
+    assert_eq!(machine_units(&client, MACHINE).await, Ok(()));
+
+    let node_health = || herd_pods::node::health::node_and_pods(&client, "m1");
+    assert!(node_health().await.unwrap_err().contains("not registered"));
+    put_json(
+        &client,
+        Node::INFO.key("", "m1"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": "m1", "uid": "u1"},
+            "status": {"conditions": [{"type": "Ready", "status": "True", "reason": "KubeletReady"}]}}),
+    )
+    .await;
+    assert_eq!(node_health().await, Ok(()));
+    put_json(
+        &client,
+        Pod::INFO.key("default", "web-1"),
+        serde_json::json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web-1", "namespace": "default", "uid": "u2"},
+            "spec": {"nodeName": "m1", "containers": [{"name": "web", "image": "web:1"}]},
+            "status": {"phase": "Pending", "reason": "ContainerCreating"}}),
+    )
+    .await;
+    let e = node_health().await.unwrap_err();
+    assert!(
+        e.contains("default/web-1 (Pending: ContainerCreating)"),
+        "{e}"
+    );
+}

@@ -146,6 +146,11 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             units.run(cancel).await;
             Ok(())
         });
+        // The node whose health the update gate asks, when a kubelet runs.
+        let node = kubelet_docker
+            .is_some()
+            .then(|| settings.name.clone())
+            .filter(|_| settings.kubelet.is_some());
         if let (Some(config), Some(docker)) = (settings.kubelet.clone(), kubelet_docker) {
             let kubelet = herd_pods::node::KubeletSettings {
                 node_name: settings.name.clone(),
@@ -176,7 +181,7 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             let cancel = supervisor.token();
             let update = settings.update.clone().unwrap_or_default();
             supervisor.spawn("update", async move {
-                updates::run(update, record, client, cancel).await;
+                updates::run(update, record, node, client, cancel).await;
                 Ok(())
             });
         }

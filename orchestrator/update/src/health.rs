@@ -12,9 +12,11 @@
 //!   `/usr/lib/herd/health.d/`, each must exit 0 (a release can ship what
 //!   "healthy" means for it).
 //!
-//! The extension point is [`HealthCheck`]: the units role adds "my units
-//! run", the pods role "my node is Ready and my pods are ready"; the agent
-//! hands every role's checks to the gate. A check answers from the store
+//! The extension point is [`HealthCheck`]: the agent adds the units
+//! role's "my units run" (`herd_units::health`) and, on a machine with a
+//! kubelet, the pods role's "my node is Ready and my pods are ready"
+//! (`herd_pods::node::health`), so a release that breaks a unit, Docker
+//! or the pod network rolls back. A check answers from the store
 //! or the machine, quickly, and is asked again until the gate's timeout.
 
 use std::future::Future;

@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use config::UpdateSettings;
 pub use engine::{Engine, Machine};
-pub use health::{Gate, HealthCheck};
+pub use health::{CheckFuture, Gate, HealthCheck, Verdict};
 
 /// Where the image says which version it is.
 pub const VERSION_FILE: &str = "/usr/share/herd/version";

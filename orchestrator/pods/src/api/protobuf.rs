@@ -1,11 +1,13 @@
 //! Kubernetes' protobuf encoding of request bodies, as kubectl 1.32's
-//! typed clients send them (`create namespace` sends nothing else: no
-//! discovery comes first that could steer it to JSON). The envelope is
-//! `k8s\0` and a `runtime.Unknown` (type meta, then the object's own
-//! bytes); the object is decoded by the field numbers of
-//! `k8s.io/api/core/v1/generated.proto` into the JSON the rest of the
-//! API takes. A field number herd does not know is refused by its path,
-//! never dropped, as an unknown JSON field is.
+//! typed clients send them (`create namespace`, `create deployment` and
+//! `create service …` send nothing else: no discovery comes first that
+//! could steer them to JSON). The envelope is `k8s\0` and a
+//! `runtime.Unknown` (type meta, then the object's own bytes); the object
+//! is decoded by the field numbers of `k8s.io/api/{core,apps}/v1/
+//! generated.proto` into the JSON the rest of the API takes, where
+//! validation refuses what herd does not implement by name. A field
+//! number not in these tables, or a non-empty field herd has no decoding
+//! for, is refused by its path, never dropped, as an unknown JSON field is.
 
 use serde_json::{Map, Value};
 
@@ -14,85 +16,9 @@ use super::status::ApiError;
 /// The four bytes every Kubernetes protobuf body starts with.
 pub const MAGIC: &[u8] = b"k8s\0";
 
-#[derive(Debug, Clone, Copy)]
-enum Ty {
-    Str,
-    Int,
-    Bool,
-    /// `metav1.Time`: seconds and nanos, as RFC 3339.
-    Time,
-    /// `map<string, string>`.
-    StrMap,
-    Msg(&'static [Field]),
-}
+mod schema;
 
-#[derive(Debug, Clone, Copy)]
-struct Field {
-    tag: u64,
-    name: &'static str,
-    ty: Ty,
-    repeated: bool,
-}
-
-const fn f(tag: u64, name: &'static str, ty: Ty) -> Field {
-    Field {
-        tag,
-        name,
-        ty,
-        repeated: false,
-    }
-}
-
-const fn list(tag: u64, name: &'static str, ty: Ty) -> Field {
-    Field {
-        tag,
-        name,
-        ty,
-        repeated: true,
-    }
-}
-
-const OWNER_REFERENCE: &[Field] = &[
-    f(1, "kind", Ty::Str),
-    f(3, "name", Ty::Str),
-    f(4, "uid", Ty::Str),
-    f(5, "apiVersion", Ty::Str),
-    f(6, "controller", Ty::Bool),
-    f(7, "blockOwnerDeletion", Ty::Bool),
-];
-
-const OBJECT_META: &[Field] = &[
-    f(1, "name", Ty::Str),
-    f(2, "generateName", Ty::Str),
-    f(3, "namespace", Ty::Str),
-    f(4, "selfLink", Ty::Str),
-    f(5, "uid", Ty::Str),
-    f(6, "resourceVersion", Ty::Str),
-    f(7, "generation", Ty::Int),
-    f(8, "creationTimestamp", Ty::Time),
-    f(9, "deletionTimestamp", Ty::Time),
-    f(10, "deletionGracePeriodSeconds", Ty::Int),
-    f(11, "labels", Ty::StrMap),
-    f(12, "annotations", Ty::StrMap),
-    list(13, "ownerReferences", Ty::Msg(OWNER_REFERENCE)),
-    list(14, "finalizers", Ty::Str),
-];
-
-const NAMESPACE: &[Field] = &[
-    f(1, "metadata", Ty::Msg(OBJECT_META)),
-    f(2, "spec", Ty::Msg(&[list(1, "finalizers", Ty::Str)])),
-    f(3, "status", Ty::Msg(&[f(1, "phase", Ty::Str)])),
-];
-
-const TYPE_META: &[Field] = &[f(1, "apiVersion", Ty::Str), f(2, "kind", Ty::Str)];
-
-/// The kinds whose protobuf form herd decodes, by apiVersion and kind.
-fn schema(api_version: &str, kind: &str) -> Option<&'static [Field]> {
-    match (api_version, kind) {
-        ("v1", "Namespace") => Some(NAMESPACE),
-        _ => None,
-    }
-}
+use schema::{Field, QUANTITY_ENTRY, TYPE_META, Ty, f, schema};
 
 /// Why a body could not be read.
 fn bad(message: impl Into<String>) -> ApiError {
@@ -143,7 +69,7 @@ pub fn decode(body: &[u8]) -> Result<Value, ApiError> {
             415,
             "UnsupportedMediaType",
             format!(
-                "herd decodes protobuf bodies only for v1 Namespace; send {kind} ({api_version}) as JSON or YAML"
+                "herd decodes protobuf bodies only for v1 Namespace and Service and apps/v1 Deployment; send {kind} ({api_version}) as JSON or YAML"
             ),
         )
     })?;
@@ -227,7 +153,39 @@ fn message(bytes: &[u8], fields: &[Field], path: &str) -> Result<Map<String, Val
                 let v = r.varint()? as i64;
                 (v != 0).then(|| Value::from(v))
             }
-            (Ty::Bool, 0) => Some(Value::Bool(r.varint()? != 0)),
+            (Ty::OptInt, 0) => Some(Value::from(r.varint()? as i64)),
+            (Ty::Bool, 0) => (r.varint()? != 0).then_some(Value::Bool(true)),
+            (Ty::OptBool, 0) => Some(Value::Bool(r.varint()? != 0)),
+            (Ty::IntOrStr, 2) => int_or_string(r.bytes()?, &here)?,
+            (Ty::QuantityMap, 2) => {
+                let entry = message(r.bytes()?, QUANTITY_ENTRY, &here)?;
+                let key = entry.get("key").and_then(Value::as_str).unwrap_or_default();
+                let quantity = entry
+                    .get("value")
+                    .and_then(|q| q.get("string"))
+                    .cloned()
+                    .unwrap_or(Value::String(String::new()));
+                out.entry(field.name)
+                    .or_insert_with(|| Value::Object(Map::new()))
+                    .as_object_mut()
+                    .expect("a map field is an object")
+                    .insert(key.to_owned(), quantity);
+                None
+            }
+            (Ty::Inline(sub), 2) => {
+                out.extend(message(r.bytes()?, sub, path)?);
+                None
+            }
+            (Ty::Unsupported, 2) => {
+                if !r.bytes()?.is_empty() {
+                    return Err(ApiError::new(
+                        422,
+                        "Invalid",
+                        format!("{here}: herd does not implement this field"),
+                    ));
+                }
+                None
+            }
             (Ty::Time, 2) => {
                 let t = message(
                     r.bytes()?,
@@ -286,74 +244,24 @@ fn message(bytes: &[u8], fields: &[Field], path: &str) -> Result<Map<String, Val
     Ok(out)
 }
 
-#[cfg(test)]
-mod tests {
-    use serde_json::json;
-
-    use super::*;
-
-    /// `kubectl create namespace capx` (kubectl 1.32.4), captured.
-    const CREATE_NAMESPACE: &str = "6b3873000a0f0a02763112094e616d657370616365121c0a140a046361707812001a0022002a0032003800420012001a020a001a002200";
-
-    fn unhex(s: &str) -> Vec<u8> {
-        (0..s.len())
-            .step_by(2)
-            .map(|i| u8::from_str_radix(&s[i..i + 2], 16).unwrap())
-            .collect()
-    }
-
-    #[test]
-    fn kubectl_132_create_namespace_decodes() {
-        let v = decode(&unhex(CREATE_NAMESPACE)).unwrap();
-        assert_eq!(
-            v,
-            json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "capx"}, "spec": {}, "status": {}})
-        );
-    }
-
-    #[test]
-    fn labels_owners_and_times_decode() {
-        // metadata{name "n", labels{a: b}, creationTimestamp{seconds 1}, ownerReferences[{kind K, controller true}]}
-        let meta = [
-            &[0x0a, 0x01, b'n'][..],
-            &[0x5a, 0x06, 0x0a, 0x01, b'a', 0x12, 0x01, b'b'],
-            &[0x42, 0x02, 0x08, 0x01],
-            &[0x6a, 0x05, 0x0a, 0x01, b'K', 0x30, 0x01],
-        ]
-        .concat();
-        let mut raw = vec![0x0a, meta.len() as u8];
-        raw.extend(&meta);
-        let mut body = MAGIC.to_vec();
-        body.extend([0x0a, 0x0f, 0x0a, 0x02, b'v', b'1', 0x12, 0x09]);
-        body.extend(b"Namespace");
-        body.extend([0x12, raw.len() as u8]);
-        body.extend(&raw);
-        let v = decode(&body).unwrap();
-        assert_eq!(
-            v["metadata"],
-            json!({"name": "n", "labels": {"a": "b"}, "creationTimestamp": "1970-01-01T00:00:01Z",
-                   "ownerReferences": [{"kind": "K", "controller": true}]})
-        );
-    }
-
-    #[test]
-    fn unknown_fields_and_kinds_are_refused() {
-        // The captured namespace with metadata field 99 (a varint) added.
-        let mut body = unhex("6b3873000a0f0a02763112094e616d657370616365121f0a170a0463617078");
-        body.extend([0x98, 0x06, 0x01]);
-        body.extend(unhex("12001a0022002a0032003800420012001a020a00"));
-        let e = decode(&body).unwrap_err();
-        assert_eq!(e.code, 422);
-        assert!(
-            e.message.contains("metadata: field number 99"),
-            "{}",
-            e.message
-        );
-        let mut pod = MAGIC.to_vec();
-        pod.extend([0x0a, 0x09, 0x0a, 0x02, b'v', b'1', 0x12, 0x03]);
-        pod.extend(b"Pod");
-        let e = decode(&pod).unwrap_err();
-        assert_eq!(e.code, 415);
-        assert!(decode(b"{}").is_err());
-    }
+/// `intstr.IntOrString`: type 0 carries `intVal`, type 1 `strVal`; an
+/// unset one (0 or "") is left out.
+fn int_or_string(bytes: &[u8], path: &str) -> Result<Option<Value>, ApiError> {
+    let v = message(
+        bytes,
+        &[
+            f(1, "type", Ty::Int),
+            f(2, "intVal", Ty::Int),
+            f(3, "strVal", Ty::Str),
+        ],
+        path,
+    )?;
+    Ok(match v.get("type").and_then(Value::as_i64).unwrap_or(0) {
+        0 => v.get("intVal").cloned(),
+        1 => v.get("strVal").cloned(),
+        t => return Err(bad(format!("{path}: IntOrString of type {t}"))),
+    })
 }
+
+#[cfg(test)]
+mod tests;

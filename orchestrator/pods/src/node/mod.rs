@@ -13,6 +13,7 @@
 //! - [`service_env`]: Kubernetes' service environment variables.
 //! - [`node_object`]: the Node, its capacity, labels and conditions.
 //! - [`logs`]: the logs endpoint the API server proxies to.
+//! - [`health`]: the node's part of the update role's health gate.
 //!
 //! Nothing about a pod is kept only in memory: what runs is read back
 //! from Docker by the labels on every container, so an agent restart
@@ -24,6 +25,7 @@ pub mod docker;
 pub mod exec;
 pub mod exec_spdy;
 pub mod gc;
+pub mod health;
 pub mod logs;
 pub mod network;
 pub mod node_object;

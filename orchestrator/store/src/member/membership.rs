@@ -17,6 +17,9 @@ use crate::peer::{Forward, ForwardResponse};
 use crate::propose::write_err;
 use crate::types::{MemberInfo, MemberListResponse, PeerNode, StatusResponse};
 
+#[cfg(test)]
+mod tests;
+
 impl Member {
     pub async fn member_list(&self) -> Result<MemberListResponse, StoreError> {
         let metrics = self.inner.raft.metrics().borrow().clone();
@@ -213,14 +216,8 @@ impl Inner {
             .count();
         let already_voter = self.ensure_member(id)?;
         if !already_voter && voters < self.config.max_voters {
-            tokio::time::timeout(
-                self.config.request_timeout,
-                self.raft
-                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true),
-            )
-            .await
-            .map_err(|_| StoreError::Timeout)?
-            .map_err(write_err)?;
+            self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
+                .await?;
             tracing::info!(member = %format!("{id:x}"), %node, "promoted to voter");
         }
         Ok(ForwardResponse::Joined {
@@ -230,24 +227,43 @@ impl Inner {
     /// A membership change that waits its turn: openraft refuses one while
     /// another (say, `promote_loop`'s or a member publishing its address)
     /// is still uncommitted, so retry until the request deadline.
+    ///
+    /// openraft changes voters in two steps (joint, then uniform) inside one
+    /// call; a caller dropped between them would leave the cluster in joint
+    /// consensus, where every later change waits and losing one old voter
+    /// loses the quorum. So the call runs in a task of its own that a
+    /// caller's timeout never cuts short, and `promote_loop` finishes any
+    /// joint configuration that is left over all the same.
     pub(super) async fn change_membership(
         &self,
         change: ChangeMembers<u64, PeerNode>,
+        retain: bool,
     ) -> Result<(), StoreError> {
         let deadline = Instant::now() + self.config.request_timeout;
         loop {
+            let raft = self.raft.clone();
+            let call = tokio::spawn({
+                let change = change.clone();
+                async move { raft.change_membership(change, retain).await }
+            });
             let left = deadline.saturating_duration_since(Instant::now());
-            match tokio::time::timeout(left, self.raft.change_membership(change.clone(), true))
-                .await
-            {
+            match tokio::time::timeout(left, call).await {
                 Err(_) => return Err(StoreError::Timeout),
-                Ok(Ok(_)) => return Ok(()),
-                Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
+                Ok(Err(join)) => {
+                    return Err(StoreError::Task {
+                        what: "a membership change",
+                        source: std::sync::Arc::new(join),
+                    });
+                }
+                Ok(Ok(Ok(_))) => return Ok(()),
+                Ok(Ok(Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(
                     ChangeMembershipError::InProgress(_),
-                )))) if Instant::now() < deadline => {
+                )))))
+                    if Instant::now() < deadline =>
+                {
                     tokio::time::sleep(self.config.heartbeat).await;
                 }
-                Ok(Err(e)) => return Err(write_err(e)),
+                Ok(Ok(Err(e))) => return Err(write_err(e)),
             }
         }
     }
@@ -298,48 +314,107 @@ pub(super) async fn advertise_loop(inner: Weak<Inner>) {
 /// A learner is "caught up" when it is at most this many entries behind.
 pub(super) const CAUGHT_UP_LAG: u64 = 100;
 
-/// Leader-side: while the cluster has fewer voters than `max_voters` (say,
-/// after a voter was removed), promote a caught-up learner, one at a time.
+/// Leader-side: finish a membership change left in joint consensus, and
+/// while the cluster has fewer voters than `max_voters` (say, after a voter
+/// was removed), promote a caught-up learner, one at a time.
 pub(super) async fn promote_loop(inner: Weak<Inner>) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    // The committed joint configuration seen on the last tick: one that is
+    // still there a tick later has no second step coming.
+    let mut joint_seen: Option<u64> = None;
     loop {
         tick.tick().await;
         let Some(inner) = inner.upgrade() else {
             return;
         };
-        let candidate = {
+        let next = {
             let metrics = inner.raft.metrics();
             let m = metrics.borrow();
-            if m.state != ServerState::Leader {
-                continue;
-            }
-            let membership = m.membership_config.membership();
-            // Mid joint-consensus: wait for the change in flight to settle.
-            if membership.get_joint_config().len() > 1 {
-                continue;
-            }
-            let voters: BTreeSet<u64> = membership.voter_ids().collect();
-            if voters.len() >= inner.config.max_voters {
-                continue;
-            }
-            let last = m.last_log_index.unwrap_or(0);
-            membership.learner_ids().find(|id| {
-                m.replication
-                    .as_ref()
-                    .and_then(|r| r.get(id).copied().flatten())
-                    .is_some_and(|l| l.index + CAUGHT_UP_LAG >= last)
-            })
+            next_step(&m, inner.config.max_voters, &mut joint_seen)
         };
-        let Some(id) = candidate else {
+        let Some(step) = next else {
             continue;
         };
-        match inner.serve_local(Forward::Promote { id }).await {
-            Ok(_) => {
-                tracing::info!(member = %format!("{id:x}"), "promoted a learner: the cluster had fewer voters than max_voters")
+        let (change, what) = match step {
+            Step::FinishJoint(voters) => {
+                tracing::warn!(
+                    ?voters,
+                    "finishing a membership change left in joint consensus"
+                );
+                (
+                    ChangeMembers::ReplaceAllVoters(voters),
+                    "finishing the joint configuration",
+                )
             }
-            Err(e) => {
-                tracing::warn!(member = %format!("{id:x}"), error = %e, "promoting a learner failed")
+            Step::Promote(id) => (
+                ChangeMembers::AddVoterIds(BTreeSet::from([id])),
+                "promoting a learner",
+            ),
+        };
+        // Removed voters (a removal cut short) leave; promotions remove none.
+        let retain = matches!(change, ChangeMembers::AddVoterIds(_));
+        match inner.change_membership(change.clone(), retain).await {
+            Ok(()) => match change {
+                ChangeMembers::AddVoterIds(ids) => {
+                    tracing::info!(member = ?ids, "promoted a learner: the cluster had fewer voters than max_voters")
+                }
+                _ => tracing::info!("the joint configuration is finished"),
+            },
+            // The change goes on in its task; the next tick sees its outcome.
+            Err(StoreError::Timeout) => {
+                tracing::info!("{what} is taking long; it goes on in the background")
             }
+            Err(e) => tracing::warn!(error = %e, "{what} failed"),
         }
     }
+}
+
+/// What the leader's membership loop does next.
+#[derive(Debug, PartialEq, Eq)]
+enum Step {
+    /// Move from a joint configuration to its last (the new) voter set.
+    FinishJoint(BTreeSet<u64>),
+    Promote(u64),
+}
+
+/// Decides the membership loop's next step from this member's metrics.
+fn next_step(
+    m: &openraft::RaftMetrics<u64, PeerNode>,
+    max_voters: usize,
+    joint_seen: &mut Option<u64>,
+) -> Option<Step> {
+    if m.state != ServerState::Leader {
+        *joint_seen = None;
+        return None;
+    }
+    let stored = &m.membership_config;
+    let membership = stored.membership();
+    let joint = membership.get_joint_config();
+    if joint.len() > 1 {
+        // Only a committed joint configuration (applied here) that stayed
+        // put for a whole tick: otherwise its second step may be on its way.
+        let at = stored.log_id().map(|l| l.index);
+        let committed = at <= m.last_applied.map(|l| l.index);
+        if committed && at.is_some() && *joint_seen == at {
+            *joint_seen = None;
+            return joint.last().cloned().map(Step::FinishJoint);
+        }
+        *joint_seen = if committed { at } else { None };
+        return None;
+    }
+    *joint_seen = None;
+    let voters: BTreeSet<u64> = membership.voter_ids().collect();
+    if voters.len() >= max_voters {
+        return None;
+    }
+    let last = m.last_log_index.unwrap_or(0);
+    membership
+        .learner_ids()
+        .find(|id| {
+            m.replication
+                .as_ref()
+                .and_then(|r| r.get(id).copied().flatten())
+                .is_some_and(|l| l.index + CAUGHT_UP_LAG >= last)
+        })
+        .map(Step::Promote)
 }

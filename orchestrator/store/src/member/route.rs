@@ -10,7 +10,6 @@ use openraft::ChangeMembers;
 use super::{Inner, read_err, unexpected};
 use crate::StoreError;
 use crate::peer::{Forward, ForwardResponse, WireError};
-use crate::propose::write_err;
 use crate::types::{Command, CommandResponse, PeerNode};
 
 impl Inner {
@@ -207,39 +206,31 @@ impl Inner {
             }
             Forward::Join { id, node } => self.add_member(id, node).await,
             Forward::AddLearner { id, node } => {
-                self.raft
-                    .add_learner(id, node, false)
-                    .await
-                    .map_err(write_err)?;
+                self.change_membership(ChangeMembers::AddNodes(BTreeMap::from([(id, node)])), true)
+                    .await?;
                 Ok(ForwardResponse::Done)
             }
             Forward::Promote { id } => {
                 self.ensure_member(id)?;
-                self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])))
+                self.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), true)
                     .await?;
                 Ok(ForwardResponse::Done)
             }
             Forward::UpdateNode { id, node } => {
                 self.ensure_member(id)?;
-                self.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])))
+                self.change_membership(ChangeMembers::SetNodes(BTreeMap::from([(id, node)])), true)
                     .await?;
                 Ok(ForwardResponse::Done)
             }
             Forward::MoveLeader { target } => self.transfer_leadership(target).await,
             Forward::Campaign => self.campaign().await,
             Forward::Remove { id } => {
-                let voter = self.ensure_member(id)?;
-                if voter {
-                    self.raft
-                        .change_membership(ChangeMembers::RemoveVoters(BTreeSet::from([id])), false)
-                        .await
-                        .map_err(write_err)?;
-                } else {
-                    self.raft
-                        .change_membership(ChangeMembers::RemoveNodes(BTreeSet::from([id])), false)
-                        .await
-                        .map_err(write_err)?;
-                }
+                let ids = BTreeSet::from([id]);
+                let change = match self.ensure_member(id)? {
+                    true => ChangeMembers::RemoveVoters(ids),
+                    false => ChangeMembers::RemoveNodes(ids),
+                };
+                self.change_membership(change, false).await?;
                 Ok(ForwardResponse::Done)
             }
         }
