@@ -147,10 +147,7 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
         // The node whose health the update gate asks, when a kubelet runs.
-        let node = kubelet_docker
-            .is_some()
-            .then(|| settings.name.clone())
-            .filter(|_| settings.kubelet.is_some());
+        let node = settings.kubelet.is_some().then(|| settings.name.clone());
         if let (Some(config), Some(docker)) = (settings.kubelet.clone(), kubelet_docker) {
             let kubelet = herd_pods::node::KubeletSettings {
                 node_name: settings.name.clone(),
