@@ -18,7 +18,7 @@ pub const MAGIC: &[u8] = b"k8s\0";
 
 mod schema;
 
-use schema::{Field, QUANTITY_ENTRY, TYPE_META, Ty, f, schema};
+use schema::{Field, QUANTITY_ENTRY, STR_ENTRY, TYPE_META, Ty, f, schema};
 
 /// Why a body could not be read.
 fn bad(message: impl Into<String>) -> ApiError {
@@ -157,21 +157,6 @@ fn message(bytes: &[u8], fields: &[Field], path: &str) -> Result<Map<String, Val
             (Ty::Bool, 0) => (r.varint()? != 0).then_some(Value::Bool(true)),
             (Ty::OptBool, 0) => Some(Value::Bool(r.varint()? != 0)),
             (Ty::IntOrStr, 2) => int_or_string(r.bytes()?, &here)?,
-            (Ty::QuantityMap, 2) => {
-                let entry = message(r.bytes()?, QUANTITY_ENTRY, &here)?;
-                let key = entry.get("key").and_then(Value::as_str).unwrap_or_default();
-                let quantity = entry
-                    .get("value")
-                    .and_then(|q| q.get("string"))
-                    .cloned()
-                    .unwrap_or(Value::String(String::new()));
-                out.entry(field.name)
-                    .or_insert_with(|| Value::Object(Map::new()))
-                    .as_object_mut()
-                    .expect("a map field is an object")
-                    .insert(key.to_owned(), quantity);
-                None
-            }
             (Ty::Inline(sub), 2) => {
                 out.extend(message(r.bytes()?, sub, path)?);
                 None
@@ -200,26 +185,24 @@ fn message(bytes: &[u8], fields: &[Field], path: &str) -> Result<Map<String, Val
                     ))
                 })
             }
-            (Ty::StrMap, 2) => {
-                let entry = message(
-                    r.bytes()?,
-                    &[f(1, "key", Ty::Str), f(2, "value", Ty::Str)],
-                    &here,
-                )?;
-                let key = entry
-                    .get("key")
-                    .and_then(Value::as_str)
-                    .unwrap_or_default()
-                    .to_owned();
-                let value = entry
-                    .get("value")
-                    .cloned()
-                    .unwrap_or(Value::String(String::new()));
+            (Ty::StrMap | Ty::QuantityMap, 2) => {
+                // A map entry: a key and a string, or a Quantity holding one.
+                let quantity = matches!(field.ty, Ty::QuantityMap);
+                let entry_fields = if quantity { QUANTITY_ENTRY } else { STR_ENTRY };
+                let entry = message(r.bytes()?, entry_fields, &here)?;
+                let key = entry.get("key").and_then(Value::as_str).unwrap_or_default();
+                let value = match quantity {
+                    true => entry.get("value").and_then(|q| q.get("string")),
+                    false => entry.get("value"),
+                };
                 out.entry(field.name)
                     .or_insert_with(|| Value::Object(Map::new()))
                     .as_object_mut()
                     .expect("a map field is an object")
-                    .insert(key, value);
+                    .insert(
+                        key.to_owned(),
+                        value.cloned().unwrap_or(Value::String(String::new())),
+                    );
                 None
             }
             (Ty::Msg(sub), 2) => Some(Value::Object(message(r.bytes()?, sub, &here)?)),

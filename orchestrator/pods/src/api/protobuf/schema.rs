@@ -87,6 +87,9 @@ const NAMESPACE: &[Field] = &[
     f(3, "status", Ty::Msg(&[f(1, "phase", Ty::Str)])),
 ];
 
+/// An entry of a `map<string, string>`.
+pub(super) const STR_ENTRY: &[Field] = &[f(1, "key", Ty::Str), f(2, "value", Ty::Str)];
+
 /// An entry of a `map<string, resource.Quantity>`.
 pub(super) const QUANTITY_ENTRY: &[Field] = &[
     f(1, "key", Ty::Str),
