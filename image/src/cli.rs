@@ -68,6 +68,10 @@ pub enum ImageCommand {
         /// Default arguments to the entrypoint.
         #[arg(long, num_args = 1.., allow_hyphen_values = true, value_name = "ARG")]
         cmd: Vec<String>,
+        /// A host file laid into the image at an absolute path, mode kept
+        /// (repeatable; the files form a layer of their own).
+        #[arg(long = "add", value_name = "SRC:DEST")]
+        add: Vec<container::Added>,
         /// KEY=VALUE in the container's environment (repeatable).
         #[arg(long)]
         env: Vec<String>,
@@ -231,6 +235,7 @@ fn container_command(
     exclude: Vec<String>,
     entrypoint: Vec<String>,
     cmd: Vec<String>,
+    add: Vec<container::Added>,
     env: Vec<String>,
     workdir: Option<String>,
     tag: String,
@@ -243,6 +248,7 @@ fn container_command(
         container::Recipe::pause()
     } else {
         container::Recipe::new(packages, exclude, entrypoint, cmd, &env, workdir, tag)?
+            .with_files(add)
     };
     let epoch = build::epoch()?;
     let cache = cache.unwrap_or_else(build::default_cache);
@@ -263,6 +269,12 @@ fn container_command(
                 if b.cached { ", cached" } else { "" }
             ),
         ]);
+        if let Some(files) = &b.files_layer {
+            t.row([
+                "files layer",
+                &format!("{} ({} bytes)", files.digest, files.size),
+            ]);
+        }
         t.row(["packages", &b.packages.len().to_string()]);
         t.row(["elapsed", &format!("{:.1} s", b.elapsed.as_secs_f64())]);
         t.render()
@@ -277,6 +289,7 @@ fn run_blocking(command: ImageCommand) -> anyhow::Result<()> {
             exclude,
             entrypoint,
             cmd,
+            add,
             env,
             workdir,
             tag,
@@ -285,7 +298,7 @@ fn run_blocking(command: ImageCommand) -> anyhow::Result<()> {
             cache,
             output,
         } => container_command(
-            packages, exclude, entrypoint, cmd, env, workdir, tag, pause, out, cache, output,
+            packages, exclude, entrypoint, cmd, add, env, workdir, tag, pause, out, cache, output,
         ),
         ImageCommand::Push { .. } => unreachable!("push runs on the async side"),
         ImageCommand::Build {

@@ -7,7 +7,8 @@ use anyhow::Context;
 use clap::{Args, Subcommand};
 use herd_cli::Output;
 
-use crate::lab::{Lab, UpOptions};
+use crate::demo;
+use crate::lab::{Lab, LabError, UpOptions};
 use crate::layout::MachineId;
 use crate::stage::Stage;
 use crate::{status, watch};
@@ -72,6 +73,20 @@ pub enum LabCommand {
     },
     /// Power a machine on again.
     Boot { machine: MachineId },
+    /// Replay the seed talk's demo on a Docker lab (brought up, 3 machines,
+    /// if none is): Postgres, pgview and memcache, scaling, a canary, a
+    /// rolling update under load, a deleted pod, a machine powered off.
+    Demo {
+        /// Wait for Enter before each step.
+        #[arg(long)]
+        step: bool,
+        /// The namespace of the lab brought up when none is.
+        #[arg(long, default_value = "herd-lab")]
+        netns: String,
+        /// How long bringing a lab up may take.
+        #[arg(long, default_value = "30m", value_parser = humantime_duration)]
+        timeout: Duration,
+    },
     /// Rack one more machine; it netboots and joins by itself.
     Add,
     /// Stop every VM and server and remove the namespace. Idempotent.
@@ -220,6 +235,13 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                     }
                 }
             }
+            // The pods verbs talk to the first machine's Kubernetes API.
+            if std::env::var_os("HERD_API_SERVER").is_none() && !given("--server") {
+                let first = state.machines.first().map(|m| m.id().ip());
+                if let Some(ip) = first {
+                    cmd.env("HERD_API_SERVER", format!("http://{ip}:6443"));
+                }
+            }
             if std::env::var_os("ETCDCTL_API").is_none() {
                 cmd.env("ETCDCTL_API", "3");
             }
@@ -241,6 +263,37 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             let lab = lab(args.lab_dir)?;
             lab.boot(machine).await?;
             println!("{machine} powered on");
+            Ok(())
+        }
+        LabCommand::Demo {
+            step,
+            netns,
+            timeout,
+        } => {
+            let lab = lab(args.lab_dir)?;
+            if matches!(lab.state(), Err(LabError::NotUp(_))) {
+                let start = tokio::time::Instant::now();
+                println!(
+                    "no lab in {}: bringing up {} machines with Docker",
+                    lab.dir.display(),
+                    demo::MACHINES
+                );
+                let options = UpOptions {
+                    machines: demo::MACHINES as u32,
+                    install: true,
+                    image: None,
+                    docker: true,
+                    netns,
+                };
+                lab.up(&options).await?;
+                progress(&lab, start, timeout).await?;
+            }
+            let demo = demo::Demo::new(&lab)?;
+            let outcomes = demo.run(step).await;
+            print!("\n{}", demo::report::summary(&outcomes));
+            if outcomes.iter().any(|o| !o.ok) {
+                anyhow::bail!("the demo stopped at a failed step");
+            }
             Ok(())
         }
         LabCommand::Add => {

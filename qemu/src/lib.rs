@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod cli;
 pub mod cluster;
+pub mod demo;
 pub mod lab;
 pub mod layout;
 pub mod net;

@@ -171,6 +171,70 @@ fn container_image_pushed_to_a_registry_is_pulled_and_run_by_dockerd() {
     let said = docker.ok(&["run", "--rm", "--network", "none", &reference]);
     assert_eq!(said.trim(), "hello-from-herd in /srv");
 
+    // A host file added (`--add`): a layer of its own over the same cached
+    // package layer, at the real path of merged-/usr's `/bin`, mode kept.
+    let script = dir.path().join("greet");
+    std::fs::write(&script, "#!/bin/busybox sh\necho added-by-herd\n").unwrap();
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let added = dir.path().join("added");
+    let built = herd_ok(
+        &[
+            "image",
+            "container",
+            "--packages",
+            "busybox-static",
+            "--add",
+            &format!("{}:/bin/greet", path(&script)),
+            "--tag",
+            "2",
+            "--out",
+            path(&added),
+            "-o",
+            "json",
+            "--entrypoint",
+            "/bin/greet",
+        ],
+        &cache,
+    );
+    assert_eq!(
+        built["layer"], first["layer"],
+        "the package layer is shared"
+    );
+    assert!(built["files_layer"]["digest"].is_string(), "{built}");
+    let added_ref = format!("{}/herd/hello:2", registry.addr);
+    let pushed = herd_ok(
+        &[
+            "image",
+            "push",
+            path(&added),
+            &added_ref,
+            "--insecure",
+            "-o",
+            "json",
+        ],
+        &cache,
+    );
+    assert_eq!(pushed["blobs"].as_array().unwrap().len(), 3, "{pushed}");
+    let said = docker.ok(&["run", "--rm", "--network", "none", &added_ref]);
+    assert_eq!(said.trim(), "added-by-herd");
+    let ls = docker.ok(&[
+        "run",
+        "--rm",
+        "--network",
+        "none",
+        "--entrypoint",
+        "/bin/busybox",
+        &added_ref,
+        "ls",
+        "-ld",
+        "/usr/bin/greet",
+        "/bin",
+    ]);
+    assert!(
+        ls.contains("-rwxr-xr-x") && ls.contains("/bin -> usr/bin"),
+        "{ls}"
+    );
+
     // The pause image sleeps until stopped and exits 0 on SIGTERM (a PID 1
     // without a handler would ignore it and be killed: exit code 137).
     let id = docker.ok(&["run", "-d", "--network", "none", &pause_ref]);
@@ -234,6 +298,27 @@ fn bad_container_inputs_fail_with_what_was_wrong() {
         err.contains("nosuchcommand") && err.contains("PATH"),
         "{err}"
     );
+    for (add, says) in [
+        ("/no/such/file-herd:/x", "/no/such/file-herd"),
+        ("/etc/hostname:relative", "absolute"),
+        ("/etc/hostname:/usr/bin", "is a directory"),
+        ("/etc:/x", "not a regular file"),
+    ] {
+        let err = herd_err(
+            &[
+                "image",
+                "container",
+                "--packages",
+                "busybox-static",
+                "--add",
+                add,
+                "--out",
+                path(&out),
+            ],
+            &cache,
+        );
+        assert!(err.contains(says), "--add {add}: {err}");
+    }
     let file = dir.path().join("a-file");
     std::fs::write(&file, "x").unwrap();
     let under_file = file.join("out");

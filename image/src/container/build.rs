@@ -1,8 +1,10 @@
 //! `herd image container`: a recipe's packages resolved and fetched by the
 //! OS pipeline's own resolver and cache, unpacked into one reproducible
 //! layer (cached under the packages' names, versions and hashes), the
-//! entrypoint checked against the image's files, and an OCI layout written.
+//! added host files in a second layer, the entrypoint checked against the
+//! image's files, and an OCI layout written.
 
+use super::added::{self, AddError};
 use super::layer::{self, LayerDigests};
 use super::layout::{self, Descriptor, ImageConfig, LayoutError, Manifest, RootFs, RunConfig};
 use super::recipe::Recipe;
@@ -36,6 +38,8 @@ pub enum ContainerError {
     Tool(#[from] ToolError),
     #[error(transparent)]
     Layout(#[from] LayoutError),
+    #[error(transparent)]
+    Add(#[from] AddError),
     #[error("--entrypoint {command:?}: {reason}")]
     Entrypoint { command: String, reason: String },
 }
@@ -56,6 +60,8 @@ pub struct Built {
     pub manifest: String,
     pub config: String,
     pub layer: LayerDigests,
+    /// The added files' layer, when the recipe adds any.
+    pub files_layer: Option<LayerDigests>,
     /// Whether the layer came from the cache.
     pub cached: bool,
     /// `name version` of every package in the image, sorted.
@@ -83,7 +89,7 @@ pub fn build(
     let started = Instant::now();
     let staging = staging_dir(out)?;
     let result = stage(recipe, cache, epoch, &staging);
-    let (packages, digests, cached, manifest) = match result {
+    let (packages, digests, cached, written) = match result {
         Ok(r) => r,
         Err(e) => {
             let _ = std::fs::remove_dir_all(&staging);
@@ -97,9 +103,10 @@ pub fn build(
     Ok(Built {
         out: out.into(),
         tag: recipe.tag.clone(),
-        manifest: manifest.digest,
-        config: manifest.config,
+        manifest: written.digest,
+        config: written.config,
         layer: digests,
+        files_layer: written.files_layer,
         cached,
         packages: packages
             .iter()
@@ -127,8 +134,13 @@ fn stage(
     let (layer_dir, cached) = cached_layer(&packages, cache, epoch)?;
     let digests: LayerDigests = read_json(&layer_dir.join("layer.json"))?;
     let listing: Listing = read_json(&layer_dir.join("listing.json"))?;
-    check_entrypoint(recipe, &listing)?;
-    let written = write_layout(recipe, &packages, &layer_dir, &digests, epoch, staging)?;
+    let files = added::tree(&recipe.files, &listing)?;
+    check_entrypoint(recipe, &added::merged_listing(&listing, &files))?;
+    let layers = Layers {
+        packages: (&layer_dir, &digests),
+        files: (!recipe.files.is_empty()).then_some(&files),
+    };
+    let written = write_layout(recipe, &packages, layers, epoch, staging)?;
     Ok((packages, digests, cached, written))
 }
 
@@ -276,23 +288,43 @@ pub fn check_entrypoint(recipe: &Recipe, listing: &Listing) -> Result<(), Contai
 struct Written {
     digest: String,
     config: String,
+    files_layer: Option<LayerDigests>,
+}
+
+/// The image's layers: the cached packages' (its directory and digests)
+/// and the added files', if any.
+struct Layers<'a> {
+    packages: (&'a Path, &'a LayerDigests),
+    files: Option<&'a Tree>,
 }
 
 fn write_layout(
     recipe: &Recipe,
     packages: &[Package],
-    layer_dir: &Path,
-    digests: &LayerDigests,
+    layers: Layers<'_>,
     epoch: u64,
     dir: &Path,
 ) -> Result<Written, ContainerError> {
     layout::create(dir)?;
+    let (layer_dir, digests) = layers.packages;
     let blob = layout::blob_path(dir, &digests.digest)?;
     let src = layer_dir.join("layer.tar.gz");
     std::fs::copy(&src, &blob).map_err(io(&src))?;
     let created =
         humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(epoch)).to_string();
     let names: Vec<&str> = recipe.packages.iter().map(String::as_str).collect();
+    let mut all = vec![(
+        digests.clone(),
+        format!("herd image container --packages {}", names.join(",")),
+    )];
+    if let Some(files) = layers.files {
+        // Written beside the blobs, then named by its digest.
+        let tmp = dir.join("files-layer.tmp");
+        let d = layer::write(files, epoch, &tmp).map_err(io(&tmp))?;
+        let blob = layout::blob_path(dir, &d.digest)?;
+        std::fs::rename(&tmp, &blob).map_err(io(&blob))?;
+        all.push((d, added::history(&recipe.files)));
+    }
     let config = ImageConfig {
         created: created.clone(),
         architecture: apt::ARCH.into(),
@@ -314,30 +346,37 @@ fn write_layout(
         },
         rootfs: RootFs {
             kind: "layers".into(),
-            diff_ids: vec![digests.diff_id.clone()],
+            diff_ids: all.iter().map(|(d, _)| d.diff_id.clone()).collect(),
         },
-        history: vec![layout::History {
-            created,
-            created_by: format!("herd image container --packages {}", names.join(",")),
-        }],
+        history: all
+            .iter()
+            .map(|(_, by)| layout::History {
+                created: created.clone(),
+                created_by: by.clone(),
+            })
+            .collect(),
     };
     let config_d = layout::put_json(dir, layout::CONFIG_TYPE, &config)?;
     let manifest = Manifest {
         schema_version: 2,
         media_type: layout::MANIFEST_TYPE.into(),
         config: config_d.clone(),
-        layers: vec![Descriptor {
-            media_type: layout::LAYER_TYPE.into(),
-            digest: digests.digest.clone(),
-            size: digests.size,
-            annotations: Default::default(),
-        }],
+        layers: all
+            .iter()
+            .map(|(d, _)| Descriptor {
+                media_type: layout::LAYER_TYPE.into(),
+                digest: d.digest.clone(),
+                size: d.size,
+                annotations: Default::default(),
+            })
+            .collect(),
     };
     let manifest_d = layout::put_json(dir, layout::MANIFEST_TYPE, &manifest)?;
     layout::write_index(dir, &manifest_d, &recipe.tag)?;
     Ok(Written {
         digest: manifest_d.digest,
         config: config_d.digest,
+        files_layer: all.into_iter().nth(1).map(|(d, _)| d),
     })
 }
 

@@ -1,8 +1,10 @@
-//! What a container image is made of (packages, entrypoint, env, working
-//! directory, tag), checked when it is parsed, and the pause image's recipe.
+//! What a container image is made of (packages, added files, entrypoint,
+//! env, working directory, tag), checked when it is parsed, and the pause image's recipe.
 
 /// The reference the kubelet runs a pod's infra container from.
 pub const PAUSE_IMAGE: &str = "herd/pause:1";
+
+use super::added::Added;
 
 /// `PATH` in every image unless the recipe sets its own (Docker's default).
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -37,6 +39,8 @@ pub struct Recipe {
     pub workdir: Option<String>,
     /// The name `index.json` gives the image.
     pub tag: String,
+    /// Host files laid over the packages, in a layer of their own.
+    pub files: Vec<Added>,
 }
 
 impl Recipe {
@@ -81,7 +85,14 @@ impl Recipe {
             env,
             workdir,
             tag,
+            files: Vec::new(),
         })
+    }
+
+    /// The recipe with host files added (`--add SRC:DEST`).
+    pub fn with_files(mut self, files: Vec<Added>) -> Recipe {
+        self.files = files;
+        self
     }
 
     /// The pause (infra) container: busybox-static, sleeping until told to
@@ -101,6 +112,7 @@ impl Recipe {
             cmd: Vec::new(),
             env: Vec::new(),
             workdir: None,
+            files: Vec::new(),
             tag: PAUSE_IMAGE
                 .rsplit_once(':')
                 .map_or("latest", |(_, t)| t)

@@ -17,7 +17,7 @@ use herd_client::kit::{Action, Cache, Controller, Request, Scope};
 use tokio_util::sync::CancellationToken;
 
 use super::replication::controller_ref;
-use super::{Elected, caught_up};
+use super::{Elected, can_adopt, caught_up};
 use crate::api::meta::{IntOrString, LabelSelector, now};
 use crate::api::pod::PodTemplateSpec;
 use crate::api::workloads::{DeploymentCondition, DeploymentStatus, ReplicaSetSpec};
@@ -344,6 +344,9 @@ async fn reconcile(ctx: Arc<Ctx>, req: Request<Deployment>) -> Result<Action, Ap
             None if d.spec.selector.matches(&rs.metadata.labels)
                 && rs.metadata.deletion_timestamp.is_none() =>
             {
+                if !can_adopt(registry, &d).await? {
+                    return Ok(Action::AwaitChange);
+                }
                 rs.metadata.owner_references.push(controller_ref(&d));
                 let adopted = registry.update(rs, Part::Main).await?;
                 ctx.wrote(&req.name, adopted.revision());

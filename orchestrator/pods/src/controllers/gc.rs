@@ -8,6 +8,7 @@
 //! deleted: a cache that lags never costs a pod.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use herd_client::kit::{Action, Cache, Controller, Request, Scope};
 use tokio_util::sync::CancellationToken;
@@ -273,6 +274,7 @@ async fn reconcile_owner<O: ApiObject>(
     }
     let registry = &ctx.e.registry;
     let mut remaining = 0;
+    let mut orphaned = 0;
     macro_rules! each_dependent {
         ($cache:expr, $t:ty) => {
             for name in naming(&$cache, &m.uid) {
@@ -281,6 +283,7 @@ async fn reconcile_owner<O: ApiObject>(
                 if orphan {
                     dep.metadata.owner_references.retain(|r| r.uid != m.uid);
                     registry.update(dep, Part::Main).await?;
+                    orphaned += 1;
                 } else {
                     remaining += 1;
                     if dep.metadata.deletion_timestamp.is_none() {
@@ -306,6 +309,12 @@ async fn reconcile_owner<O: ApiObject>(
     if remaining > 0 {
         // Their deletions wake this owner again.
         return Ok(Action::AwaitChange);
+    }
+    if orphaned > 0 {
+        // The finalizer goes only on a pass that finds no dependent left
+        // naming the owner, once the cache shows these writes: one taken
+        // back meanwhile would be collected with the owner gone.
+        return Ok(Action::Requeue(Duration::from_millis(200)));
     }
     let mut done = owner.clone();
     done.meta_mut()

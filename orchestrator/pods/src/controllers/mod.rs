@@ -39,6 +39,23 @@ pub struct Elected {
     pub events: events::Recorder,
 }
 
+/// Whether `owner` may adopt orphans now: a fresh read (not the cache)
+/// finds the same object, not being deleted. Kubernetes rechecks the same
+/// way: an owner adopting from a stale cache while the garbage collector
+/// orphans its dependents takes them back just before it goes, and the
+/// collector then deletes them as dependents of a gone owner.
+pub(crate) async fn can_adopt<T: crate::api::ApiObject>(
+    registry: &Registry,
+    owner: &T,
+) -> Result<bool, crate::api::ApiError> {
+    let m = owner.meta();
+    match registry.get::<T>(&m.namespace, &m.name).await {
+        Ok(fresh) => Ok(fresh.meta().uid == m.uid && fresh.meta().deletion_timestamp.is_none()),
+        Err(e) if e.is_not_found() => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Runs `run` whenever this process holds election `name`.
 fn spawn_elected<F, Fut>(
     tasks: &mut JoinSet<()>,

@@ -12,7 +12,7 @@ use std::time::Duration;
 use herd_client::kit::{Action, Cache, Controller, Request, Scope};
 use tokio_util::sync::CancellationToken;
 
-use super::{Elected, caught_up};
+use super::{Elected, can_adopt, caught_up};
 use crate::api::meta::{OwnerReference, map_selects};
 use crate::api::pod::PodTemplateSpec;
 use crate::api::workloads::{ReplicaSetStatus, ReplicaStatus};
@@ -221,6 +221,8 @@ async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<A
     let deleting = owner.meta().deletion_timestamp.is_some();
     let prefix = format!("{ns}/");
     let mut mine: Vec<Pod> = Vec::new();
+    // Asked once, at the first orphan this pass could adopt.
+    let mut may_adopt: Option<bool> = None;
     for o in ctx
         .pods
         .list()
@@ -239,6 +241,12 @@ async fn reconcile<R: Replicated>(ctx: Arc<Ctx<R>>, req: Request<R>) -> Result<A
             }
             Some(_) => {}
             None if !deleting && pod.is_active() && owner.selects(&pod.metadata.labels) => {
+                if may_adopt.is_none() {
+                    may_adopt = Some(can_adopt(registry, &owner).await?);
+                }
+                if may_adopt == Some(false) {
+                    continue;
+                }
                 pod.metadata.owner_references.push(controller_ref(&owner));
                 let adopted = registry.update(pod, Part::Main).await?;
                 mine.push(adopted);
