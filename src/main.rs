@@ -76,6 +76,8 @@ enum BenchCommand {
     Pods(herd_pods::cli::bench::BenchCommand),
     #[command(flatten)]
     Proxy(herd_pods::proxy::bench::BenchCommand),
+    #[command(flatten)]
+    PodStart(herd_pods::node::bench::BenchCommand),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -122,6 +124,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             BenchCommand::Proxy(herd_pods::proxy::bench::BenchCommand::Proxy(b)) => {
                 herd_pods::proxy::bench::run(b).await
             }
+            BenchCommand::PodStart(b) => herd_pods::node::bench::run(b, shutdown).await,
         },
         Command::Completions { shell } => {
             // Rendered into memory first: clap_complete panics on a write

@@ -137,7 +137,8 @@ fn start_store(n: usize, dir: &Path) -> anyhow::Result<(Members, Vec<String>)> {
     ))
 }
 
-async fn until<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<()>
+/// Polls `check` every 50 ms until it holds, at most `limit`.
+pub(crate) async fn until<F, Fut>(what: &str, limit: Duration, mut check: F) -> anyhow::Result<()>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = bool>,

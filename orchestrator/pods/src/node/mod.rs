@@ -14,6 +14,7 @@
 //! - [`node_object`]: the Node, its capacity, labels and conditions.
 //! - [`logs`]: the logs endpoint the API server proxies to.
 //! - [`health`]: the node's part of the update role's health gate.
+//! - [`bench`]: `herd bench pod-start`, pod start latency against bare Docker calls.
 //!
 //! Nothing about a pod is kept only in memory: what runs is read back
 //! from Docker by the labels on every container, so an agent restart
@@ -21,6 +22,8 @@
 //! gets them started again.
 
 pub mod api;
+pub mod bench;
+mod bench_setup;
 pub mod docker;
 pub mod exec;
 pub mod exec_spdy;
