@@ -271,10 +271,17 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
             timeout,
         } => {
             let lab = lab(args.lab_dir)?;
-            if matches!(lab.state(), Err(LabError::NotUp(_))) {
+            // A lab that failed or crashed and left nothing running counts
+            // as none: `up` clears what it left.
+            let up = match lab.state() {
+                Ok(state) => lab.is_alive(&state),
+                Err(LabError::NotUp(_)) => false,
+                Err(e) => return Err(e.into()),
+            };
+            if !up {
                 let start = tokio::time::Instant::now();
                 println!(
-                    "no lab in {}: bringing up {} machines with Docker",
+                    "no lab running in {}: bringing up {} machines with Docker",
                     lab.dir.display(),
                     demo::MACHINES
                 );
