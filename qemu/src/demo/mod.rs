@@ -189,11 +189,7 @@ impl<'a> Demo<'a> {
             Duration::from_secs(600),
             Duration::from_secs(3),
             || async move {
-                let nodes = self
-                    .sh
-                    .json(&["get", "nodes"])
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let nodes = self.sh.seen(&["get", "nodes"]).await?;
                 let ready = shell::items(&nodes)
                     .iter()
                     .filter(|n| {
@@ -239,11 +235,7 @@ impl<'a> Demo<'a> {
             Duration::from_secs(300),
             Duration::from_secs(3),
             || async move {
-                let pods = self
-                    .sh
-                    .json(&["get", "pods"])
-                    .await
-                    .map_err(|e| e.to_string())?;
+                let pods = self.sh.seen(&["get", "pods"]).await?;
                 let left: Vec<_> = shell::items(&pods)
                     .into_iter()
                     .filter(|p| {

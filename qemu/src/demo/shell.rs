@@ -73,6 +73,12 @@ impl Shell {
         })
     }
 
+    /// [`Shell::json`] for a probe of [`until`]: a failed command is what
+    /// the probe saw this time, not the end of the wait.
+    pub async fn seen(&self, args: &[&str]) -> Result<Value, String> {
+        self.json(args).await.map_err(|e| e.to_string())
+    }
+
     /// Runs a command (not `herd`) in the lab network, printed.
     pub async fn run_tool(&self, program: &str, args: &[&str]) -> Result<String, DemoError> {
         self.announce(&format!("herd lab exec -- {program} {}", args.join(" ")));

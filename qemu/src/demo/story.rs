@@ -30,10 +30,9 @@ impl Demo<'_> {
 
     async fn pods(&self, selector: &str) -> Result<Vec<Value>, String> {
         self.sh
-            .json(&["get", "pods", "-l", selector])
+            .seen(&["get", "pods", "-l", selector])
             .await
             .map(|v| shell::items(&v))
-            .map_err(|e| e.to_string())
     }
 
     /// Waits for exactly `n` ready pods matching `selector` (none other
@@ -110,11 +109,7 @@ impl Demo<'_> {
             .run(&["apply", "-f", &self.file(files::PSQL)])
             .await?;
         let psql = until("pod psql to finish", FIRST_POD, POLL, || async move {
-            let pods = self
-                .sh
-                .json(&["get", "pod", "psql"])
-                .await
-                .map_err(|e| e.to_string())?;
+            let pods = self.sh.seen(&["get", "pod", "psql"]).await?;
             match pods["status"]["phase"].as_str() {
                 Some("Succeeded" | "Failed") => Ok(pods),
                 other => Err(format!("phase {}", other.unwrap_or("Pending"))),
