@@ -6,6 +6,11 @@
 //!
 //! Where the socket comes from is pluggable ([`Connect`]): the lab opens
 //! its sockets from a thread inside the lab's network namespace.
+//! `https://` URLs need a TLS configuration ([`Client::with_tls`]): the
+//! cluster's APIs trust the cluster CA, not the system's roots.
+//!
+//! [`server`] is the other side: serving an API over TLS, each request
+//! carrying its caller's certificate identity.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -18,15 +23,23 @@ use hyper::body::Incoming;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
+pub mod server;
+
 pub use http::{Method, StatusCode};
 
 /// Why a request failed; every variant names the URL.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{url:?} is not a usable http:// URL: {reason}")]
+    #[error("{url:?} is not a usable http(s):// URL: {reason}")]
     Url { url: String, reason: String },
     #[error("connecting to {url}: {source}")]
     Connect {
+        url: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{url}: TLS: {source}")]
+    Tls {
         url: String,
         #[source]
         source: std::io::Error,
@@ -71,6 +84,11 @@ pub enum Error {
         source: std::io::Error,
     },
 }
+
+/// A connection HTTP runs over: plain TCP or TLS on it (for callers that
+/// open their own, as an upgrade proxy does).
+pub trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 type ConnectFuture = Pin<Box<dyn Future<Output = std::io::Result<TcpStream>> + Send>>;
 
@@ -194,6 +212,7 @@ impl Request {
 #[derive(Clone)]
 pub struct Client {
     connect: Arc<dyn Connect>,
+    tls: Option<Arc<rustls::ClientConfig>>,
     timeout: Duration,
     max_body: usize,
 }
@@ -208,13 +227,15 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("timeout", &self.timeout)
+            .field("tls", &self.tls.is_some())
             .field("max_body", &self.max_body)
             .finish_non_exhaustive()
     }
 }
 
-/// The parts of an `http://` URL a request needs.
+/// The parts of an `http(s)://` URL a request needs.
 struct Target {
+    tls: bool,
     host: String,
     port: u16,
     authority: String,
@@ -227,9 +248,11 @@ fn target(url: &str) -> Result<Target, Error> {
         reason: reason.to_owned(),
     };
     let parsed = url::Url::parse(url).map_err(|e| bad(&e.to_string()))?;
-    if parsed.scheme() != "http" {
-        return Err(bad("only http:// is supported"));
-    }
+    let tls = match parsed.scheme() {
+        "http" => false,
+        "https" => true,
+        _ => return Err(bad("only http:// and https:// are supported")),
+    };
     let host = parsed.host_str().ok_or_else(|| bad("no host"))?.to_owned();
     let port = parsed.port_or_known_default().unwrap_or(80);
     let authority = match parsed.port() {
@@ -242,6 +265,7 @@ fn target(url: &str) -> Result<Target, Error> {
         path.push_str(q);
     }
     Ok(Target {
+        tls,
         // `[::1]` in a URL is `::1` to connect to.
         host: host
             .trim_start_matches('[')
@@ -253,11 +277,34 @@ fn target(url: &str) -> Result<Target, Error> {
     })
 }
 
+/// The TLS client handshake with `host` (the name its certificate must
+/// carry) on `stream`.
+async fn tls_handshake(
+    config: Arc<rustls::ClientConfig>,
+    url: &str,
+    host: &str,
+    stream: TcpStream,
+) -> Result<tokio_rustls::client::TlsStream<TcpStream>, Error> {
+    let name =
+        rustls::pki_types::ServerName::try_from(host.to_owned()).map_err(|e| Error::Url {
+            url: url.to_owned(),
+            reason: format!("{host} is not a TLS server name: {e}"),
+        })?;
+    tokio_rustls::TlsConnector::from(config)
+        .connect(name, stream)
+        .await
+        .map_err(|source| Error::Tls {
+            url: url.to_owned(),
+            source,
+        })
+}
+
 impl Client {
     /// Direct connections, 30 s per request, bodies up to 16 MiB.
     pub fn new() -> Client {
         Client {
             connect: Arc::new(Direct),
+            tls: None,
             timeout: Duration::from_secs(30),
             max_body: 16 << 20,
         }
@@ -266,6 +313,15 @@ impl Client {
     /// Opens sockets with `connect` instead.
     pub fn with_connect(mut self, connect: impl Connect) -> Client {
         self.connect = Arc::new(connect);
+        self
+    }
+
+    /// Speaks TLS with `config` to `https://` URLs (whose server
+    /// certificate it checks against the configuration's roots for the
+    /// URL's host, and to which it presents the configuration's client
+    /// certificate, if any).
+    pub fn with_tls(mut self, config: Arc<rustls::ClientConfig>) -> Client {
+        self.tls = Some(config);
         self
     }
 
@@ -284,6 +340,16 @@ impl Client {
 
     async fn send(&self, req: &Request) -> Result<hyper::Response<Incoming>, Error> {
         let t = target(&req.url)?;
+        let tls = match (&self.tls, t.tls) {
+            (_, false) => None,
+            (Some(config), true) => Some(Arc::clone(config)),
+            (None, true) => {
+                return Err(Error::Url {
+                    url: req.url.clone(),
+                    reason: "an https:// URL needs a TLS configuration (the cluster CA)".into(),
+                });
+            }
+        };
         let stream = self
             .connect
             .connect(t.host.clone(), t.port)
@@ -292,6 +358,10 @@ impl Client {
                 url: req.url.clone(),
                 source,
             })?;
+        let stream: Box<dyn Io> = match tls {
+            Some(config) => Box::new(tls_handshake(config, &req.url, &t.host, stream).await?),
+            None => Box::new(stream),
+        };
         let protocol = |source| Error::Protocol {
             method: req.method.clone(),
             url: req.url.clone(),

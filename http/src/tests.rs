@@ -242,3 +242,76 @@ async fn open_hands_over_each_piece_as_it_arrives() {
     assert_eq!(body.chunk().await.unwrap().unwrap(), "second\n");
     assert!(body.chunk().await.unwrap().is_none());
 }
+
+/// A TLS server on loopback with a certificate from `ca` for 127.0.0.1,
+/// answering every request with `ok(who)`, `who` being the client
+/// certificate's common name (or `-`).
+async fn serve_tls(ca: &herd_pki::ClusterCa) -> SocketAddr {
+    use herd_pki::tls::{ALPN_HTTP1, ClientAuth, Current, accept, server_config};
+    let leaf = ca
+        .issue(
+            &herd_pki::Identity::Member("m".into()),
+            &[],
+            &["127.0.0.1".parse().unwrap()],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let config = server_config(
+        &ca.pair.cert_pem,
+        &leaf,
+        ClientAuth::Optional,
+        &[ALPN_HTTP1],
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut accepted = accept(listener, Arc::new(Current::new(config)), "test");
+    tokio::spawn(async move {
+        while let Some(mut conn) = accepted.recv().await {
+            let who = conn.peer.map_or("-".to_owned(), |p| p.common_name());
+            let mut buf = vec![0u8; 8192];
+            let _ = conn.stream.read(&mut buf).await;
+            let _ = conn.stream.write_all(&ok(&who)).await;
+            let _ = conn.stream.shutdown().await;
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn https_checks_the_server_against_the_ca_and_presents_a_certificate() {
+    herd_pki::install_crypto_provider();
+    let ca = herd_pki::ClusterCa::generate("t").unwrap();
+    let addr = serve_tls(&ca).await;
+    let url = format!("https://{addr}/");
+
+    let anonymous = herd_pki::tls::client_config(&ca.pair.cert_pem, None, &[]).unwrap();
+    let body = Client::new().with_tls(anonymous).get(&url).await.unwrap();
+    assert_eq!(&body[..], b"-");
+
+    let alice = ca
+        .issue(
+            &herd_pki::Identity::User("alice".into()),
+            &[],
+            &[],
+            Duration::from_secs(3600),
+        )
+        .unwrap();
+    let config = herd_pki::tls::client_config(&ca.pair.cert_pem, Some(&alice), &[]).unwrap();
+    let body = Client::new().with_tls(config).get(&url).await.unwrap();
+    assert_eq!(&body[..], b"alice");
+
+    // A server whose certificate another CA signed is refused.
+    let other = herd_pki::ClusterCa::generate("other").unwrap();
+    let config = herd_pki::tls::client_config(&other.pair.cert_pem, None, &[]).unwrap();
+    let err = Client::new().with_tls(config).get(&url).await.unwrap_err();
+    assert!(matches!(err, Error::Tls { .. }), "{err}");
+    assert!(err.to_string().contains("certificate"), "{err}");
+
+    // Without a TLS configuration an https:// URL is refused outright.
+    let err = Client::new().get(&url).await.unwrap_err();
+    assert!(
+        err.to_string().contains("needs a TLS configuration"),
+        "{err}"
+    );
+}

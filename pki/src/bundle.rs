@@ -1,6 +1,7 @@
 //! Files for people and tools: a new cluster CA (`ca.crt`, `ca.key`), and
-//! a user's client bundle — `ca.crt`, `USER.crt`, `USER.key` (0600) and an
-//! `env` file that points `herd kv`, `herd admin` and `etcdctl` at them.
+//! a user's client bundle — `ca.crt`, `USER.crt`, `USER.key` (0600), a
+//! `kubeconfig` for kubectl, and an `env` file that points `herd`, `etcdctl`
+//! and kubectl at them.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -21,13 +22,23 @@ pub fn write_new_ca(out: &Path, ca: &ClusterCa) -> Result<(), PkiError> {
     Ok(())
 }
 
+/// Where a client bundle's clients connect.
+#[derive(Debug, Clone)]
+pub struct Targets<'a> {
+    /// The store's client endpoints (`HOST:PORT`).
+    pub endpoints: &'a [String],
+    /// The Kubernetes API (`https://HOST:PORT`).
+    pub api_server: &'a str,
+}
+
 /// Issues `user`'s client certificate from `ca` and writes `ca.crt`,
-/// `USER.crt`, `USER.key` and `env` into `out`; returns the `env` path.
+/// `USER.crt`, `USER.key`, `kubeconfig` and `env` into `out` (the files
+/// name each other by absolute path); returns the `env` path.
 pub fn write_client(
     ca: &ClusterCa,
     user: &str,
     out: &Path,
-    endpoints: &[String],
+    targets: &Targets<'_>,
     valid_for: Duration,
 ) -> Result<PathBuf, PkiError> {
     // The name becomes file names too: no paths.
@@ -38,6 +49,14 @@ pub fn write_client(
         return Err(PkiError::BadUser(user.to_owned()));
     }
     let pair = ca.issue(&Identity::User(user.to_owned()), &[], &[], valid_for)?;
+    std::fs::create_dir_all(out).map_err(|source| PkiError::Io {
+        path: out.to_owned(),
+        source,
+    })?;
+    let out = &std::fs::canonicalize(out).map_err(|source| PkiError::Io {
+        path: out.to_owned(),
+        source,
+    })?;
     let (ca_path, cert, key) = (
         out.join("ca.crt"),
         out.join(format!("{user}.crt")),
@@ -46,28 +65,75 @@ pub fn write_client(
     write_atomic(&ca_path, ca.pair.cert_pem.as_bytes(), 0o644)?;
     write_atomic(&key, pair.key_pem.as_bytes(), 0o600)?;
     write_atomic(&cert, pair.cert_pem.as_bytes(), 0o644)?;
-    let env = out.join("env");
+    let kubeconfig = out.join("kubeconfig");
+    let files = Files {
+        ca: &ca_path,
+        cert: &cert,
+        key: &key,
+        kubeconfig: &kubeconfig,
+    };
     write_atomic(
-        &env,
-        env_file(endpoints, &ca_path, &cert, &key).as_bytes(),
+        &kubeconfig,
+        kubeconfig_file(user, targets.api_server, &files).as_bytes(),
         0o644,
     )?;
+    let env = out.join("env");
+    write_atomic(&env, env_file(targets, &files).as_bytes(), 0o644)?;
     Ok(env)
 }
 
-/// `export` lines for herd's and etcdctl's variables.
-fn env_file(endpoints: &[String], ca: &Path, cert: &Path, key: &Path) -> String {
-    let urls: Vec<String> = endpoints
+/// The paths of a bundle's files.
+struct Files<'a> {
+    ca: &'a Path,
+    cert: &'a Path,
+    key: &'a Path,
+    kubeconfig: &'a Path,
+}
+
+/// A kubeconfig with one cluster, one user and the context joining them.
+/// Values are JSON strings, which YAML reads as they are.
+fn kubeconfig_file(user: &str, server: &str, files: &Files<'_>) -> String {
+    let q = |s: &str| serde_json::Value::from(s).to_string();
+    let p = |p: &Path| q(&p.display().to_string());
+    let context = q(&format!("{user}@herd"));
+    format!(
+        "apiVersion: v1\n\
+         kind: Config\n\
+         clusters:\n\
+         - name: herd\n  cluster:\n    server: {server}\n    certificate-authority: {ca}\n\
+         users:\n\
+         - name: {user}\n  user:\n    client-certificate: {cert}\n    client-key: {key}\n\
+         contexts:\n\
+         - name: {context}\n  context:\n    cluster: herd\n    user: {user}\n\
+         current-context: {context}\n",
+        server = q(server),
+        ca = p(files.ca),
+        user = q(user),
+        cert = p(files.cert),
+        key = p(files.key),
+    )
+}
+
+/// `export` lines for herd's, etcdctl's and kubectl's variables.
+fn env_file(targets: &Targets<'_>, files: &Files<'_>) -> String {
+    let urls: Vec<String> = targets
+        .endpoints
         .iter()
         .map(|e| match e.split_once("://") {
             Some((_, host)) => format!("https://{host}"),
             None => format!("https://{e}"),
         })
         .collect();
-    let (urls, ca, cert, key) = (urls.join(","), ca.display(), cert.display(), key.display());
+    let (urls, ca, cert, key) = (
+        urls.join(","),
+        files.ca.display(),
+        files.cert.display(),
+        files.key.display(),
+    );
     format!(
-        "# herd and etcdctl clients: `. {{this file}}`\n\
+        "# herd, etcdctl and kubectl clients: `. {{this file}}`\n\
          export HERD_ENDPOINTS={urls}\n\
+         export HERD_API_SERVER={api}\n\
          export HERD_CACERT={ca}\n\
          export HERD_CERT={cert}\n\
          export HERD_KEY={key}\n\
@@ -75,7 +141,10 @@ fn env_file(endpoints: &[String], ca: &Path, cert: &Path, key: &Path) -> String 
          export ETCDCTL_ENDPOINTS={urls}\n\
          export ETCDCTL_CACERT={ca}\n\
          export ETCDCTL_CERT={cert}\n\
-         export ETCDCTL_KEY={key}\n"
+         export ETCDCTL_KEY={key}\n\
+         export KUBECONFIG={kubeconfig}\n",
+        api = targets.api_server,
+        kubeconfig = files.kubeconfig.display(),
     )
 }
 
@@ -92,12 +161,31 @@ mod tests {
         let err = write_new_ca(dir.path(), &ca).unwrap_err().to_string();
         assert!(err.contains("refusing to replace"), "{err}");
         let out = dir.path().join("alice");
-        let env = write_client(&ca, "alice", &out, &["10.0.0.1:2379".into()], LEAF).unwrap();
+        let endpoints = ["10.0.0.1:2379".to_owned()];
+        let targets = Targets {
+            endpoints: &endpoints,
+            api_server: "https://10.0.0.1:6443",
+        };
+        let env = write_client(&ca, "alice", &out, &targets, LEAF).unwrap();
         let text = std::fs::read_to_string(env).unwrap();
         assert!(
             text.contains("export ETCDCTL_ENDPOINTS=https://10.0.0.1:2379\n"),
             "{text}"
         );
+        assert!(
+            text.contains("export HERD_API_SERVER=https://10.0.0.1:6443\n"),
+            "{text}"
+        );
+        let kubeconfig = std::fs::read_to_string(out.join("kubeconfig")).unwrap();
+        let ca_path = std::fs::canonicalize(out.join("ca.crt")).unwrap();
+        for want in [
+            "server: \"https://10.0.0.1:6443\"".to_owned(),
+            format!("certificate-authority: \"{}\"", ca_path.display()),
+            "client-key: \"".to_owned(),
+            "current-context: \"alice@herd\"".to_owned(),
+        ] {
+            assert!(kubeconfig.contains(&want), "{want} in\n{kubeconfig}");
+        }
         let mode = std::fs::metadata(out.join("alice.key"))
             .unwrap()
             .permissions()
@@ -110,7 +198,7 @@ mod tests {
             Some(Identity::User("alice".into()))
         );
         for bad in ["member:x", "../escape", ".hidden", ""] {
-            let err = write_client(&ca, bad, &out, &[], LEAF).unwrap_err();
+            let err = write_client(&ca, bad, &out, &targets, LEAF).unwrap_err();
             assert!(err.to_string().contains("not a user name"), "{bad}: {err}");
         }
     }

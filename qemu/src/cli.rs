@@ -235,12 +235,16 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                     }
                 }
             }
-            // The pods verbs talk to the first machine's Kubernetes API.
+            // The pods verbs talk to the first machine's Kubernetes API,
+            // kubectl too (root's kubeconfig names it).
             if std::env::var_os("HERD_API_SERVER").is_none() && !given("--server") {
                 let first = state.machines.first().map(|m| m.id().ip());
                 if let Some(ip) = first {
-                    cmd.env("HERD_API_SERVER", format!("http://{ip}:6443"));
+                    cmd.env("HERD_API_SERVER", format!("https://{ip}:6443"));
                 }
+            }
+            if std::env::var_os("KUBECONFIG").is_none() && !given("--kubeconfig") {
+                cmd.env("KUBECONFIG", crate::pki::kubeconfig(&lab.dir));
             }
             if std::env::var_os("ETCDCTL_API").is_none() {
                 cmd.env("ETCDCTL_API", "3");

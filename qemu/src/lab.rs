@@ -185,7 +185,9 @@ impl Lab {
             .filter_map(|n| MachineId::new(n as u8))
             .map(|m| m.client_endpoint())
             .collect();
-        let lab_pki = pki::create(&self.dir, &endpoints)?;
+        let front = MachineId::new(1).expect("machine 1 exists");
+        let api_server = format!("https://{}:6443", front.ip());
+        let lab_pki = pki::create(&self.dir, &endpoints, &api_server)?;
         let mut state = LabState::new(
             options.netns.clone(),
             lab_pki.token.reveal(),

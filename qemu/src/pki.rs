@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 
 use herd_client::Credentials;
-use herd_pki::bundle::{write_client, write_new_ca};
+use herd_pki::bundle::{Targets, write_client, write_new_ca};
 use herd_pki::{CertKey, ClusterCa, JoinToken, PkiError};
 
 /// `LAB/pki`.
@@ -37,9 +37,14 @@ pub enum LabPkiError {
     },
 }
 
-/// Makes a new CA, root's credentials for `endpoints` and a join token
-/// in `LAB/pki` (replacing an old lab's: a new lab is a new cluster).
-pub fn create(lab_dir: &Path, endpoints: &[String]) -> Result<LabPki, LabPkiError> {
+/// Makes a new CA, root's credentials for `endpoints` and the Kubernetes
+/// API at `api_server`, and a join token in `LAB/pki` (replacing an old
+/// lab's: a new lab is a new cluster).
+pub fn create(
+    lab_dir: &Path,
+    endpoints: &[String],
+    api_server: &str,
+) -> Result<LabPki, LabPkiError> {
     let dir = dir(lab_dir);
     let make = |source: PkiError| LabPkiError::Make {
         dir: dir.clone(),
@@ -56,9 +61,18 @@ pub fn create(lab_dir: &Path, endpoints: &[String]) -> Result<LabPki, LabPkiErro
     }
     let ca = ClusterCa::generate("lab").map_err(&make)?;
     write_new_ca(&dir, &ca).map_err(&make)?;
-    write_client(&ca, "root", &dir, endpoints, herd_pki::ca::LEAF_VALIDITY).map_err(&make)?;
+    let targets = Targets {
+        endpoints,
+        api_server,
+    };
+    write_client(&ca, "root", &dir, &targets, herd_pki::ca::LEAF_VALIDITY).map_err(&make)?;
     let token = JoinToken::generate(ca.fingerprint().map_err(&make)?);
     Ok(LabPki { ca, token })
+}
+
+/// Root's kubeconfig.
+pub fn kubeconfig(lab_dir: &Path) -> PathBuf {
+    dir(lab_dir).join("kubeconfig")
 }
 
 /// The host's files: CA certificate, root's certificate and key.

@@ -14,7 +14,7 @@ use std::time::Duration;
 use serde_json::Value;
 
 use crate::netns::Netns;
-use crate::pods::{API_PORT, Kubectl, api_url, kubeconfig};
+use crate::pods::{API_PORT, Kubectl, api_http, api_url, root_kubeconfig};
 use crate::process::{Guard, spawn};
 use crate::store::{Cluster, Topology};
 use crate::{require, wait};
@@ -244,7 +244,7 @@ impl NodeLab {
         });
         crate::net::set_host_gw(&cluster);
         let rt = cluster.client_runtime();
-        let http = herd_http::Client::new().with_timeout(Duration::from_secs(10));
+        let http = api_http(&cluster.credentials());
         // No dockerd yet: each kubelet registers its Node NotReady, saying why.
         for i in 0..n {
             let url = format!("{}/api/v1/nodes/m{i}", api_url(0));
@@ -285,7 +285,9 @@ impl NodeLab {
             })
             .collect();
         let kubeconfig = dir.join("kubeconfig");
-        std::fs::write(&kubeconfig, kubeconfig_text(0)).expect("writing the kubeconfig");
+        let pki = cluster.pki.as_ref().expect("a TLS cluster");
+        std::fs::write(&kubeconfig, root_kubeconfig(&api_url(0), pki))
+            .expect("writing the kubeconfig");
         let lab = NodeLab {
             dockerds,
             cluster,
@@ -448,6 +450,8 @@ impl NodeLab {
             .arg("60")
             .arg(program)
             .args(args)
+            // herd's verbs find root's credentials here (kubectl its kubeconfig).
+            .envs(self.cluster.client_env())
             .stdin(if stdin.is_some() {
                 Stdio::piped()
             } else {
@@ -502,10 +506,6 @@ impl NodeLab {
         }
         s
     }
-}
-
-fn kubeconfig_text(i: usize) -> String {
-    kubeconfig(&api_url(i))
 }
 
 /// The index of the machine a pod is bound to, by its nodeName `m<i>`.

@@ -15,7 +15,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
+use herd_client::Credentials;
 use herd_client::keys::{MachineRecord, Role};
+use herd_store::launch::TestPki;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
@@ -108,15 +110,18 @@ impl PodsLab {
         let kubeconfigs = (0..3)
             .map(|i| {
                 let path = cluster.dir.path().join(format!("kubeconfig-{i}"));
-                std::fs::write(&path, kubeconfig(&api_url(i))).expect("writing a kubeconfig");
+                let pki = cluster.pki.as_ref().expect("a TLS cluster");
+                std::fs::write(&path, root_kubeconfig(&api_url(i), pki))
+                    .expect("writing a kubeconfig");
                 path
             })
             .collect();
+        let http = api_http(&cluster.credentials());
         let lab = PodsLab {
             cluster,
             rt,
             kubeconfigs,
-            http: herd_http::Client::new().with_timeout(Duration::from_secs(10)),
+            http,
         };
         for i in 0..3 {
             wait::until(
@@ -324,9 +329,10 @@ impl PodsLab {
     }
 }
 
-/// The API URL of agent `i`.
+/// The API URL of agent `i` (TLS: the test clusters run secure, as
+/// agents do by default).
 pub fn api_url(i: usize) -> String {
-    format!("http://{}:{API_PORT}", Topology::client_ip(i))
+    format!("https://{}:{API_PORT}", Topology::client_ip(i))
 }
 
 /// A kubeconfig for the API at `server`, without credentials.
@@ -334,6 +340,30 @@ pub fn kubeconfig(server: &str) -> String {
     format!(
         "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{server}\"}}\n  name: herd\ncontexts:\n- context: {{cluster: herd, user: admin}}\n  name: herd\ncurrent-context: herd\nusers:\n- name: admin\n  user: {{}}\n"
     )
+}
+
+/// A kubeconfig for the API at `server` that checks it against the test
+/// cluster's CA and presents root's certificate.
+pub fn root_kubeconfig(server: &str, pki: &TestPki) -> String {
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{server}\", certificate-authority: \"{ca}\"}}\n  name: herd\ncontexts:\n- context: {{cluster: herd, user: root}}\n  name: herd\ncurrent-context: herd\nusers:\n- name: root\n  user: {{client-certificate: \"{cert}\", client-key: \"{key}\"}}\n",
+        ca = pki.ca_cert.display(),
+        cert = pki.root_cert.display(),
+        key = pki.root_key.display(),
+    )
+}
+
+/// An HTTP client of the API that speaks as `credentials` say (root's,
+/// over TLS, for the test clusters).
+pub fn api_http(credentials: &Credentials) -> herd_http::Client {
+    let http = herd_http::Client::new().with_timeout(Duration::from_secs(10));
+    match credentials
+        .tls_config(&[herd_pki::tls::ALPN_HTTP1])
+        .expect("a TLS client configuration")
+    {
+        Some(config) => http.with_tls(config),
+        None => http,
+    }
 }
 
 fn run(mut cmd: Command, stdin: Option<&str>) -> Output {
@@ -465,7 +495,7 @@ impl FakeNodeSpec {
     }
 
     async fn run(self, stop: CancellationToken) {
-        let http = herd_http::Client::new().with_timeout(Duration::from_secs(10));
+        let http = api_http(&self.credentials);
         // The machine's lease, as an agent keeps it.
         let mut session = self.register().await;
         let node = json!({

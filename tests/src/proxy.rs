@@ -14,7 +14,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::net::{Pod, SubnetEnv, wait_env};
 use crate::netns::Netns;
-use crate::pods::{API_PORT, api_url};
+use crate::pods::{API_PORT, api_http, api_url};
 use crate::store::{Cluster, Topology};
 use crate::wait;
 
@@ -55,11 +55,12 @@ impl ProxyLab {
         crate::net::set_host_gw(&cluster);
         let envs = (0..3).map(|i| wait_env(&env_path(&path, i))).collect();
         let rt = cluster.client_runtime();
+        let http = api_http(&cluster.credentials());
         let lab = ProxyLab {
             cluster,
             envs,
             rt,
-            http: herd_http::Client::new().with_timeout(Duration::from_secs(10)),
+            http,
             _dir: dir,
         };
         wait::until(

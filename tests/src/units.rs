@@ -143,11 +143,18 @@ impl UnitsLab {
 
     /// `herd units ARGS` run on machine `i`, against its own store member.
     pub fn units(&self, i: usize, args: &[&str]) -> Output {
+        self.units_with(i, &[], args)
+    }
+
+    /// [`UnitsLab::units`] with `env` set over root's credentials (another
+    /// user's certificate, say).
+    pub fn units_with(&self, i: usize, env: &[(&str, PathBuf)], args: &[&str]) -> Output {
         let mut cmd = self.cluster.command_on(i, bin::herd());
         cmd.arg("units")
             .args(args)
             .env("HERD_ENDPOINTS", self.cluster.members[i].client.to_string())
             .envs(self.cluster.client_env())
+            .envs(env.iter().map(|(k, v)| (*k, v)))
             .env("HERD_LOG", "warn");
         std::process::Command::new("timeout")
             .arg("150")

@@ -83,9 +83,61 @@ fn qemu_lab_demo_tells_the_seed_story_end_to_end() {
         "the demo prints the commands it runs:\n{story}"
     );
 
-    // From outside, with kubectl: the end state the story claims.
-    let config = dir.path().join("kubeconfig");
-    std::fs::write(&config, kubeconfig("http://10.77.0.11:6443")).unwrap();
+    // The lab is secure by default: its API speaks TLS only, and answers
+    // nobody without credentials, even one who skips checking the server.
+    let anonymous = dir.path().join("kubeconfig");
+    // (A token the server does not know: with no credential at all kubectl
+    // asks for a password instead of calling.)
+    let unknown = kubeconfig("https://10.77.0.11:6443")
+        .replace("user: {}", "user: {token: not-a-credential}");
+    std::fs::write(&anonymous, unknown).unwrap();
+    let refused = exec(
+        &lab_dir,
+        &[
+            &kubectl_bin,
+            "--kubeconfig",
+            &anonymous.display().to_string(),
+            "--insecure-skip-tls-verify",
+            "get",
+            "pods",
+        ],
+    );
+    assert!(!refused.status.success(), "{}", text(&refused));
+    assert!(
+        text(&refused).contains("Unauthorized"),
+        "{}",
+        text(&refused)
+    );
+    std::fs::write(&anonymous, kubeconfig("http://10.77.0.11:6443")).unwrap();
+    let plain = exec(
+        &lab_dir,
+        &[
+            &kubectl_bin,
+            "--kubeconfig",
+            &anonymous.display().to_string(),
+            "get",
+            "pods",
+        ],
+    );
+    assert!(
+        !plain.status.success(),
+        "plain HTTP answered: {}",
+        text(&plain)
+    );
+    // `herd lab exec` hands kubectl root's kubeconfig.
+    let listed = exec(&lab_dir, &[&kubectl_bin, "get", "nodes", "-o", "name"]);
+    assert!(listed.status.success(), "{}", text(&listed));
+    assert_eq!(
+        text(&listed)
+            .lines()
+            .filter(|l| l.starts_with("node/"))
+            .count(),
+        3
+    );
+
+    // From outside, with kubectl and root's kubeconfig `herd lab up`
+    // wrote: the end state the story claims.
+    let config = lab_dir.join("pki/kubeconfig");
     let nodes = kubectl(&lab_dir, &kubectl_bin, &config, &["get", "nodes"]);
     let down: Vec<String> = nodes["items"]
         .as_array()

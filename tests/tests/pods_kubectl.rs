@@ -4,9 +4,10 @@
 //! on its output. Fake nodes (see `herd_tests::pods`) play the kubelet's
 //! part towards the API; everything else is real.
 
+use std::path::Path;
 use std::time::Duration;
 
-use herd_tests::pods::{FakeNode, Kubectl, PodsLab, running, write_file};
+use herd_tests::pods::{FakeNode, Kubectl, PodsLab, api_url, kubeconfig, running, write_file};
 use herd_tests::wait;
 
 /// The seed's 2015 demo YAML, as written.
@@ -378,6 +379,121 @@ fn conformance(lab: &PodsLab, k: Kubectl) {
     );
 }
 
+/// Runs kubectl `k` with the kubeconfig at `config` in the client namespace.
+fn kubectl_with(lab: &PodsLab, k: Kubectl, config: &Path, args: &[&str]) -> (bool, String) {
+    let net = lab.cluster.net.as_ref().expect("namespace lab");
+    let out = net
+        .client
+        .command("timeout")
+        .arg("60")
+        .arg(k.path())
+        .arg(format!("--kubeconfig={}", config.display()))
+        .args(args)
+        .env("HOME", lab.cluster.dir.path())
+        .output()
+        .expect("running kubectl");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Who gets in: root's kubeconfig from `herd admin credentials` works; no
+/// certificate, plain HTTP, a user without a grant, a certificate from
+/// another CA are refused with the cause named, and the API keeps serving.
+fn access(lab: &PodsLab, k: Kubectl) {
+    let pki = lab.cluster.pki.as_ref().expect("a TLS cluster");
+    let ca_key = pki.ca_cert.with_file_name("ca.key");
+    let dir = lab.cluster.dir.path().join("access");
+    let server = api_url(0);
+    std::fs::create_dir_all(&dir).unwrap();
+    let credentials = |out: &str, user: &str, ca_cert: &Path, ca_key: &Path| {
+        let out = dir.join(out);
+        let made = lab.herd(&[
+            "admin",
+            "credentials",
+            "--user",
+            user,
+            "--ca-cert",
+            &ca_cert.display().to_string(),
+            "--ca-key",
+            &ca_key.display().to_string(),
+            "--out",
+            &out.display().to_string(),
+            "--api-server",
+            &server,
+        ]);
+        assert!(made.status.success(), "{made:?}");
+        out
+    };
+    let root = credentials("root", "root", &pki.ca_cert, &ca_key);
+    let (ok, text) = kubectl_with(lab, k, &root.join("kubeconfig"), &["get", "namespaces"]);
+    assert!(ok, "root's kubeconfig from herd admin credentials: {text}");
+    contains(&text, "default");
+
+    // (A user with nothing at all makes kubectl ask for a password before
+    // it calls; a token the server does not know is the same as nothing.)
+    let anonymous = dir.join("anonymous.kubeconfig");
+    std::fs::write(
+        &anonymous,
+        format!(
+            "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{server}\", certificate-authority: \"{}\"}}\n  name: herd\ncontexts:\n- context: {{cluster: herd, user: nobody}}\n  name: herd\ncurrent-context: herd\nusers:\n- name: nobody\n  user: {{token: not-a-credential}}\n",
+            pki.ca_cert.display()
+        ),
+    )
+    .unwrap();
+    let (ok, text) = kubectl_with(lab, k, &anonymous, &["get", "pods"]);
+    assert!(!ok, "no certificate: {text}");
+    contains(&text, "Unauthorized");
+
+    let plain = dir.join("plain.kubeconfig");
+    std::fs::write(&plain, kubeconfig(&server.replace("https://", "http://"))).unwrap();
+    let (ok, text) = kubectl_with(lab, k, &plain, &["get", "pods"]);
+    assert!(!ok, "plain HTTP: {text}");
+
+    let alice = credentials("alice", "alice", &pki.ca_cert, &ca_key);
+    let (ok, text) = kubectl_with(lab, k, &alice.join("kubeconfig"), &["get", "pods"]);
+    assert!(!ok, "alice has no grant: {text}");
+    contains(&text, "user \"alice\" cannot use the Kubernetes API");
+
+    // Root of another cluster: its certificate is refused in the handshake.
+    let other_ca = dir.join("other-ca");
+    let made = lab.herd(&["admin", "init-ca", "--out", &other_ca.display().to_string()]);
+    assert!(made.status.success(), "{made:?}");
+    let other = credentials(
+        "other-root",
+        "root",
+        &other_ca.join("ca.crt"),
+        &other_ca.join("ca.key"),
+    );
+    let stranger = dir.join("stranger.kubeconfig");
+    let text = std::fs::read_to_string(other.join("kubeconfig"))
+        .unwrap()
+        .replace(
+            &format!("{}", other.join("ca.crt").display()),
+            &format!("{}", pki.ca_cert.display()),
+        );
+    std::fs::write(&stranger, text).unwrap();
+    let (ok, text) = kubectl_with(lab, k, &stranger, &["get", "pods"]);
+    assert!(!ok, "a certificate from another CA: {text}");
+    wait::until(
+        "the agent to log the refused handshake",
+        Duration::from_secs(10),
+        Duration::from_millis(200),
+        || {
+            let log = std::fs::read_to_string(&lab.cluster.members[0].log).ok()?;
+            log.lines()
+                .any(|l| l.contains("kubernetes-api") && l.contains("TLS handshake refused"))
+                .then_some(())
+        },
+    );
+    // And the API serves root as before.
+    let (ok, text) = kubectl_with(lab, k, &root.join("kubeconfig"), &["get", "namespaces"]);
+    assert!(ok, "{text}");
+}
+
 #[test]
 fn pods_kubectl_120_and_132_conformance() {
     let lab = PodsLab::start(60);
@@ -395,6 +511,7 @@ fn pods_kubectl_120_and_132_conformance() {
             (nodes["items"].as_array()?.len() == 3).then_some(())
         },
     );
+    access(&lab, Kubectl::present()[0]);
     for k in Kubectl::present() {
         conformance(&lab, k);
     }

@@ -135,6 +135,35 @@ fn units_lab_places_like_fleet_and_answers_from_every_machine() {
         let json = lab.units_json(i, &["status", "web@2.service"]);
         assert_eq!(json[0]["processes"].as_array().unwrap().len(), 1, "{json}");
     }
+    // The agent API admits root and members only: alice, whose certificate
+    // the store takes (its auth is off), cannot read a journal there.
+    let pki = lab.cluster.pki.as_ref().expect("a TLS cluster");
+    let alice = lab.cluster.dir.path().join("alice");
+    let made = std::process::Command::new(herd_tests::bin::herd())
+        .args(["admin", "credentials", "--user", "alice", "--ca-cert"])
+        .arg(&pki.ca_cert)
+        .arg("--ca-key")
+        .arg(pki.ca_cert.with_file_name("ca.key"))
+        .arg("--out")
+        .arg(&alice)
+        .output()
+        .expect("running herd admin credentials");
+    assert!(made.status.success(), "{made:?}");
+    let as_alice = [
+        ("HERD_CERT", alice.join("alice.crt")),
+        ("HERD_KEY", alice.join("alice.key")),
+    ];
+    assert!(
+        lab.units_with(0, &as_alice, &["list-units"])
+            .status
+            .success()
+    );
+    let out = lab.units_with(0, &as_alice, &["journal", "web@2.service", "-n", "5"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("not \"alice\""),
+        "alice read a journal: {err}"
+    );
 
     // ExecStop runs and KillMode=control-group leaves no process behind.
     let marker = d.join("stopped");

@@ -23,6 +23,40 @@ use tokio_util::sync::CancellationToken;
 
 pub use settings::AgentSettings;
 
+/// The TLS of the agent's HTTP APIs, all presenting the member's
+/// certificate (renewed in place) and checking callers against the
+/// cluster CA; none under `--insecure-plaintext`.
+struct ApiTls {
+    /// Callers may show a certificate or the bearer token.
+    kubernetes_api: Arc<herd_pki::tls::ServerConfig>,
+    /// Callers must show a certificate (members and root get in).
+    agent_api: Arc<herd_pki::tls::ServerConfig>,
+    /// The Kubernetes API's calls to kubelets, as this member.
+    kubelet_client: Arc<herd_pki::tls::ClientConfig>,
+}
+
+impl ApiTls {
+    fn of(member: &herd_store::Member) -> Result<Option<ApiTls>, herd_pki::PkiError> {
+        use herd_pki::tls::{ALPN_HTTP1, ClientAuth, client_config_live, server_config_live};
+        let Some(identity) = member.identity() else {
+            return Ok(None);
+        };
+        Ok(Some(ApiTls {
+            kubernetes_api: server_config_live(
+                Arc::clone(&identity),
+                ClientAuth::Optional,
+                &[ALPN_HTTP1],
+            )?,
+            agent_api: server_config_live(
+                Arc::clone(&identity),
+                ClientAuth::Required,
+                &[ALPN_HTTP1],
+            )?,
+            kubelet_client: client_config_live(identity, &[ALPN_HTTP1])?,
+        }))
+    }
+}
+
 /// Runs the agent with `settings` until `shutdown` fires or a role fails.
 pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow::Result<()> {
     // Bind first: a taken client port should fail before the store starts.
@@ -47,6 +81,7 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
     };
     let local =
         herd_client::Client::lazy_with(&local_endpoint(settings.listen_client), &credentials)?;
+    let api_tls = ApiTls::of(&member).context("the HTTP APIs' TLS configurations")?;
     let member = Arc::new(member);
     tracing::info!(
         member = %settings.name,
@@ -122,15 +157,17 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             } else {
                 bound.ip()
             };
+            let tls = api_tls.as_ref().map(|t| Arc::clone(&t.agent_api));
             record.api_url = Some(format!(
-                "http://{}",
+                "{}://{}",
+                if tls.is_some() { "https" } else { "http" },
                 std::net::SocketAddr::new(host, bound.port())
             ));
             tracing::info!(api = %bound, "agent API listening");
             let cancel = supervisor.token();
             let app = std::mem::take(&mut routes);
             supervisor.spawn("agent-api", async move {
-                api::serve(listener, app, cancel).await?;
+                api::serve(listener, app, tls, cancel).await?;
                 Ok(())
             });
         }
@@ -191,7 +228,10 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             Ok(())
         });
     }
-    if let (Some(pods), Some(api_listener)) = (settings.pods.clone(), api_listener) {
+    if let (Some(mut pods), Some(api_listener)) = (settings.pods.clone(), api_listener) {
+        pods.tls = api_tls.as_ref().map(|t| Arc::clone(&t.kubernetes_api));
+        // It proxies logs and exec to kubelets as this member.
+        pods.kubelet.tls = api_tls.as_ref().map(|t| Arc::clone(&t.kubelet_client));
         let client = local.clone();
         let cancel = supervisor.token();
         supervisor.spawn("pods", async move {

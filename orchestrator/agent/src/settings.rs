@@ -244,6 +244,9 @@ fn pods_config(
     Ok(Some(herd_pods::role::PodsConfig {
         listen_api,
         token,
+        // The member's certificate, once the store has started.
+        tls: None,
+        kubelet: Default::default(),
         api: herd_pods::api::ApiConfig {
             service_cidr: args.service_cluster_ip_range,
             ..Default::default()
@@ -561,7 +564,13 @@ impl AgentSettings {
                 ca: ca.clone(),
                 join_token: self.join_token()?,
                 names: Vec::new(),
-                ips: vec![self.listen_client.ip()],
+                // Every address this agent serves TLS on: the store's,
+                // the Kubernetes API's and the agent API's.
+                ips: [self.listen_client.ip()]
+                    .into_iter()
+                    .chain(self.pods.as_ref().map(|p| p.listen_api.ip()))
+                    .chain(self.listen_api.map(|a| a.ip()))
+                    .collect(),
                 member_validity: Some(self.member_cert_validity),
             });
         }

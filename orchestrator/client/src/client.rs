@@ -141,24 +141,35 @@ impl tower_service::Service<http::Uri> for TlsConnector {
     }
 }
 
-fn tls_connector(credentials: &Credentials) -> Result<Option<TlsConnector>, ClientError> {
-    match credentials {
-        Credentials::Plaintext => Ok(None),
-        Credentials::Tls { ca_pem, identity } => {
-            herd_pki::install_crypto_provider();
-            let config =
-                herd_pki::tls::client_config(ca_pem, identity.as_ref(), &[herd_pki::tls::ALPN_H2])
-                    .map_err(|e| ClientError::Tls(e.to_string()))?;
-            Ok(Some(TlsConnector { config }))
-        }
-        Credentials::Renewing(identity) => {
-            herd_pki::install_crypto_provider();
-            let config =
-                herd_pki::tls::client_config_live(Arc::clone(identity), &[herd_pki::tls::ALPN_H2])
-                    .map_err(|e| ClientError::Tls(e.to_string()))?;
-            Ok(Some(TlsConnector { config }))
-        }
+impl Credentials {
+    /// The TLS client configuration these credentials make, offering
+    /// `alpn` (`None`: plaintext). The store's gRPC uses it with h2; the
+    /// agents' HTTP APIs with http/1.1.
+    pub fn tls_config(
+        &self,
+        alpn: &[&[u8]],
+    ) -> Result<Option<Arc<herd_pki::tls::ClientConfig>>, ClientError> {
+        let config = match self {
+            Credentials::Plaintext => return Ok(None),
+            Credentials::Tls { ca_pem, identity } => {
+                herd_pki::install_crypto_provider();
+                herd_pki::tls::client_config(ca_pem, identity.as_ref(), alpn)
+            }
+            Credentials::Renewing(identity) => {
+                herd_pki::install_crypto_provider();
+                herd_pki::tls::client_config_live(Arc::clone(identity), alpn)
+            }
+        };
+        config
+            .map(Some)
+            .map_err(|e| ClientError::Tls(e.to_string()))
     }
+}
+
+fn tls_connector(credentials: &Credentials) -> Result<Option<TlsConnector>, ClientError> {
+    Ok(credentials
+        .tls_config(&[herd_pki::tls::ALPN_H2])?
+        .map(|config| TlsConnector { config }))
 }
 
 /// Turns `HOST:PORT` (or `http://HOST:PORT`, `https://HOST:PORT`) into an

@@ -22,8 +22,14 @@ pub const API_PORT: u16 = 6443;
 #[derive(Debug, Clone)]
 pub struct PodsConfig {
     pub listen_api: SocketAddr,
-    /// Bearer token API callers must present (none: open).
+    /// Bearer token API callers may present instead of a certificate
+    /// (over plaintext, without TLS: the only guard; none: open).
     pub token: Option<String>,
+    /// The API's TLS (the member's certificate; clients checked against
+    /// the cluster CA); `None` only under `--insecure-plaintext`.
+    pub tls: Option<std::sync::Arc<herd_pki::tls::ServerConfig>>,
+    /// How the API server reaches kubelets (as this member, over TLS).
+    pub kubelet: crate::server::KubeletClient,
     pub api: ApiConfig,
     /// How long a node may be NotReady before its pods are evicted.
     pub eviction_timeout: Duration,
@@ -41,7 +47,8 @@ pub struct PodsArgs {
     /// advertised address by default.
     #[arg(long, value_name = "HOST[:PORT]", value_parser = parse_listen)]
     pub listen_api: Option<SocketAddr>,
-    /// File holding the bearer token API callers must present.
+    /// File holding a bearer token API callers may present instead of a
+    /// client certificate (with `--insecure-plaintext`: must present).
     #[arg(long, value_name = "FILE")]
     pub api_token_file: Option<std::path::PathBuf>,
     /// The range cluster IPs of services come from.
@@ -117,14 +124,16 @@ pub async fn run(
     crate::controllers::spawn_all(&mut tasks, &client, &registry, &config, &cancel);
     let server = ApiServer {
         registry,
-        auth: config
-            .token
-            .as_deref()
-            .map_or_else(Auth::open, Auth::bearer),
+        auth: match (&config.tls, config.token.as_deref()) {
+            (Some(_), token) => Auth::certificates(token),
+            (None, Some(token)) => Auth::bearer(token),
+            (None, None) => Auth::open(),
+        },
+        kubelet: config.kubelet.clone(),
         version: config.version.clone(),
         shutdown: cancel.clone(),
     };
-    let served = crate::server::serve(listener, server).await;
+    let served = crate::server::serve(listener, server, config.tls.clone()).await;
     cancel.cancel();
     while tasks.join_next().await.is_some() {}
     served.map_err(PodsError::Serve)

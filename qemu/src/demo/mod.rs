@@ -112,11 +112,20 @@ impl<'a> Demo<'a> {
             )));
         }
         let front = MachineId::new(FRONT).expect("m1 exists");
-        let api = format!("http://{}:6443", front.ip());
+        let [ca, cert, key] = crate::pki::files(&lab.dir);
+        let env = vec![
+            (
+                "HERD_API_SERVER",
+                format!("https://{}:6443", front.ip()).into(),
+            ),
+            ("HERD_CACERT", ca.into_os_string()),
+            ("HERD_CERT", cert.into_os_string()),
+            ("HERD_KEY", key.into_os_string()),
+        ];
         Ok(Demo {
             lab,
             dir: lab.dir.join("demo"),
-            sh: Shell::new(lab.herd.clone(), state.netns.clone(), api),
+            sh: Shell::new(lab.herd.clone(), state.netns.clone(), env),
             http: traffic::client(&state.netns),
             netns: state.netns,
         })

@@ -20,17 +20,23 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(20 * 60);
 pub struct Shell {
     herd: PathBuf,
     netns: String,
-    api: String,
+    /// What the commands are given: the API's address and root's
+    /// credentials (as `herd lab exec` gives them).
+    env: Vec<(&'static str, std::ffi::OsString)>,
     /// The last command printed: named when a step fails.
     last: Mutex<String>,
 }
 
 impl Shell {
-    pub fn new(herd: PathBuf, netns: String, api: String) -> Shell {
+    pub fn new(
+        herd: PathBuf,
+        netns: String,
+        env: Vec<(&'static str, std::ffi::OsString)>,
+    ) -> Shell {
         Shell {
             herd,
             netns,
-            api,
+            env,
             last: Mutex::new(String::new()),
         }
     }
@@ -100,7 +106,7 @@ impl Shell {
         let mut cmd = tokio::process::Command::new("ip");
         cmd.args(["netns", "exec", &self.netns, program])
             .args(args)
-            .env("HERD_API_SERVER", &self.api)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(std::process::Stdio::null())
             .kill_on_drop(true);
         let out = tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())

@@ -256,6 +256,8 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
     let config = PodsConfig {
         listen_api: addr,
         token: None,
+        tls: None,
+        kubelet: Default::default(),
         api: ApiConfig::default(),
         eviction_timeout: Duration::from_secs(300),
         candidate: "bench".into(),

@@ -94,6 +94,7 @@ pub struct Api {
     http: herd_http::Client,
     base: String,
     token: Option<String>,
+    tls: Option<std::sync::Arc<herd_pki::tls::ClientConfig>>,
 }
 
 /// The path of `kind`'s collection in `namespace` (all namespaces: `None`).
@@ -107,13 +108,28 @@ pub fn object(kind: &KindInfo, namespace: &str, name: &str) -> String {
 }
 
 impl Api {
-    /// A client of the API at `base` (`http://host:port`).
+    /// A client of the API at `base` (`https://host:port`, or `http://`
+    /// for a plaintext agent).
     pub fn new(http: herd_http::Client, base: &str, token: Option<String>) -> Api {
         Api {
             http,
             base: base.trim_end_matches('/').to_owned(),
             token,
+            tls: None,
         }
+    }
+
+    /// Speaks TLS with `config` (the cluster CA, and the client's
+    /// certificate if it has one).
+    pub fn with_tls(mut self, config: std::sync::Arc<herd_pki::tls::ClientConfig>) -> Api {
+        self.http = self.http.with_tls(std::sync::Arc::clone(&config));
+        self.tls = Some(config);
+        self
+    }
+
+    /// The TLS configuration, for connections made outside `herd-http`.
+    pub fn tls(&self) -> Option<&std::sync::Arc<herd_pki::tls::ClientConfig>> {
+        self.tls.as_ref()
     }
 
     pub fn base(&self) -> &str {

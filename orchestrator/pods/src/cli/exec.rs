@@ -164,11 +164,13 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<()> {
         eprintln!("Unable to use a TTY - input is not a terminal");
     }
     let base = api.base();
-    let authority = base
-        .strip_prefix("http://")
-        .with_context(|| format!("--server {base}: herd exec speaks plain http:// only"))?;
+    let (scheme, authority) = match (base.split_once("://"), api.tls()) {
+        (Some(("https", authority)), Some(_)) => ("wss", authority),
+        (Some(("http", authority)), _) => ("ws", authority),
+        _ => bail!("--server {base}: herd exec needs https:// (with --cacert) or http://"),
+    };
     let url = format!(
-        "ws://{authority}{}/exec?{}",
+        "{scheme}://{authority}{}/exec?{}",
         pod_path(&a.conn, &a.pod),
         exec_query(&a, tty)
     );
@@ -184,7 +186,25 @@ pub async fn exec(a: ExecArgs) -> anyhow::Result<()> {
     let tcp = tokio::net::TcpStream::connect(authority)
         .await
         .with_context(|| format!("connecting to {authority}"))?;
-    let (socket, response) = match tokio_tungstenite::client_async(request, tcp).await {
+    let stream: Box<dyn herd_http::Io> = match api.tls() {
+        Some(config) if scheme == "wss" => {
+            let host = request
+                .uri()
+                .host()
+                .unwrap_or_default()
+                .trim_matches(['[', ']'])
+                .to_owned();
+            let name = herd_pki::tls::server_name(&host)?;
+            Box::new(
+                tokio_rustls::TlsConnector::from(std::sync::Arc::clone(config))
+                    .connect(name, tcp)
+                    .await
+                    .with_context(|| format!("TLS with {authority}"))?,
+            )
+        }
+        _ => Box::new(tcp),
+    };
+    let (socket, response) = match tokio_tungstenite::client_async(request, stream).await {
         Ok(ok) => ok,
         Err(tokio_tungstenite::tungstenite::Error::Http(refused)) => {
             let body = refused

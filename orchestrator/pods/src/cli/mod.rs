@@ -18,7 +18,7 @@ pub mod rollout;
 
 use std::path::PathBuf;
 
-use anyhow::Context;
+use anyhow::{Context, bail};
 use clap::Subcommand;
 use tokio_util::sync::CancellationToken;
 
@@ -55,9 +55,24 @@ pub enum Command {
 /// Where the API is: every verb takes these.
 #[derive(Debug, Clone, clap::Args)]
 pub struct Conn {
-    /// The Kubernetes API of any agent.
-    #[arg(long, env = "HERD_API_SERVER", default_value = "http://127.0.0.1:6443")]
+    /// The Kubernetes API of any agent (`http://` only for an agent run
+    /// with `--insecure-plaintext`).
+    #[arg(
+        long,
+        env = "HERD_API_SERVER",
+        default_value = "https://127.0.0.1:6443"
+    )]
     pub server: String,
+    /// The cluster CA certificate, to check the API server by.
+    #[arg(long, env = "HERD_CACERT", value_name = "FILE")]
+    pub cacert: Option<PathBuf>,
+    /// This client's certificate (root's or a member's; `herd admin
+    /// credentials` writes one).
+    #[arg(long, env = "HERD_CERT", value_name = "FILE", requires = "key")]
+    pub cert: Option<PathBuf>,
+    /// This client's key.
+    #[arg(long, env = "HERD_KEY", value_name = "FILE", requires = "cert")]
+    pub key: Option<PathBuf>,
     /// Bearer token the API asks for (an agent's --api-token-file).
     #[arg(long, env = "HERD_API_TOKEN", hide_env_values = true)]
     pub token: Option<String>,
@@ -69,21 +84,43 @@ pub struct Conn {
     pub namespace: Option<String>,
 }
 
+async fn read_file(what: &str, path: &std::path::Path) -> anyhow::Result<String> {
+    tokio::fs::read_to_string(path)
+        .await
+        .with_context(|| format!("reading {what} {}", path.display()))
+}
+
 impl Conn {
     /// A client of the API these flags name.
     pub async fn api(&self) -> anyhow::Result<Api> {
         let token = match (&self.token, &self.token_file) {
             (Some(t), _) => Some(t.trim().to_owned()),
-            (None, Some(f)) => Some(
-                tokio::fs::read_to_string(f)
-                    .await
-                    .with_context(|| format!("reading the token file {}", f.display()))?
-                    .trim()
-                    .to_owned(),
-            ),
+            (None, Some(f)) => Some(read_file("the token file", f).await?.trim().to_owned()),
             (None, None) => None,
         };
-        Ok(Api::new(herd_http::Client::new(), &self.server, token))
+        let api = Api::new(herd_http::Client::new(), &self.server, token);
+        let Some(cacert) = &self.cacert else {
+            if self.server.starts_with("https://") {
+                bail!(
+                    "--server {} is https://: give the cluster CA with --cacert (HERD_CACERT), \
+                     and a client certificate with --cert/--key (`herd admin credentials` writes them)",
+                    self.server
+                );
+            }
+            return Ok(api);
+        };
+        let ca_pem = read_file("--cacert", cacert).await?;
+        let identity = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(herd_pki::CertKey {
+                cert_pem: read_file("--cert", cert).await?,
+                key_pem: read_file("--key", key).await?,
+            }),
+            _ => None,
+        };
+        let config =
+            herd_pki::tls::client_config(&ca_pem, identity.as_ref(), &[herd_pki::tls::ALPN_HTTP1])
+                .context("the client's TLS configuration")?;
+        Ok(api.with_tls(config))
     }
 
     /// The namespace to act in when the object does not name one.
@@ -131,8 +168,8 @@ pub fn kind_and_name(
     match (first.split_once('/'), second) {
         (Some((k, n)), None) if !n.is_empty() => Ok((kind_named(k)?, n.to_owned())),
         (None, Some(n)) => Ok((kind_named(first)?, n.to_owned())),
-        (Some(_), Some(_)) => anyhow::bail!("give KIND/NAME or KIND NAME, not both ({first:?})"),
-        _ => anyhow::bail!("{first:?}: a name is needed (KIND NAME or KIND/NAME)"),
+        (Some(_), Some(_)) => bail!("give KIND/NAME or KIND NAME, not both ({first:?})"),
+        _ => bail!("{first:?}: a name is needed (KIND NAME or KIND/NAME)"),
     }
 }
 

@@ -1,7 +1,8 @@
-//! The Kubernetes API server every agent runs: plain HTTP/1.1 on a
-//! listener it is handed (TLS lands with the security work, in front of
-//! this), a bearer token when one is configured ([`auth`]), and every
-//! request answered for the whole cluster from the store.
+//! The Kubernetes API server every agent runs: HTTP/1.1 over TLS with the
+//! member's certificate on a listener it is handed (plain HTTP only under
+//! `--insecure-plaintext`), callers proven by client certificate or bearer
+//! token ([`auth`]), and every request answered for the whole cluster from
+//! the store.
 
 mod auth;
 pub mod discovery;
@@ -25,6 +26,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 pub use auth::Auth;
+pub use kubelet::KubeletClient;
 
 use crate::api::{
     ApiError, Deployment, Endpoints, Event, Namespace, Node, Pod, ReplicaSet,
@@ -44,6 +46,8 @@ pub const MAX_BODY: usize = 3 << 20;
 pub struct ApiServer {
     pub registry: Registry,
     pub auth: Auth,
+    /// How `logs` and `exec` reach the pod's kubelet.
+    pub kubelet: KubeletClient,
     /// herd's version, for `/version`.
     pub version: String,
     /// Stops watches when the server stops.
@@ -62,13 +66,34 @@ pub fn router(server: ApiServer) -> Router {
         .with_state(server)
 }
 
-/// Serves the API on `listener` until `server.shutdown` fires.
-pub async fn serve(listener: TcpListener, server: ApiServer) -> std::io::Result<()> {
+/// Serves the API on `listener` until `server.shutdown` fires: over TLS
+/// with `tls` (its client certificates checked against the cluster CA and
+/// handed to [`auth`]), or plain HTTP without.
+pub async fn serve(
+    listener: TcpListener,
+    server: ApiServer,
+    tls: Option<Arc<herd_pki::tls::ServerConfig>>,
+) -> std::io::Result<()> {
     let shutdown = server.shutdown.clone();
-    tracing::info!(addr = %listener.local_addr()?, "Kubernetes API serving");
-    axum::serve(listener, router(server))
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    let addr = listener.local_addr()?;
+    let router = router(server);
+    match tls {
+        Some(config) => {
+            tracing::info!(%addr, "Kubernetes API serving (TLS)");
+            herd_http::server::serve_tls(listener, config, "kubernetes-api", router, shutdown)
+                .await;
+            Ok(())
+        }
+        None => {
+            tracing::warn!(
+                %addr,
+                "INSECURE: the Kubernetes API serves plain HTTP; anyone who reaches it reads its traffic"
+            );
+            axum::serve(listener, router)
+                .with_graceful_shutdown(shutdown.cancelled_owned())
+                .await
+        }
+    }
 }
 
 fn query_of(req: &Request) -> HashMap<String, String> {
@@ -148,7 +173,8 @@ async fn answer(server: &ApiServer, req: Request) -> Result<Response, ApiError> 
         Route::Resource(target)
             if target.kind.kind == "Pod" && target.sub.as_deref() == Some("exec") =>
         {
-            pod_exec::exec(&server.registry, target, req, server.shutdown.clone()).await
+            let shutdown = server.shutdown.clone();
+            pod_exec::exec(&server.registry, &server.kubelet, target, req, shutdown).await
         }
         Route::Resource(target) => {
             let query = query_of(&req);
@@ -171,17 +197,20 @@ async fn answer(server: &ApiServer, req: Request) -> Result<Response, ApiError> 
                 body,
                 shutdown: server.shutdown.clone(),
             };
-            dispatch(&server.registry, call).await
+            dispatch(server, call).await
         }
     }
 }
 
 /// Sends `call` to the handler of its kind.
-async fn dispatch(registry: &Registry, call: Call) -> Result<Response, ApiError> {
+async fn dispatch(server: &ApiServer, call: Call) -> Result<Response, ApiError> {
     use resources::{handle, scale};
+    let registry = &server.registry;
     let scale_call = call.target.sub.as_deref() == Some("scale");
     match call.target.kind.kind {
-        "Pod" if call.target.sub.as_deref() == Some("log") => pod_log::logs(registry, call).await,
+        "Pod" if call.target.sub.as_deref() == Some("log") => {
+            pod_log::logs(registry, &server.kubelet, call).await
+        }
         "Pod" => handle::<Pod>(registry, call).await,
         "ReplicationController" if scale_call => {
             scale::<ReplicationController>(registry, call).await

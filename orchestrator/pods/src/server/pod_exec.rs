@@ -14,12 +14,12 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use herd_http::Io;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
-use super::kubelet::{CONNECT, container_of, kubelet_addr, pod_and_node};
+use super::kubelet::{KubeletClient, container_of, kubelet_addr, pod_and_node};
 use super::route::Target;
 use crate::api::ApiError;
 use crate::node::exec::url_pairs;
@@ -66,6 +66,7 @@ fn upgrade_of(req: &Request) -> Option<&'static str> {
 /// Answers a `pods/{name}/exec` call.
 pub async fn exec(
     registry: &Registry,
+    kubelet: &KubeletClient,
     target: Target,
     mut req: Request,
     shutdown: CancellationToken,
@@ -105,10 +106,8 @@ pub async fn exec(
             node.metadata.name
         ))
     };
-    let mut kubelet = tokio::time::timeout(CONNECT, TcpStream::connect(&addr))
-        .await
-        .map_err(|_| unreachable(format!("connecting to {addr} timed out")))?
-        .map_err(|e| unreachable(format!("connecting to {addr}: {e}")))?;
+    let host = node.internal_ip().unwrap_or_default().to_owned();
+    let mut kubelet = kubelet.connect(&addr, &host).await.map_err(unreachable)?;
     kubelet
         .write_all(head.as_bytes())
         .await
@@ -177,7 +176,7 @@ pub async fn exec(
 /// Reads an HTTP response head: its status, headers, and whatever bytes
 /// came after it.
 async fn read_head(
-    stream: &mut TcpStream,
+    stream: &mut Box<dyn Io>,
 ) -> Result<(u16, Vec<(String, String)>, Vec<u8>), String> {
     let mut buf = Vec::with_capacity(1024);
     let end = loop {
@@ -213,7 +212,7 @@ async fn read_head(
 
 /// The body of a refusal: `length` bytes if the head said, else what
 /// comes before the kubelet closes; at most 64 KiB.
-async fn read_body(stream: &mut TcpStream, mut body: Vec<u8>, length: Option<usize>) -> String {
+async fn read_body(stream: &mut Box<dyn Io>, mut body: Vec<u8>, length: Option<usize>) -> String {
     let mut chunk = [0u8; 4096];
     let want = length.unwrap_or(64 * 1024).min(64 * 1024);
     while body.len() < want {

@@ -12,7 +12,7 @@ use axum::http::StatusCode;
 use axum::response::Response;
 use tokio_util::io::ReaderStream;
 
-use super::kubelet::{CONNECT, container_of, kubelet_addr, pod_and_node};
+use super::kubelet::{KubeletClient, container_of, kubelet_addr, pod_and_node};
 use super::resources::Call;
 use crate::api::{ApiError, Node, Pod};
 use crate::registry::Registry;
@@ -23,13 +23,14 @@ const FIRST_BYTES: Duration = Duration::from_secs(2);
 
 /// The kubelet's URL for `container` of `pod`, with the log options.
 pub fn kubelet_url(
+    scheme: &str,
     node: &Node,
     pod: &Pod,
     container: &str,
     query: &HashMap<String, String>,
 ) -> Result<String, ApiError> {
     let mut url = format!(
-        "http://{}/containerLogs/{}/{}/{container}",
+        "{scheme}://{}/containerLogs/{}/{}/{container}",
         kubelet_addr(node)?,
         pod.metadata.namespace,
         pod.metadata.name
@@ -46,13 +47,17 @@ pub fn kubelet_url(
 }
 
 /// Answers a `pods/{name}/log` call.
-pub async fn logs(registry: &Registry, call: Call) -> Result<Response, ApiError> {
+pub async fn logs(
+    registry: &Registry,
+    kubelet: &KubeletClient,
+    call: Call,
+) -> Result<Response, ApiError> {
     let namespace = call.target.namespace.clone().unwrap_or_default();
     let name = call.target.name.clone().unwrap_or_default();
     let (pod, node) = pod_and_node(registry, &namespace, &name).await?;
     let container = container_of(&pod, call.query.get("container").map(String::as_str))?;
-    let url = kubelet_url(&node, &pod, container, &call.query)?;
-    let http = herd_http::Client::new().with_timeout(CONNECT);
+    let url = kubelet_url(kubelet.scheme(), &node, &pod, container, &call.query)?;
+    let http = kubelet.http();
     let (mut writer, reader) = tokio::io::duplex(64 * 1024);
     let (first_tx, first_rx) = tokio::sync::oneshot::channel::<Result<(), herd_http::Error>>();
     let shutdown = call.shutdown.clone();
@@ -140,7 +145,7 @@ mod tests {
         let mut node = Node::default();
         node.metadata.name = "m1".into();
         let query = HashMap::from([("follow".to_owned(), "true".to_owned())]);
-        assert!(kubelet_url(&node, &pod(&["app"]), "app", &query).is_err());
+        assert!(kubelet_url("http", &node, &pod(&["app"]), "app", &query).is_err());
         node.status = Some(NodeStatus {
             addresses: vec![NodeAddress {
                 kind: "InternalIP".into(),
@@ -152,8 +157,8 @@ mod tests {
             ..Default::default()
         });
         assert_eq!(
-            kubelet_url(&node, &pod(&["app"]), "app", &query).unwrap(),
-            "http://10.1.0.5:2381/containerLogs/default/web/app?follow=true"
+            kubelet_url("https", &node, &pod(&["app"]), "app", &query).unwrap(),
+            "https://10.1.0.5:2381/containerLogs/default/web/app?follow=true"
         );
     }
 }

@@ -14,7 +14,7 @@ use herd_cli::Output;
 use herd_client::connect::StoreArgs;
 
 pub use ca_source::{CaSource, CaSourceError};
-use herd_pki::bundle::{write_client, write_new_ca};
+use herd_pki::bundle::{Targets, write_client, write_new_ca};
 pub use token::{TokenInfo, create_token, list_tokens, revoke_token};
 
 /// `herd admin`.
@@ -40,8 +40,8 @@ pub enum AdminCommand {
     },
     /// Issue a client certificate for a user (its common name is the
     /// user) and write what clients need into `--out`: `ca.crt`,
-    /// `USER.crt`, `USER.key` (0600) and `env`, to source for `herd kv`,
-    /// `etcdctl` and `herd admin`.
+    /// `USER.crt`, `USER.key` (0600), a `kubeconfig` for kubectl, and
+    /// `env`, to source for `herd`, `etcdctl` and kubectl.
     Credentials {
         #[command(flatten)]
         ca: CaSource,
@@ -54,6 +54,10 @@ pub enum AdminCommand {
         /// Client endpoints written to `env` (comma separated).
         #[arg(long, value_delimiter = ',', default_value = "127.0.0.1:2379")]
         endpoints: Vec<String>,
+        /// The Kubernetes API in the kubeconfig (default: port 6443 of the
+        /// first endpoint's host).
+        #[arg(long, value_name = "URL")]
+        api_server: Option<String>,
         /// How long the certificate is valid (e.g. `30d`, `12h`).
         #[arg(long, value_parser = humantime::parse_duration, default_value = "90d")]
         valid_for: Duration,
@@ -95,6 +99,18 @@ pub enum TokenCommand {
     },
 }
 
+/// `https://HOST:6443` for the first endpoint's host: every agent that
+/// serves the store's clients serves the Kubernetes API on its port.
+fn default_api_server(endpoints: &[String]) -> String {
+    let first = endpoints.first().map_or("127.0.0.1:2379", String::as_str);
+    let authority = first.split_once("://").map_or(first, |(_, rest)| rest);
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.chars().all(|c| c.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    format!("https://{host}:6443")
+}
+
 /// Runs one `herd admin` command.
 pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
     use anyhow::Context;
@@ -113,9 +129,15 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
             user,
             out,
             endpoints,
+            api_server,
             valid_for,
         } => {
-            let written = write_client(&ca.load()?, &user, &out, &endpoints, valid_for)?;
+            let api_server = api_server.unwrap_or_else(|| default_api_server(&endpoints));
+            let targets = Targets {
+                endpoints: &endpoints,
+                api_server: &api_server,
+            };
+            let written = write_client(&ca.load()?, &user, &out, &targets, valid_for)?;
             println!("wrote {}", written.display());
         }
         AdminCommand::Token(TokenCommand::Create {
@@ -141,4 +163,21 @@ pub async fn run(args: AdminArgs) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_api_server_defaults_to_the_first_endpoints_host() {
+        let api = |e: &[&str]| {
+            super::default_api_server(&e.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            api(&["10.0.0.1:2379", "10.0.0.2:2379"]),
+            "https://10.0.0.1:6443"
+        );
+        assert_eq!(api(&["https://m1:2379"]), "https://m1:6443");
+        assert_eq!(api(&["[::1]:2379"]), "https://[::1]:6443");
+        assert_eq!(api(&[]), "https://127.0.0.1:6443");
+    }
 }

@@ -255,14 +255,25 @@ async fn placed_on(client: &Client, unit: &str) -> anyhow::Result<Vec<(String, S
     Ok(out)
 }
 
-fn http() -> herd_http::Client {
-    herd_http::Client::new().with_timeout(std::time::Duration::from_secs(10))
+/// A client of the agents' APIs, presenting the store client's own
+/// certificate (root's, for an operator): they admit members and root.
+fn http(client: &Client) -> anyhow::Result<herd_http::Client> {
+    let http = herd_http::Client::new().with_timeout(std::time::Duration::from_secs(10));
+    Ok(
+        match client
+            .credentials()
+            .tls_config(&[herd_pki::tls::ALPN_HTTP1])?
+        {
+            Some(config) => http.with_tls(config),
+            None => http,
+        },
+    )
 }
 
 pub async fn status(client: &Client, unit: &str, out: Output) -> anyhow::Result<()> {
     let mut all = Vec::new();
     for (machine, api) in placed_on(client, unit).await? {
-        let s: UnitStatus = http()
+        let s: UnitStatus = http(client)?
             .get_json(&format!("{api}/v1/units/{unit}/status"))
             .await
             .with_context(|| format!("asking machine {machine} about {unit}"))?;
@@ -339,9 +350,9 @@ pub async fn journal(
     };
     let url = format!("{api}/v1/units/{unit}/journal?lines={lines}&follow={follow}");
     let mut stdout = tokio::io::stdout();
-    let client = http();
+    let http = http(client)?;
     tokio::select! {
-        r = client.download(&url, 0, &mut stdout, |_| {}) => {
+        r = http.download(&url, 0, &mut stdout, |_| {}) => {
             r.with_context(|| format!("reading {unit}'s journal on machine {m}"))?;
         }
         _ = shutdown.cancelled() => {}
