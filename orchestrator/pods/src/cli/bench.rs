@@ -9,6 +9,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -54,6 +55,11 @@ pub struct BenchArgs {
     /// kubectl runs per command.
     #[arg(long, default_value_t = 10)]
     pub kubectl_runs: usize,
+    /// Serve the API over TLS, as agents do (a CA made for the run; every
+    /// client, kubectl too, presents root's certificate): run with and
+    /// without it for the cost of TLS.
+    #[arg(long)]
+    pub tls: bool,
     #[arg(short = 'o', long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -63,6 +69,8 @@ struct Results {
     pods: usize,
     nodes: usize,
     store_members: usize,
+    /// The API served over TLS (`--tls`).
+    tls: bool,
     create_pods_secs: f64,
     all_bound_secs: f64,
     pods_scheduled_per_sec: f64,
@@ -185,7 +193,8 @@ pub async fn run(command: BenchCommand, cancel: CancellationToken) -> anyhow::Re
     let _ = std::fs::remove_dir_all(&dir);
     let r = result?;
     args.output.print(&r, |r| {
-        let mut t = Table::new(["MEASURE", "HERD", "KUBECTL (per command)"]);
+        let herd = if r.tls { "HERD (TLS)" } else { "HERD" };
+        let mut t = Table::new(["MEASURE", herd, "KUBECTL (per command)"]);
         let k = r.kubectl.as_ref();
         let kc = |f: fn(&KubectlCost) -> f64| k.map_or("-".into(), |k| format!("{:.0} ms", f(k)));
         t.row([
@@ -253,10 +262,16 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr = listener.local_addr()?;
     let stop = cancel.child_token();
+    let base = format!("{}://{addr}", if args.tls { "https" } else { "http" });
+    let tls = if args.tls {
+        Some(BenchTls::make(dir, &base)?)
+    } else {
+        None
+    };
     let config = PodsConfig {
         listen_api: addr,
         token: None,
-        tls: None,
+        tls: tls.as_ref().map(|t| Arc::clone(&t.server)),
         kubelet: Default::default(),
         api: ApiConfig::default(),
         eviction_timeout: Duration::from_secs(300),
@@ -265,12 +280,14 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
     };
     let server = tokio::spawn(role::run(store, listener, config, stop.clone()));
     let _stop_on_exit = stop.clone().drop_guard();
-    let base = format!("http://{addr}");
-    let api = Api::new(
+    let mut api = Api::new(
         herd_http::Client::new().with_timeout(Duration::from_secs(60)),
         &base,
         None,
     );
+    if let Some(t) = &tls {
+        api = api.with_tls(Arc::clone(&t.client));
+    }
     until(
         "the API serving namespace default",
         Duration::from_secs(60),
@@ -363,7 +380,11 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
 
     let (fanout_median_ms, fanout_max_ms) = fanout(&api, args.watchers, &cancel).await?;
     let kubectl = if args.kubectl.exists() {
-        Some(kubectl_cost(&args.kubectl, &base, dir, args.kubectl_runs).await?)
+        let config = match &tls {
+            Some(t) => t.kubeconfig.clone(),
+            None => anonymous_kubeconfig(dir, &base)?,
+        };
+        Some(kubectl_cost(&args.kubectl, &config, dir, args.kubectl_runs).await?)
     } else {
         None
     };
@@ -373,6 +394,7 @@ async fn bench(args: &BenchArgs, dir: &Path, cancel: CancellationToken) -> anyho
         pods: args.pods,
         nodes: args.nodes,
         store_members: args.members,
+        tls: args.tls,
         create_pods_secs,
         all_bound_secs,
         pods_scheduled_per_sec: args.pods as f64 / all_bound_secs,
@@ -460,15 +482,8 @@ async fn fanout(
     Ok((times[times.len() / 2], times[times.len() - 1]))
 }
 
-/// What `kubectl get pod`, `get pods` and `create -f` cost per command,
-/// run one after another (each a process with its own config and
-/// discovery cache, as people run them).
-async fn kubectl_cost(
-    kubectl: &Path,
-    base: &str,
-    dir: &Path,
-    runs: usize,
-) -> anyhow::Result<KubectlCost> {
+/// A kubeconfig for the plaintext API at `base`, without credentials.
+fn anonymous_kubeconfig(dir: &Path, base: &str) -> anyhow::Result<PathBuf> {
     let config = dir.join("kubeconfig");
     std::fs::write(
         &config,
@@ -476,9 +491,61 @@ async fn kubectl_cost(
             "apiVersion: v1\nkind: Config\nclusters:\n- cluster: {{server: \"{base}\"}}\n  name: b\ncontexts:\n- context: {{cluster: b, user: u}}\n  name: b\ncurrent-context: b\nusers:\n- name: u\n  user: {{}}\n"
         ),
     )?;
+    Ok(config)
+}
+
+/// `--tls`: the API's server configuration (a member certificate for
+/// 127.0.0.1 from a CA made for the run) and root's, for the bench's own
+/// client and for kubectl.
+struct BenchTls {
+    server: Arc<herd_pki::tls::ServerConfig>,
+    client: Arc<herd_pki::tls::ClientConfig>,
+    kubeconfig: PathBuf,
+}
+
+impl BenchTls {
+    fn make(dir: &Path, base: &str) -> anyhow::Result<BenchTls> {
+        use herd_pki::ca::LEAF_VALIDITY;
+        use herd_pki::tls::{ALPN_HTTP1, ClientAuth, client_config, server_config};
+        herd_pki::install_crypto_provider();
+        let ca = herd_pki::ClusterCa::generate("bench")?;
+        let member = herd_pki::Identity::Member("bench".into());
+        let leaf = ca.issue(&member, &[], &[[127, 0, 0, 1].into()], LEAF_VALIDITY)?;
+        let out = dir.join("pki");
+        let targets = herd_pki::bundle::Targets {
+            endpoints: &[],
+            api_server: base,
+        };
+        herd_pki::bundle::write_client(&ca, "root", &out, &targets, LEAF_VALIDITY)?;
+        let root = herd_pki::CertKey {
+            cert_pem: std::fs::read_to_string(out.join("root.crt"))?,
+            key_pem: std::fs::read_to_string(out.join("root.key"))?,
+        };
+        Ok(BenchTls {
+            server: server_config(
+                &ca.pair.cert_pem,
+                &leaf,
+                ClientAuth::Optional,
+                &[ALPN_HTTP1],
+            )?,
+            client: client_config(&ca.pair.cert_pem, Some(&root), &[ALPN_HTTP1])?,
+            kubeconfig: out.join("kubeconfig"),
+        })
+    }
+}
+
+/// What `kubectl get pod`, `get pods` and `create -f` cost per command,
+/// run one after another (each a process with its own config and
+/// discovery cache, as people run them).
+async fn kubectl_cost(
+    kubectl: &Path,
+    config: &Path,
+    dir: &Path,
+    runs: usize,
+) -> anyhow::Result<KubectlCost> {
     let manifest = dir.join("pod.yaml");
     let run = |args: Vec<String>| {
-        let (kubectl, config, home) = (kubectl.to_owned(), config.clone(), dir.to_owned());
+        let (kubectl, config, home) = (kubectl.to_owned(), config.to_owned(), dir.to_owned());
         async move {
             let out = tokio::process::Command::new(&kubectl)
                 .arg(format!("--kubeconfig={}", config.display()))
