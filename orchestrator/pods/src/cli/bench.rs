@@ -19,6 +19,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+use super::bench_tls::BenchTls;
 use super::client::Api;
 use crate::api::ApiConfig;
 use crate::role::{self, PodsConfig};
@@ -492,46 +493,6 @@ fn anonymous_kubeconfig(dir: &Path, base: &str) -> anyhow::Result<PathBuf> {
         ),
     )?;
     Ok(config)
-}
-
-/// `--tls`: the API's server configuration (a member certificate for
-/// 127.0.0.1 from a CA made for the run) and root's, for the bench's own
-/// client and for kubectl.
-struct BenchTls {
-    server: Arc<herd_pki::tls::ServerConfig>,
-    client: Arc<herd_pki::tls::ClientConfig>,
-    kubeconfig: PathBuf,
-}
-
-impl BenchTls {
-    fn make(dir: &Path, base: &str) -> anyhow::Result<BenchTls> {
-        use herd_pki::ca::LEAF_VALIDITY;
-        use herd_pki::tls::{ALPN_HTTP1, ClientAuth, client_config, server_config};
-        herd_pki::install_crypto_provider();
-        let ca = herd_pki::ClusterCa::generate("bench")?;
-        let member = herd_pki::Identity::Member("bench".into());
-        let leaf = ca.issue(&member, &[], &[[127, 0, 0, 1].into()], LEAF_VALIDITY)?;
-        let out = dir.join("pki");
-        let targets = herd_pki::bundle::Targets {
-            endpoints: &[],
-            api_server: base,
-        };
-        herd_pki::bundle::write_client(&ca, "root", &out, &targets, LEAF_VALIDITY)?;
-        let root = herd_pki::CertKey {
-            cert_pem: std::fs::read_to_string(out.join("root.crt"))?,
-            key_pem: std::fs::read_to_string(out.join("root.key"))?,
-        };
-        Ok(BenchTls {
-            server: server_config(
-                &ca.pair.cert_pem,
-                &leaf,
-                ClientAuth::Optional,
-                &[ALPN_HTTP1],
-            )?,
-            client: client_config(&ca.pair.cert_pem, Some(&root), &[ALPN_HTTP1])?,
-            kubeconfig: out.join("kubeconfig"),
-        })
-    }
 }
 
 /// What `kubectl get pod`, `get pods` and `create -f` cost per command,

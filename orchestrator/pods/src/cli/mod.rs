@@ -7,6 +7,7 @@
 
 pub mod apply;
 pub mod bench;
+mod bench_tls;
 
 pub mod client;
 pub mod edit;
