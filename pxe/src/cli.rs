@@ -94,10 +94,14 @@ pub struct ServeArgs {
     #[arg(long)]
     pub install_to_disk: bool,
     /// Leases and the machine inventory live here.
-    #[arg(long, default_value = "/var/lib/herd/pxe")]
+    #[arg(long, default_value = crate::server::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
     #[arg(long, default_value_t = 8080)]
     pub http_port: u16,
+    /// The HTTPS admin listener (publishing, policies, resuming, reinstalls;
+    /// its CA is `<state-dir>/admin/ca.crt`, made on first start).
+    #[arg(long, default_value_t = 8443)]
+    pub admin_port: u16,
     #[arg(long, default_value_t = 69)]
     pub tftp_port: u16,
     /// Directory served over TFTP (iPXE binaries).
@@ -122,9 +126,14 @@ pub struct ServeArgs {
 
 #[derive(Debug, Args)]
 pub struct MachinesArgs {
-    /// The pxe server's HTTP address.
+    /// The pxe server's address: plain `http://…:8080` or its HTTPS admin
+    /// listener.
     #[arg(long, default_value = "http://127.0.0.1:8080", env = "HERD_PXE_SERVER")]
     pub server: String,
+    /// The admin listener's CA, for an `https://` server (its
+    /// `<state-dir>/admin/ca.crt`).
+    #[arg(long, env = "HERD_PXE_CACERT")]
+    pub cacert: Option<PathBuf>,
     #[arg(short, long, value_enum, default_value_t = Output::Table)]
     pub output: Output,
 }
@@ -350,6 +359,7 @@ async fn serve(a: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> 
         dhcp,
         state_dir: a.state_dir,
         http_port: a.http_port,
+        admin_port: a.admin_port,
         tftp_port: a.tftp_port,
         tftp_root: a.tftp_root,
         tftp_max_transfers: a.tftp_max_transfers,
@@ -365,7 +375,9 @@ async fn serve(a: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> 
 
 async fn machines(a: MachinesArgs) -> anyhow::Result<()> {
     let url = format!("{}/api/machines", a.server.trim_end_matches('/'));
-    let list: Vec<Machine> = herd_http::Client::new().get_json(&url).await?;
+    let ca = crate::update::cli::admin_ca(a.cacert.as_deref())?;
+    let http = crate::update::client::http_client(&a.server, ca.as_deref())?;
+    let list: Vec<Machine> = http.get_json(&url).await?;
     a.output.print(&list, |l| table(l))?;
     Ok(())
 }

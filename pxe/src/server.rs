@@ -86,6 +86,9 @@ pub struct DhcpSettings {
     pub reservations: Vec<(dhcp::MacAddr, Ipv4Addr)>,
 }
 
+/// `herd pxe serve`'s `--state-dir` when none is given.
+pub const DEFAULT_STATE_DIR: &str = "/var/lib/herd/pxe";
+
 /// Everything `herd pxe serve` needs.
 #[derive(Debug, Clone)]
 pub struct ServeConfig {
@@ -96,6 +99,8 @@ pub struct ServeConfig {
     pub dhcp: Option<DhcpSettings>,
     pub state_dir: PathBuf,
     pub http_port: u16,
+    /// The HTTPS admin listener's port (publishing, policies, resuming).
+    pub admin_port: u16,
     pub tftp_port: u16,
     pub tftp_root: PathBuf,
     pub tftp_max_transfers: usize,
@@ -120,6 +125,8 @@ pub enum ServeError {
     Dhcp(#[from] dhcp::Error),
     #[error("DHCP configuration: {0}")]
     DhcpConfig(#[from] dhcp::ConfigError),
+    #[error("the admin listener's certificate: {0}")]
+    AdminTls(#[source] herd_pki::PkiError),
     #[error("binding HTTP on {addr}: {source}")]
     HttpBind {
         addr: SocketAddr,
@@ -199,16 +206,26 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
                 source,
             })?
     };
+    let admin_tls = {
+        let (dir, address) = (config.state_dir.clone(), config.address);
+        tokio::task::spawn_blocking(move || http::admin_tls::load_or_create(&dir, address))
+            .await
+            .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
+            .map_err(ServeError::AdminTls)?
+    };
     let http_addr = SocketAddr::new(IpAddr::V4(config.address), config.http_port);
+    let admin_addr = SocketAddr::new(IpAddr::V4(config.address), config.admin_port);
     let base_url = http::base_url(http_addr);
+    let admin_url = format!("https://{admin_addr}");
 
     // Bind everything before serving anything, so a bad port fails fast.
-    let listener = tokio::net::TcpListener::bind(http_addr)
-        .await
-        .map_err(|source| ServeError::HttpBind {
-            addr: http_addr,
-            source,
-        })?;
+    let bind = |addr| async move {
+        tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServeError::HttpBind { addr, source })
+    };
+    let listener = bind(http_addr).await?;
+    let admin_listener = bind(admin_addr).await?;
     let (tftp_tx, mut tftp_rx) = mpsc::channel::<tftp::TransferEvent>(1024);
     let hook: tftp::TransferHook = Arc::new(move |ev| {
         // Full channel: drop the inventory note rather than stall a transfer.
@@ -259,7 +276,13 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
         inventory: inventory.clone(),
         base_url: base_url.clone(),
         updates,
-        admin: Arc::new(admin),
+        admin: http::auth::Admin::Elsewhere {
+            url: admin_url.clone(),
+        },
+    };
+    let admin_state = AppState {
+        admin: http::auth::Admin::Here(Arc::new(admin)),
+        ..state.clone()
     };
     {
         let shutdown = shutdown.clone();
@@ -269,11 +292,25 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
                 .map_err(ServeError::Http)
         });
     }
+    {
+        let shutdown = shutdown.clone();
+        let tls = admin_tls.config;
+        tasks.spawn(async move {
+            http::serve_admin(admin_listener, tls, admin_state, shutdown).await;
+            Ok(())
+        });
+    }
     if let Some(server) = dhcp_server {
         let shutdown = shutdown.clone();
         tasks.spawn(async move { server.run(shutdown).await.map_err(ServeError::from) });
     }
     info!(%base_url, tftp_root = %config.tftp_root.display(), dhcp = config.dhcp.is_some(), "herd pxe serving");
+    info!(
+        %admin_url,
+        cacert = %admin_tls.ca_file.display(),
+        ca_sha256 = %admin_tls.fingerprint,
+        "admin routes served only over HTTPS: clients pin this CA"
+    );
 
     // Without polling the interval still exists but its branch is disabled.
     let mut poll = tokio::time::interval(config.reload_poll.unwrap_or(Duration::from_secs(3600)));

@@ -243,6 +243,24 @@ pub async fn run(args: LabArgs) -> anyhow::Result<()> {
                     cmd.env("HERD_API_SERVER", format!("https://{ip}:6443"));
                 }
             }
+            // `herd pxe publish|updates` go to the provisioning server's
+            // admin listener (flags override these).
+            let pxe = [
+                ("HERD_PXE_SERVER", crate::pxe::admin_url().into()),
+                (
+                    "HERD_PXE_CACERT",
+                    crate::pxe::admin_ca_file(&lab.dir).into_os_string(),
+                ),
+                (
+                    "HERD_PXE_TOKEN_FILE",
+                    crate::pxe::api_token_file(&lab.dir).into_os_string(),
+                ),
+            ];
+            for (var, value) in pxe {
+                if std::env::var_os(var).is_none() {
+                    cmd.env(var, value);
+                }
+            }
             if std::env::var_os("KUBECONFIG").is_none() && !given("--kubeconfig") {
                 cmd.env("KUBECONFIG", crate::pki::kubeconfig(&lab.dir));
             }

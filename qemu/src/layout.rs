@@ -25,6 +25,8 @@ pub const CLIENT_PORT: u16 = 2379;
 pub const PEER_PORT: u16 = 2380;
 /// Port of the provisioning server's HTTP side.
 pub const PXE_HTTP_PORT: u16 = 8080;
+/// The provisioning server's HTTPS admin listener (publishing releases).
+pub const PXE_ADMIN_PORT: u16 = 8443;
 /// The highest machine number (addresses .11 to .199).
 pub const MAX_MACHINE: u8 = 189;
 

@@ -100,6 +100,18 @@ pub fn api_token_file(lab_dir: &Path) -> PathBuf {
     state_dir(lab_dir).join("api.token")
 }
 
+/// The provisioning server's HTTPS admin address, where releases are
+/// published.
+pub fn admin_url() -> String {
+    format!("https://{}:{}", layout::HOST_ADDR, layout::PXE_ADMIN_PORT)
+}
+
+/// The CA the admin listener's certificate chains to (where `herd pxe
+/// serve` makes it; `tests/profile_contract.rs` holds the two together).
+pub fn admin_ca_file(lab_dir: &Path) -> PathBuf {
+    state_dir(lab_dir).join("admin").join("ca.crt")
+}
+
 /// The provisioning server's config: the lab's two profiles (the
 /// founder's, whose cloud-config carries `ca`, and everyone else's), and
 /// one group per reserved machine (matched by MAC) carrying its name and

@@ -129,3 +129,17 @@ fn install_profile_serves_the_disk_image_and_tells_the_installer_where_to_report
     let missing = herd_qemu::prereq::check_disk_image(&image);
     assert_eq!(missing.len(), 1, "{missing:?}");
 }
+
+/// `herd lab exec` pins the admin CA where `herd pxe serve` makes it.
+#[test]
+fn the_lab_pins_the_admin_ca_where_the_server_makes_it() {
+    let lab = std::path::Path::new("/lab");
+    assert_eq!(
+        pxe::admin_ca_file(lab),
+        herd_pxe::http::admin_tls::ca_file(&pxe::state_dir(lab))
+    );
+    assert_eq!(
+        pxe::api_token_file(lab),
+        herd_pxe::http::auth::default_token_file(&pxe::state_dir(lab))
+    );
+}

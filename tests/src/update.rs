@@ -183,15 +183,22 @@ pub fn write_manifest(dir: &Path, version: &str, public_key: &str) {
 /// The provisioning server's HTTP side (with the update server) on
 /// loopback; stops on drop.
 pub struct PxeServer {
+    /// The plain listener machines use (Omaha, release files).
     pub url: String,
+    /// The HTTPS admin listener operators use.
+    pub admin_url: String,
+    /// The admin listener's CA certificate (PEM), which clients pin.
+    pub ca_pem: String,
     pub token: String,
     pub state_dir: PathBuf,
     pub updates: herd_pxe::update::UpdateService,
     stop: CancellationToken,
-    _task: tokio::task::JoinHandle<std::io::Result<()>>,
+    _tasks: Vec<tokio::task::JoinHandle<()>>,
 }
 
 impl PxeServer {
+    /// Both of `herd pxe serve`'s HTTP listeners on loopback, as its
+    /// `server::run` wires them.
     pub async fn start(dir: &Path) -> PxeServer {
         let state_dir = dir.join("pxe");
         std::fs::create_dir_all(&state_dir).unwrap();
@@ -201,7 +208,13 @@ impl PxeServer {
         let profiles = herd_pxe::profile::Profiles::load(&cfg).unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr: SocketAddr = listener.local_addr().unwrap();
+        let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{addr}");
+        let admin_url = format!("https://{}", admin_listener.local_addr().unwrap());
+        let tls =
+            herd_pxe::http::admin_tls::load_or_create(&state_dir, std::net::Ipv4Addr::LOCALHOST)
+                .unwrap();
+        let ca_pem = std::fs::read_to_string(&tls.ca_file).unwrap();
         let updates = herd_pxe::update::UpdateService::open(&state_dir)
             .await
             .unwrap();
@@ -213,27 +226,55 @@ impl PxeServer {
                 .unwrap(),
             base_url: url.clone(),
             updates: updates.clone(),
-            admin: Arc::new(herd_pxe::http::auth::BearerToken::new(token.clone())),
+            admin: herd_pxe::http::auth::Admin::Elsewhere {
+                url: admin_url.clone(),
+            },
+        };
+        let admin_state = herd_pxe::http::AppState {
+            admin: herd_pxe::http::auth::Admin::Here(Arc::new(
+                herd_pxe::http::auth::BearerToken::new(token.clone()),
+            )),
+            ..state.clone()
         };
         let stop = CancellationToken::new();
-        let task = tokio::spawn(herd_pxe::http::serve(listener, state, stop.clone()));
+        let tasks = vec![
+            tokio::spawn({
+                let stop = stop.clone();
+                async move { herd_pxe::http::serve(listener, state, stop).await.unwrap() }
+            }),
+            tokio::spawn(herd_pxe::http::serve_admin(
+                admin_listener,
+                tls.config,
+                admin_state,
+                stop.clone(),
+            )),
+        ];
         PxeServer {
             url,
+            admin_url,
+            ca_pem,
             token,
             state_dir,
             updates,
             stop,
-            _task: task,
+            _tasks: tasks,
         }
     }
 
-    /// The operator's client of this server.
+    /// The operator's client of this server: its admin listener, with
+    /// `token`.
+    pub fn client(&self, token: Option<&str>) -> herd_pxe::update::client::Target {
+        herd_pxe::update::client::Target::server(
+            &self.admin_url,
+            token.map(str::to_owned),
+            Some(&self.ca_pem),
+        )
+        .unwrap()
+    }
+
+    /// The operator's client with the server's token.
     pub fn target(&self) -> herd_pxe::update::client::Target {
-        herd_pxe::update::client::Target::Server {
-            url: self.url.clone(),
-            token: Some(self.token.clone()),
-            http: herd_http::Client::new(),
-        }
+        self.client(Some(&self.token))
     }
 }
 

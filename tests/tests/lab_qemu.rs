@@ -206,6 +206,31 @@ fn qemu_lab_three_blank_vms_form_a_cluster_survive_the_leader_and_go_down_clean(
     }
     ok(exec(&lab_dir, &["ip", "route", "del", "10.244.0.0/16"]));
 
+    // The provisioning server's admin listener: `herd lab exec` points
+    // `herd pxe` at it over HTTPS, pinned to its own CA; the plain listener
+    // machines boot from is never sent the token.
+    let updates = exec(&lab_dir, &["herd", "pxe", "updates", "-o", "json"]);
+    assert!(updates.status.success(), "{updates:?}");
+    let updates: serde_json::Value = serde_json::from_slice(&updates.stdout).unwrap();
+    assert!(updates["groups"].is_array(), "{updates}");
+    let plain = exec(
+        &lab_dir,
+        &[
+            "herd",
+            "pxe",
+            "updates",
+            "--server",
+            "http://10.77.0.1:8080",
+            "resume",
+            "stable",
+        ],
+    );
+    let said = String::from_utf8_lossy(&plain.stderr);
+    assert!(
+        !plain.status.success() && said.contains("plain HTTP"),
+        "{said}"
+    );
+
     // Written through one machine, read through another.
     let put = etcdctl(&lab_dir, &endpoint("m2"), &["put", "/lab/hello", "world"]);
     assert!(put.status.success(), "{put:?}");

@@ -30,7 +30,6 @@ use herd_tests::{bin, require, wait};
 use serde_json::Value;
 
 const MACHINES: [&str; 3] = ["m1", "m2", "m3"];
-const SERVER: &str = "http://10.77.0.1:8080";
 /// Update phases (as a machine reports them) in which it holds the reboot
 /// lock and is, or is about to be, out of service.
 const OUT_PHASES: [&str; 4] = ["draining", "rebooting", "verifying", "rolling-back"];
@@ -127,20 +126,12 @@ fn build_release(dir: &Path, version: &str, broken: bool) -> PathBuf {
     dir.join("out")
 }
 
-/// `herd pxe …` against the lab's server, from inside the lab network.
+/// `herd pxe …` against the lab's server, from inside the lab network:
+/// `herd lab exec` points it at the admin listener (HTTPS, pinned to its
+/// CA) with the server's token.
 fn pxe(lab_dir: &Path, args: &[&str]) -> String {
-    let token = herd_qemu_token(lab_dir);
-    // The server and token belong to the subcommand (`publish`, `updates`).
-    let mut full = vec![
-        "herd",
-        "pxe",
-        args[0],
-        "--server",
-        SERVER,
-        "--token-file",
-        token.as_str(),
-    ];
-    full.extend_from_slice(&args[1..]);
+    let mut full = vec!["herd", "pxe"];
+    full.extend_from_slice(args);
     let out = exec(lab_dir, &full);
     assert!(
         out.status.success(),
@@ -152,29 +143,9 @@ fn pxe(lab_dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-/// The provisioning server's admin token file (`LAB/pxe/api.token`).
-fn herd_qemu_token(lab_dir: &Path) -> String {
-    lab_dir.join("pxe").join("api.token").display().to_string()
-}
-
 fn updates(lab_dir: &Path) -> Value {
-    let token = herd_qemu_token(lab_dir);
-    let out = exec(
-        lab_dir,
-        &[
-            "herd",
-            "pxe",
-            "updates",
-            "--server",
-            SERVER,
-            "--token-file",
-            token.as_str(),
-            "-o",
-            "json",
-        ],
-    );
-    assert!(out.status.success(), "herd pxe updates: {out:?}");
-    serde_json::from_slice(&out.stdout).expect("herd pxe updates -o json is JSON")
+    serde_json::from_str(&pxe(lab_dir, &["updates", "-o", "json"]))
+        .expect("herd pxe updates -o json is JSON")
 }
 
 /// Machine `m`'s row in `herd pxe updates -o json`.

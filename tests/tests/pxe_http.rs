@@ -407,3 +407,112 @@ fn bad_config_fails_startup_with_the_field_path() {
         "{err}"
     );
 }
+
+/// The admin routes live only on the HTTPS listener, whose certificate
+/// chains to the server's own CA (made on first start, kept across
+/// restarts): curl and `herd pxe updates` pinned to it get in with the
+/// token; the plain listener refuses them and says where to go; a client
+/// that does not trust the CA never sends the token; the token is not in
+/// the log.
+#[test]
+fn admin_routes_are_served_only_over_https_pinned_to_the_servers_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (kernel, _) = assets(dir.path());
+    let s = serve(dir, &["--kernel".into(), kernel.display().to_string()]);
+    let state = s.dir.path().join("state");
+    let ca = state.join("admin/ca.crt").display().to_string();
+    let token = std::fs::read_to_string(state.join("api.token")).unwrap();
+    let token = token.trim();
+    let admin = "https://127.0.0.1:8443";
+    let bearer = format!("Authorization: Bearer {token}");
+    let code = |out: Output| String::from_utf8_lossy(&out.stdout).into_owned();
+
+    // Plain HTTP: refused even with the token, pointing at the admin listener.
+    let plain = s.curl(&[
+        "-s",
+        "-X",
+        "POST",
+        "-H",
+        &bearer,
+        &format!("{URL}/v1/update/groups/stable/resume"),
+        "-w",
+        "\n%{http_code}",
+    ]);
+    let plain = code(plain);
+    assert!(plain.ends_with("403") && plain.contains(admin), "{plain}");
+    let reinstall = s.curl(&[
+        "-s",
+        "-o",
+        "/dev/null",
+        "-w",
+        "%{http_code}",
+        "-X",
+        "POST",
+        &format!("{URL}/api/machines/52-54-00-00-00-01/reinstall"),
+    ]);
+    assert_eq!(code(reinstall), "403");
+
+    // HTTPS with the pinned CA: no token 401, the token reaches the service
+    // (there is no group yet: 404).
+    let https = |extra: &[&str]| {
+        let mut args = vec![
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "--cacert",
+            &ca,
+        ];
+        args.extend_from_slice(extra);
+        code(s.curl(&args))
+    };
+    let resume = format!("{admin}/v1/update/groups/stable/resume");
+    assert_eq!(https(&["-X", "POST", &resume]), "401");
+    assert_eq!(
+        https(&["-X", "POST", "-H", "Authorization: Bearer guess", &resume]),
+        "401"
+    );
+    assert_eq!(https(&["-X", "POST", "-H", &bearer, &resume]), "404");
+    assert_eq!(https(&[&format!("{admin}/v1/update/status")]), "200");
+    // Without the CA curl does not trust the server (exit 60), so never
+    // sends the request.
+    let untrusted = s.curl(&["-s", "-X", "POST", "-H", &bearer, &resume]);
+    assert_eq!(untrusted.status.code(), Some(60), "{untrusted:?}");
+
+    // herd's own client, pinned with --cacert.
+    let herd = |args: &[&str]| {
+        s.ns.command(bin::herd())
+            .args(["pxe", "updates", "--server", admin, "--cacert", &ca])
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let status = herd(&["-o", "json"]);
+    assert!(status.status.success(), "{status:?}");
+    let token_file = state.join("api.token").display().to_string();
+    let resumed = herd(&["--token-file", &token_file, "resume", "stable"]);
+    let said = String::from_utf8_lossy(&resumed.stderr);
+    assert!(!resumed.status.success() && said.contains("404"), "{said}");
+
+    // Reading is fine on either listener, and sends no token.
+    let machines =
+        s.ns.command(bin::herd())
+            .args([
+                "pxe", "machines", "--server", admin, "--cacert", &ca, "-o", "json",
+            ])
+            .output()
+            .unwrap();
+    assert!(machines.status.success(), "{machines:?}");
+    let plain_read =
+        s.ns.command(bin::herd())
+            .args(["pxe", "updates", "--server", URL, "-o", "json"])
+            .env("HERD_PXE_TOKEN_FILE", &token_file)
+            .output()
+            .unwrap();
+    assert!(plain_read.status.success(), "{plain_read:?}");
+
+    let log = s.log();
+    assert!(log.contains("admin routes served only over HTTPS"), "{log}");
+    assert!(!log.contains(token), "the token is in the log:\n{log}");
+}

@@ -7,6 +7,7 @@
 //! power loss add is proven in the QEMU lab (`lab_update`).
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -708,14 +709,50 @@ async fn publishing_refuses_bad_releases_and_the_group_keeps_its_release() {
 
     let good = release(&dir.path().join("g"), "0.2.0", &key(1));
     target.publish(&good, "stable", false).await.unwrap();
-    // Without the token nothing changes.
-    let anonymous = herd_pxe::update::client::Target::Server {
-        url: pxe.url.clone(),
-        token: None,
-        http: herd_http::Client::new(),
-    };
+    // Without the token, or with another, nothing changes.
     let newer = release(&dir.path().join("n"), "0.3.0", &key(1));
-    assert!(anonymous.publish(&newer, "stable", false).await.is_err());
+    refused(
+        pxe.client(None).publish(&newer, "stable", false).await,
+        "anonymous",
+        "401 Unauthorized",
+    );
+    refused(
+        pxe.client(Some("guess"))
+            .publish(&newer, "stable", false)
+            .await,
+        "a wrong token",
+        "not this server's",
+    );
+    // The token is never sent in the clear: the client refuses plain HTTP...
+    let plain = herd_pxe::update::client::Target::server(&pxe.url, Some(pxe.token.clone()), None);
+    let e = plain.err().expect("plain HTTP with a token").to_string();
+    assert!(e.contains("plain HTTP") && e.contains("--cacert"), "{e}");
+    // ...and the plain listener refuses the admin routes whatever it is sent,
+    // pointing at the admin listener.
+    let resume = format!("{}/v1/update/groups/stable/resume", pxe.url);
+    let e = herd_http::Client::new()
+        .call(herd_http::Request::post(&resume).bearer(&pxe.token))
+        .await
+        .expect_err("an admin route on the plain listener")
+        .to_string();
+    assert!(e.contains("403") && e.contains(&pxe.admin_url), "{e}");
+    // A server whose certificate is not from the pinned CA (a man in the
+    // middle) is refused before the token is sent.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let other =
+        herd_pxe::http::admin_tls::load_or_create(elsewhere.path(), Ipv4Addr::LOCALHOST).unwrap();
+    let other_ca = std::fs::read_to_string(&other.ca_file).unwrap();
+    let e = herd_pxe::update::client::Target::server(
+        &pxe.admin_url,
+        Some(pxe.token.clone()),
+        Some(&other_ca),
+    )
+    .unwrap()
+    .publish(&newer, "stable", false)
+    .await
+    .expect_err("another CA")
+    .to_string();
+    assert!(e.contains("TLS") && e.contains("certificate"), "{e}");
     // A consistent release by another key: machines would refuse it.
     let other_key = release(&dir.path().join("k"), "0.3.0", &key(9));
     refused(

@@ -1,16 +1,45 @@
 //! Who may change the server (publish releases, change policies, resume
-//! rollouts): for now one bearer token, kept in `<state-dir>/api.token`
-//! (made on first start) or a file the operator names. A small trait, so
-//! the cluster-wide authentication that is coming replaces only this file.
+//! rollouts, send a machine to be reinstalled): one bearer token, kept in
+//! `<state-dir>/api.token` (made on first start) or a file the operator
+//! names, accepted only on the HTTPS admin listener ([`super::admin_tls`]).
+//! The plain HTTP listener machines boot from refuses the admin routes, so
+//! the token never has a reason to cross the boot network in the clear.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use axum::http::HeaderMap;
+use axum::http::{HeaderMap, StatusCode};
 
 /// Decides whether a request may use the admin routes.
 pub trait AdminAuth: Send + Sync + 'static {
     /// `Err` carries the reason, for the 401 answer.
     fn check(&self, headers: &HeaderMap) -> Result<(), String>;
+}
+
+/// Where a listener stands on the admin routes.
+#[derive(Clone)]
+pub enum Admin {
+    /// Served here (the HTTPS admin listener), to requests `auth` admits.
+    Here(Arc<dyn AdminAuth>),
+    /// Served only on the admin listener at `url`; this one refuses them.
+    Elsewhere { url: String },
+}
+
+impl Admin {
+    /// `Err`: the status and reason to answer with.
+    pub fn check(&self, headers: &HeaderMap) -> Result<(), (StatusCode, String)> {
+        match self {
+            Admin::Here(auth) => auth
+                .check(headers)
+                .map_err(|reason| (StatusCode::UNAUTHORIZED, reason)),
+            Admin::Elsewhere { url } => Err((
+                StatusCode::FORBIDDEN,
+                format!(
+                    "this listener is plain HTTP, for booting machines; changes are served only over HTTPS at {url} (herd pxe … --server {url} --cacert <state-dir>/admin/ca.crt)"
+                ),
+            )),
+        }
+    }
 }
 
 /// `Authorization: Bearer <token>` with the server's token.

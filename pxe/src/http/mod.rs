@@ -2,6 +2,7 @@
 //! cloud-configs, the inventory's JSON API, and the update server's
 //! routes (`crate::update::routes`).
 
+pub mod admin_tls;
 pub mod auth;
 pub mod ipxe;
 pub mod range;
@@ -30,8 +31,8 @@ pub struct AppState {
     pub base_url: String,
     /// The Omaha update server's state.
     pub updates: crate::update::UpdateService,
-    /// Who may use the admin routes.
-    pub admin: Arc<dyn auth::AdminAuth>,
+    /// Whether this listener serves the admin routes, and to whom.
+    pub admin: auth::Admin,
 }
 
 impl AppState {
@@ -61,7 +62,9 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves `router` on an already bound listener until `shutdown`.
+/// Serves `router` in plain HTTP on an already bound listener until
+/// `shutdown`: what machines boot from (`state.admin` is normally
+/// [`auth::Admin::Elsewhere`]).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     state: AppState,
@@ -71,6 +74,20 @@ pub async fn serve(
     axum::serve(listener, router(state))
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
+}
+
+/// Serves `router` over TLS with `tls` until `shutdown`: the admin
+/// listener, where operators publish and change policies (`state.admin`
+/// is [`auth::Admin::Here`]). Handshakes that fail or stall are logged and
+/// dropped without holding up anyone else.
+pub async fn serve_admin(
+    listener: tokio::net::TcpListener,
+    tls: Arc<herd_pki::tls::ServerConfig>,
+    state: AppState,
+    shutdown: CancellationToken,
+) {
+    info!(addr = ?listener.local_addr().ok(), "HTTPS admin serving");
+    herd_http::server::serve_tls(listener, tls, "pxe-admin", router(state), shutdown).await;
 }
 
 fn text(status: StatusCode, body: String) -> Response {
@@ -428,7 +445,16 @@ async fn mark_installed(State(state): State<AppState>, Path(mac): Path<String>) 
     set_installed(state, mac, true).await
 }
 
-async fn mark_reinstall(State(state): State<AppState>, Path(mac): Path<String>) -> Response {
+/// Sends a machine back to the installer on its next boot: an operator's
+/// decision (it wipes the disk), so an admin route.
+async fn mark_reinstall(
+    State(state): State<AppState>,
+    Path(mac): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    if let Err((status, reason)) = state.admin.check(&headers) {
+        return text(status, reason + "\n");
+    }
     set_installed(state, mac, false).await
 }
 
@@ -473,7 +499,9 @@ mod tests {
             updates: crate::update::UpdateService::open(&state_dir)
                 .await
                 .unwrap(),
-            admin: Arc::new(auth::BearerToken::new("t".into())),
+            admin: auth::Admin::Elsewhere {
+                url: "https://x:8443".into(),
+            },
         };
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();

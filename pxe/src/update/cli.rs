@@ -16,12 +16,19 @@ use super::service::UpdatesStatus;
 /// Where `publish` and `updates` act: a running server or a state dir.
 #[derive(Debug, Args)]
 pub struct TargetArgs {
-    /// The provisioning server's HTTP address.
+    /// The provisioning server's HTTPS admin address [default:
+    /// https://127.0.0.1:8443]; its plain `http://` address serves reading
+    /// (`herd pxe updates`) only.
     #[arg(long, env = "HERD_PXE_SERVER", conflicts_with = "state_dir")]
     pub server: Option<String>,
+    /// The server's admin CA (its `<state-dir>/admin/ca.crt`), which its
+    /// HTTPS certificate must chain to [default: the one in
+    /// /var/lib/herd/pxe, when this is the server's machine].
+    #[arg(long, env = "HERD_PXE_CACERT", conflicts_with = "state_dir")]
+    pub cacert: Option<PathBuf>,
     /// The server's admin token (`<state-dir>/api.token` of the server);
-    /// also `HERD_PXE_TOKEN`.
-    #[arg(long, conflicts_with = "state_dir")]
+    /// also `HERD_PXE_TOKEN` (the token itself).
+    #[arg(long, env = "HERD_PXE_TOKEN_FILE", conflicts_with = "state_dir")]
     pub token_file: Option<PathBuf>,
     /// Act on the state directory of a server that is not running.
     #[arg(long)]
@@ -36,8 +43,11 @@ impl TargetArgs {
         let url = self
             .server
             .clone()
-            .unwrap_or_else(|| "http://127.0.0.1:8080".into());
+            .unwrap_or_else(|| "https://127.0.0.1:8443".into());
+        // Reading needs no token: it is not sent, so a plain `http://`
+        // server is fine for that.
         let token = match (&self.token_file, std::env::var("HERD_PXE_TOKEN").ok()) {
+            _ if !needs_token => None,
             (Some(path), _) => Some(
                 std::fs::read_to_string(path)
                     .with_context(|| format!("reading --token-file {}", path.display()))?
@@ -45,18 +55,28 @@ impl TargetArgs {
                     .to_owned(),
             ),
             (None, Some(t)) => Some(t),
-            (None, None) if needs_token => bail!(
+            (None, None) => bail!(
                 "this changes the server: give --token-file (the server's <state-dir>/api.token) or HERD_PXE_TOKEN"
             ),
-            (None, None) => None,
         };
-        Ok(Target::Server {
-            url,
-            token,
-            // Payloads are uploaded whole: allow for slow links.
-            http: herd_http::Client::new().with_timeout(Duration::from_secs(600)),
-        })
+        let ca = admin_ca(self.cacert.as_deref())?;
+        Ok(Target::server(&url, token, ca.as_deref())?)
     }
+}
+
+/// The admin CA to pin (PEM): `--cacert`, or on the server's own machine
+/// the one in its default state dir; `None` when neither exists.
+pub(crate) fn admin_ca(cacert: Option<&std::path::Path>) -> anyhow::Result<Option<String>> {
+    let default_ca =
+        crate::http::admin_tls::ca_file(std::path::Path::new(crate::server::DEFAULT_STATE_DIR));
+    let path = match cacert {
+        Some(path) => path.to_path_buf(),
+        None if default_ca.is_file() => default_ca,
+        None => return Ok(None),
+    };
+    std::fs::read_to_string(&path)
+        .map(Some)
+        .with_context(|| format!("reading --cacert {}", path.display()))
 }
 
 #[derive(Debug, Args)]

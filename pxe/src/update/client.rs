@@ -1,8 +1,10 @@
 //! The operator's side of the update server, for `herd pxe publish` and
-//! `herd pxe updates`: the same operations against a running server (HTTP,
-//! with its token) or directly on a stopped server's `--state-dir`.
+//! `herd pxe updates`: the same operations against a running server (its
+//! HTTPS admin listener, with its token) or directly on a stopped server's
+//! `--state-dir`.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use super::policy::PolicyPatch;
 use super::publish::{self, FILES};
@@ -25,6 +27,14 @@ pub enum ClientError {
         #[source]
         source: std::io::Error,
     },
+    #[error(
+        "refusing to send the admin token over plain HTTP to {url}: use the server's HTTPS admin listener (https://HOST:8443) with --cacert <state-dir>/admin/ca.crt"
+    )]
+    Plaintext { url: String },
+    #[error("{url} is HTTPS: give --cacert, the server's <state-dir>/admin/ca.crt")]
+    NoCa { url: String },
+    #[error("--cacert: {0}")]
+    Ca(#[source] herd_pki::PkiError),
     #[error("{url}: the answer is not what the update server sends: {source}")]
     Decode {
         url: String,
@@ -35,17 +45,54 @@ pub enum ClientError {
 
 /// Where the operations go.
 pub enum Target {
-    /// A running `herd pxe serve` at `url` (`http://host:port`).
-    Server {
-        url: String,
-        token: Option<String>,
-        http: herd_http::Client,
-    },
+    /// A running `herd pxe serve`; made by [`Target::server`].
+    Server(Remote),
     /// The state directory of a server that is not running.
     StateDir(PathBuf),
 }
 
+/// A client for the server at `url`: over TLS pinned to `ca_pem` (the
+/// admin CA) when it is `https://`.
+pub fn http_client(url: &str, ca_pem: Option<&str>) -> Result<herd_http::Client, ClientError> {
+    let http = herd_http::Client::new();
+    if !url.starts_with("https://") {
+        return Ok(http);
+    }
+    let ca = ca_pem.ok_or_else(|| ClientError::NoCa { url: url.into() })?;
+    let tls = herd_pki::tls::client_config(ca, None, &[b"http/1.1"]).map_err(ClientError::Ca)?;
+    Ok(http.with_tls(tls))
+}
+
+/// A running server: private, so the check in [`Target::server`] (no
+/// token over plain HTTP) cannot be skipped.
+pub struct Remote {
+    url: String,
+    token: Option<String>,
+    http: herd_http::Client,
+}
+
 impl Target {
+    /// A running server at `url`: its admin listener (`https://…`, checked
+    /// against `ca_pem`, the server's admin CA), or its plain listener
+    /// (`http://…`) for reading only — with a token, plain HTTP is refused
+    /// here, before anything is sent.
+    pub fn server(
+        url: &str,
+        token: Option<String>,
+        ca_pem: Option<&str>,
+    ) -> Result<Target, ClientError> {
+        if token.is_some() && !url.starts_with("https://") {
+            return Err(ClientError::Plaintext { url: url.into() });
+        }
+        // Payloads are uploaded whole: allow for slow links.
+        let http = http_client(url, ca_pem)?.with_timeout(Duration::from_secs(600));
+        Ok(Target::Server(Remote {
+            url: url.to_owned(),
+            token,
+            http,
+        }))
+    }
+
     fn url(url: &str, path: &str) -> String {
         format!("{}{path}", url.trim_end_matches('/'))
     }
@@ -87,7 +134,7 @@ impl Target {
                 .await?
                 .publish(dir.to_path_buf(), group, allow_downgrade)
                 .await?),
-            Target::Server { url, token, http } => {
+            Target::Server(Remote { url, token, http }) => {
                 let id = format!("{:016x}", rand::random::<u64>());
                 for file in FILES {
                     let path = dir.join(file);
@@ -114,7 +161,7 @@ impl Target {
     pub async fn status(&self) -> Result<UpdatesStatus, ClientError> {
         match self {
             Target::StateDir(d) => Ok(UpdateService::open(d).await?.status().await),
-            Target::Server { url, http, .. } => {
+            Target::Server(Remote { url, http, .. }) => {
                 let target = Target::url(url, "/v1/update/status");
                 Target::call(http, herd_http::Request::get(&target), &target).await
             }
@@ -127,7 +174,7 @@ impl Target {
                 .await?
                 .set_policy(group, patch)
                 .await?),
-            Target::Server { url, token, http } => {
+            Target::Server(Remote { url, token, http }) => {
                 let target = Target::url(url, &format!("/v1/update/groups/{group}/policy"));
                 let req = herd_http::Request::post(&target).json(patch);
                 Target::call(http, Target::authorized(req, token), &target).await
@@ -138,7 +185,7 @@ impl Target {
     pub async fn resume(&self, group: &str) -> Result<Group, ClientError> {
         match self {
             Target::StateDir(d) => Ok(UpdateService::open(d).await?.resume(group).await?),
-            Target::Server { url, token, http } => {
+            Target::Server(Remote { url, token, http }) => {
                 let target = Target::url(url, &format!("/v1/update/groups/{group}/resume"));
                 let req = herd_http::Request::post(&target);
                 Target::call(http, Target::authorized(req, token), &target).await

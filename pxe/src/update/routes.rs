@@ -1,7 +1,8 @@
 //! The update server's HTTP routes, under `/v1/update/`: the Omaha
 //! endpoint machines POST to, release files (with Range, so downloads
 //! resume), the status, and the admin routes (uploads, publishing,
-//! policy, resume) behind the server's [`crate::http::auth::AdminAuth`].
+//! policy, resume), which only the HTTPS admin listener serves
+//! ([`crate::http::auth::Admin`]).
 
 use axum::Json;
 use axum::Router;
@@ -63,7 +64,7 @@ fn admin(state: &AppState, headers: &HeaderMap) -> Result<(), Box<Response>> {
     state
         .admin
         .check(headers)
-        .map_err(|reason| Box::new(text(StatusCode::UNAUTHORIZED, reason)))
+        .map_err(|(status, reason)| Box::new(text(status, reason)))
 }
 
 fn service_error(e: ServiceError) -> Response {
