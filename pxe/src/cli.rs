@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// its CA is `<state-dir>/admin/ca.crt`, made on first start).
     #[arg(long, default_value_t = 8443)]
     pub admin_port: u16,
+    /// Another name operators reach the admin listener by (a DNS name or
+    /// an IP address), for its certificate (repeatable).
+    #[arg(long = "admin-name", value_name = "NAME")]
+    pub admin_names: Vec<String>,
     #[arg(long, default_value_t = 69)]
     pub tftp_port: u16,
     /// Directory served over TFTP (iPXE binaries).
@@ -360,6 +364,7 @@ async fn serve(a: ServeArgs, shutdown: CancellationToken) -> anyhow::Result<()> 
         state_dir: a.state_dir,
         http_port: a.http_port,
         admin_port: a.admin_port,
+        admin_names: a.admin_names,
         tftp_port: a.tftp_port,
         tftp_root: a.tftp_root,
         tftp_max_transfers: a.tftp_max_transfers,

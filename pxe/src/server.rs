@@ -101,6 +101,9 @@ pub struct ServeConfig {
     pub http_port: u16,
     /// The HTTPS admin listener's port (publishing, policies, resuming).
     pub admin_port: u16,
+    /// More names (DNS or IP) the admin certificate covers, beside the
+    /// address, 127.0.0.1 and `localhost`.
+    pub admin_names: Vec<String>,
     pub tftp_port: u16,
     pub tftp_root: PathBuf,
     pub tftp_max_transfers: usize,
@@ -207,8 +210,12 @@ pub async fn run(config: ServeConfig, shutdown: CancellationToken) -> Result<(),
             })?
     };
     let admin_tls = {
-        let (dir, address) = (config.state_dir.clone(), config.address);
-        tokio::task::spawn_blocking(move || http::admin_tls::load_or_create(&dir, address))
+        let (dir, address, names) = (
+            config.state_dir.clone(),
+            config.address,
+            config.admin_names.clone(),
+        );
+        tokio::task::spawn_blocking(move || http::admin_tls::load_or_create(&dir, address, &names))
             .await
             .unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
             .map_err(ServeError::AdminTls)?

@@ -211,9 +211,12 @@ impl PxeServer {
         let admin_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{addr}");
         let admin_url = format!("https://{}", admin_listener.local_addr().unwrap());
-        let tls =
-            herd_pxe::http::admin_tls::load_or_create(&state_dir, std::net::Ipv4Addr::LOCALHOST)
-                .unwrap();
+        let tls = herd_pxe::http::admin_tls::load_or_create(
+            &state_dir,
+            std::net::Ipv4Addr::LOCALHOST,
+            &[],
+        )
+        .unwrap();
         let ca_pem = std::fs::read_to_string(&tls.ca_file).unwrap();
         let updates = herd_pxe::update::UpdateService::open(&state_dir)
             .await

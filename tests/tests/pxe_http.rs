@@ -418,7 +418,15 @@ fn bad_config_fails_startup_with_the_field_path() {
 fn admin_routes_are_served_only_over_https_pinned_to_the_servers_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (kernel, _) = assets(dir.path());
-    let s = serve(dir, &["--kernel".into(), kernel.display().to_string()]);
+    let s = serve(
+        dir,
+        &[
+            "--kernel".into(),
+            kernel.display().to_string(),
+            "--admin-name".into(),
+            "pxe.rack".into(),
+        ],
+    );
     let state = s.dir.path().join("state");
     let ca = state.join("admin/ca.crt").display().to_string();
     let token = std::fs::read_to_string(state.join("api.token")).unwrap();
@@ -475,6 +483,24 @@ fn admin_routes_are_served_only_over_https_pinned_to_the_servers_ca() {
     );
     assert_eq!(https(&["-X", "POST", "-H", &bearer, &resume]), "404");
     assert_eq!(https(&[&format!("{admin}/v1/update/status")]), "200");
+    // The certificate covers the names given with --admin-name, and no
+    // others.
+    let by_name = |name: &str| {
+        s.curl(&[
+            "-s",
+            "-o",
+            "/dev/null",
+            "--cacert",
+            &ca,
+            "--resolve",
+            &format!("{name}:8443:127.0.0.1"),
+            &format!("https://{name}:8443/v1/update/status"),
+        ])
+        .status
+        .code()
+    };
+    assert_eq!(by_name("pxe.rack"), Some(0));
+    assert_eq!(by_name("elsewhere.rack"), Some(60));
     // Without the CA curl does not trust the server (exit 60), so never
     // sends the request.
     let untrusted = s.curl(&["-s", "-X", "POST", "-H", &bearer, &resume]);

@@ -740,7 +740,8 @@ async fn publishing_refuses_bad_releases_and_the_group_keeps_its_release() {
     // middle) is refused before the token is sent.
     let elsewhere = tempfile::tempdir().unwrap();
     let other =
-        herd_pxe::http::admin_tls::load_or_create(elsewhere.path(), Ipv4Addr::LOCALHOST).unwrap();
+        herd_pxe::http::admin_tls::load_or_create(elsewhere.path(), Ipv4Addr::LOCALHOST, &[])
+            .unwrap();
     let other_ca = std::fs::read_to_string(&other.ca_file).unwrap();
     let e = herd_pxe::update::client::Target::server(
         &pxe.admin_url,

@@ -43,15 +43,27 @@ pub fn ca_file(state_dir: &Path) -> PathBuf {
 }
 
 /// Loads the admin CA in `state_dir` (making it on first start) and issues
-/// a server certificate valid for `address`, loopback and `localhost`.
+/// a server certificate valid for `address`, loopback, `localhost` and
+/// `extra` names (DNS names or IP addresses operators dial it by).
 /// Blocking (files, key generation).
-pub fn load_or_create(state_dir: &Path, address: Ipv4Addr) -> Result<AdminTls, PkiError> {
+pub fn load_or_create(
+    state_dir: &Path,
+    address: Ipv4Addr,
+    extra: &[String],
+) -> Result<AdminTls, PkiError> {
     let ca = load_or_create_ca(&dir(state_dir))?;
     let mut ips = vec![IpAddr::V4(address), IpAddr::V4(Ipv4Addr::LOCALHOST)];
+    let mut names = vec!["localhost".to_owned()];
+    for name in extra {
+        match name.parse::<IpAddr>() {
+            Ok(ip) => ips.push(ip),
+            Err(_) => names.push(name.clone()),
+        }
+    }
     ips.dedup();
     let leaf: CertKey = ca.issue(
         &Identity::User(SERVER_NAME.into()),
-        &["localhost".to_owned()],
+        &names,
         &ips,
         SERVER_VALIDITY,
     )?;
@@ -118,8 +130,13 @@ mod tests {
     #[test]
     fn the_ca_is_made_once_and_its_key_kept_private() {
         let state = tempfile::tempdir().unwrap();
-        let a = load_or_create(state.path(), Ipv4Addr::new(10, 77, 0, 1)).unwrap();
-        let b = load_or_create(state.path(), Ipv4Addr::new(10, 88, 0, 1)).unwrap();
+        let a = load_or_create(state.path(), Ipv4Addr::new(10, 77, 0, 1), &[]).unwrap();
+        let b = load_or_create(
+            state.path(),
+            Ipv4Addr::new(10, 88, 0, 1),
+            &["pxe.rack".into()],
+        )
+        .unwrap();
         assert_eq!(a.fingerprint, b.fingerprint, "the CA survives a restart");
         assert_eq!(a.ca_file, state.path().join("admin/ca.crt"));
         use std::os::unix::fs::PermissionsExt;
@@ -137,9 +154,9 @@ mod tests {
     #[test]
     fn half_a_ca_is_refused_not_replaced() {
         let state = tempfile::tempdir().unwrap();
-        load_or_create(state.path(), Ipv4Addr::LOCALHOST).unwrap();
+        load_or_create(state.path(), Ipv4Addr::LOCALHOST, &[]).unwrap();
         std::fs::remove_file(state.path().join("admin/ca.key")).unwrap();
-        let e = load_or_create(state.path(), Ipv4Addr::LOCALHOST)
+        let e = load_or_create(state.path(), Ipv4Addr::LOCALHOST, &[])
             .err()
             .unwrap()
             .to_string();
