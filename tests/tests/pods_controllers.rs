@@ -3,7 +3,8 @@
 //! and spreading; replication converging after deleted pods and a lost
 //! node; a deployment rollout through a store leader kill and a move of
 //! the controller's election, losing nothing and doubling nothing; an RC
-//! deleted with its pods orphaned and made again adopting the same pods.
+//! deleted with its pods orphaned and made again adopting the same pods;
+//! an OS update's drain.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -457,4 +458,164 @@ fn pods_an_rc_deleted_with_orphans_and_made_again_keeps_its_pods() {
         );
         uid = new_uid;
     }
+}
+
+/// The node `name` as the API has it.
+fn node(lab: &PodsLab, name: &str) -> Value {
+    lab.get(0, &format!("/api/v1/nodes/{name}")).unwrap()
+}
+
+/// Writes or removes machine `machine`'s drain record, as the update role
+/// does around an OS update's reboot.
+fn drain(lab: &PodsLab, machine: &str, on: bool) {
+    let key = herd_client::keys::DRAIN.key(machine);
+    let args: Vec<String> = if on {
+        let record = herd_client::keys::DrainRecord {
+            machine_id: machine.into(),
+            hostname: machine.into(),
+            version: "0.2.0".into(),
+            since: 0,
+        };
+        let value = String::from_utf8(herd_client::kit::Resource::encode(&record)).unwrap();
+        vec!["put".into(), key, value]
+    } else {
+        vec!["del".into(), key]
+    };
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    lab.cluster
+        .etcdctl_ok(&lab.cluster.endpoints(), &args, None);
+}
+
+/// An OS update's drain: while the machine's drain record stands, its
+/// node is cordoned and the pods a controller manages leave it (their
+/// controller recreates them on the other nodes) while a pod nobody
+/// manages stays, as `kubectl drain` without `--force` leaves it; when the
+/// record goes the node is uncordoned and takes pods again. An operator's
+/// own cordon is never lifted by a drain's end.
+#[test]
+fn pods_an_os_update_drain_cordons_moves_managed_pods_and_uncordons() {
+    let lab = PodsLab::start(60);
+    let _a = lab.fake_node(0, "node-a", &[], "8");
+    let _b = lab.fake_node(1, "node-b", &[], "8");
+    let _c = lab.fake_node(2, "node-c", &[], "8");
+    let pods = "/api/v1/namespaces/default/pods";
+    let mut lone = pod("lone", "100m", json!({}));
+    lone["spec"]["nodeName"] = json!("node-a");
+    create(&lab, pods, lone);
+    create(
+        &lab,
+        "/api/v1/namespaces/default/replicationcontrollers",
+        rc("web", 6, "100m"),
+    );
+    lab.wait_pods(
+        "six web and lone running",
+        "default",
+        Duration::from_secs(60),
+        |pods| {
+            let web = owned_by(pods, "web");
+            web.len() == 6
+                && web.iter().all(|p| running(p))
+                && web.iter().any(|p| p["spec"]["nodeName"] == "node-a")
+                && pods
+                    .iter()
+                    .any(|p| p["metadata"]["name"] == "lone" && running(p))
+        },
+    );
+
+    drain(&lab, "fake00000000", true);
+    wait::until(
+        "node-a cordoned for the update",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let n = node(&lab, "node-a");
+            (n["spec"]["unschedulable"] == true
+                && n["metadata"]["annotations"]["herd.io/cordoned-for-update"] == "0.2.0")
+                .then_some(())
+        },
+    );
+    let moved = lab.wait_pods(
+        "six web running off node-a",
+        "default",
+        Duration::from_secs(60),
+        |pods| {
+            let web = owned_by(pods, "web");
+            web.len() == 6
+                && web
+                    .iter()
+                    .all(|p| running(p) && p["spec"]["nodeName"] != "node-a")
+        },
+    );
+    let lone = moved.iter().find(|p| p["metadata"]["name"] == "lone");
+    assert!(
+        lone.is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null()),
+        "a pod nobody manages stays on its node: {lone:?}"
+    );
+
+    drain(&lab, "fake00000000", false);
+    wait::until(
+        "node-a uncordoned",
+        Duration::from_secs(30),
+        Duration::from_millis(200),
+        || {
+            let n = node(&lab, "node-a");
+            (n["spec"]["unschedulable"].is_null()
+                && n["metadata"]["annotations"]["herd.io/cordoned-for-update"].is_null())
+            .then_some(())
+        },
+    );
+    // Scaled up, the emptiest node takes the new pods again.
+    let (code, answer) = lab.send(
+        0,
+        Method::PATCH,
+        "/api/v1/namespaces/default/replicationcontrollers/web",
+        "application/merge-patch+json",
+        &json!({"spec": {"replicas": 8}}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    lab.wait_pods(
+        "a web pod on node-a again",
+        "default",
+        Duration::from_secs(60),
+        |pods| {
+            let web = owned_by(pods, "web");
+            web.len() == 8
+                && web
+                    .iter()
+                    .any(|p| p["spec"]["nodeName"] == "node-a" && running(p))
+        },
+    );
+
+    // node-b cordoned by its operator before a drain: still cordoned after.
+    let (code, answer) = lab.send(
+        0,
+        Method::PATCH,
+        "/api/v1/nodes/node-b",
+        "application/merge-patch+json",
+        &json!({"spec": {"unschedulable": true}}),
+    );
+    assert_eq!(code, 200, "{answer}");
+    drain(&lab, "fake00000001", true);
+    lab.wait_pods(
+        "web off node-b",
+        "default",
+        Duration::from_secs(60),
+        |pods| {
+            let web = owned_by(pods, "web");
+            web.len() == 8
+                && web
+                    .iter()
+                    .all(|p| running(p) && p["spec"]["nodeName"] != "node-b")
+        },
+    );
+    drain(&lab, "fake00000001", false);
+    // An absence has no event to wait for: give the controller several
+    // times what node-a's uncordon took above, then look.
+    std::thread::sleep(Duration::from_secs(3));
+    let b = node(&lab, "node-b");
+    assert_eq!(b["spec"]["unschedulable"], true, "{b}");
+    assert!(
+        b["metadata"]["annotations"]["herd.io/cordoned-for-update"].is_null(),
+        "{b}"
+    );
 }

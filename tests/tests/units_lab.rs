@@ -2,10 +2,10 @@
 //! in its own network namespace with its own cgroup subtree: placement as
 //! fleet would (global units, joiners, MachineMetadata, Conflicts,
 //! templates and instances), status and journals from every machine,
-//! ExecStop and KillMode with no orphans, bad input; then a lost machine
-//! whose unit runs elsewhere exactly once, a store leader kill that
-//! restarts no unit, and a machine that comes back and stops its stale
-//! copy.
+//! ExecStop and KillMode with no orphans, bad input, an OS update's drain;
+//! then a lost machine whose unit runs elsewhere exactly once, a store
+//! leader kill that restarts no unit, and a machine that comes back and
+//! stops its stale copy.
 
 use std::time::Duration;
 
@@ -307,6 +307,40 @@ fn units_lab_places_like_fleet_and_answers_from_every_machine() {
         "the rest keeps running"
     );
 
+    // An OS update's drain of the machine a unit runs on (the update
+    // role's record for it): the unit moves off now; the global unit and
+    // the web instance there (which conflicts with every other machine's)
+    // can go nowhere else, so they stay and would reboot with it.
+    let free = write(d, "free.service", "[Service]\nExecStart=/bin/sleep 1000\n");
+    lab.units_ok(0, &["start", &free]);
+    let from = active_on(&lab, "free.service").pop().expect("free runs");
+    let webs_before: Vec<Vec<String>> = (1..=3)
+        .map(|n| active_on(&lab, &format!("web@{n}.service")))
+        .collect();
+    let record = herd_client::keys::DrainRecord {
+        machine_id: from.clone(),
+        hostname: from.clone(),
+        version: "0.2.0".into(),
+        since: 0,
+    };
+    let key = herd_client::keys::DRAIN.key(&from);
+    let value = String::from_utf8(herd_client::kit::Resource::encode(&record)).unwrap();
+    let endpoints = lab.cluster.endpoints();
+    lab.cluster
+        .etcdctl_ok(&endpoints, &["put", &key, &value], None);
+    until("free off the draining machine", 60, || {
+        let on = active_on(&lab, "free.service");
+        (on.len() == 1 && on[0] != from).then_some(())
+    });
+    let moved_to = active_on(&lab, "free.service");
+    assert_eq!(active_on(&lab, "hello.service").len(), 3);
+    let webs_after: Vec<Vec<String>> = (1..=3)
+        .map(|n| active_on(&lab, &format!("web@{n}.service")))
+        .collect();
+    assert_eq!(webs_after, webs_before, "web instances can go nowhere else");
+    // The drain's end moves nothing back.
+    lab.cluster.etcdctl_ok(&endpoints, &["del", &key], None);
+
     // A fourth machine joins: the global unit runs there too, and the
     // instance that had nowhere to go lands on it.
     let m3 = lab.join();
@@ -320,6 +354,11 @@ fn units_lab_places_like_fleet_and_answers_from_every_machine() {
     });
     let journal = lab.units_ok(m3, &["journal", "hello.service", "--machine", &id3]);
     assert!(journal.contains("hello from m3"), "{journal}");
+    assert_eq!(
+        active_on(&lab, "free.service"),
+        moved_to,
+        "the drained unit stayed where it moved"
+    );
 
     // Unload and destroy take units off their machines.
     lab.units_ok(0, &["unload", "web@1.service"]);

@@ -6,6 +6,7 @@
 //! successor started — nothing is lost or doubled when leaders move.
 
 mod deployment;
+pub mod drain;
 mod endpoints;
 pub mod events;
 mod gc;
@@ -150,6 +151,15 @@ pub fn spawn_all(
         config,
         cancel,
         nodes::run,
+    );
+    spawn_elected(
+        tasks,
+        "pods-drain",
+        client,
+        registry,
+        config,
+        cancel,
+        drain::run,
     );
     spawn_elected(
         tasks,

@@ -27,14 +27,20 @@ pub struct Index {
     pub pending: BTreeSet<String>,
     /// MachineOf target → units that follow it.
     pub followers: HashMap<String, BTreeSet<String>>,
+    /// Machines draining for an OS update; kept apart from `machines`,
+    /// whose entries come and go with registrations while a machine
+    /// reboots.
+    pub draining: BTreeSet<String>,
 }
 
 impl Index {
     pub fn place(&mut self, machine: &str, unit: &str) {
+        let draining = self.draining.contains(machine);
         self.machines
             .entry(machine.to_owned())
             .or_insert_with(|| MachineView {
                 live: false,
+                draining,
                 ..Default::default()
             })
             .units
@@ -61,10 +67,24 @@ impl Index {
     }
 
     pub fn machine_up(&mut self, id: &str, metadata: Arc<BTreeMap<String, String>>) {
+        let draining = self.draining.contains(id);
         let m = self.machines.entry(id.to_owned()).or_default();
         m.live = true;
         m.metadata = metadata;
+        m.draining = draining;
         self.lost_since.remove(id);
+    }
+
+    /// A machine starts (`true`) or stops draining for an OS update.
+    pub fn set_draining(&mut self, id: &str, on: bool) {
+        if on {
+            self.draining.insert(id.to_owned());
+        } else {
+            self.draining.remove(id);
+        }
+        if let Some(m) = self.machines.get_mut(id) {
+            m.draining = on;
+        }
     }
 
     pub fn machine_down(&mut self, id: &str, now: Instant) {

@@ -9,7 +9,11 @@
 //! read of the store. A machine whose registration disappears keeps its
 //! placements for a grace period: a slow store, a leader change or a
 //! restarting agent moves nothing; only a machine gone for longer than
-//! the grace period has its units placed elsewhere.
+//! the grace period has its units placed elsewhere. A machine draining
+//! for an OS update (`herd_client::keys::DrainRecord`) takes no new unit
+//! that is not global, and its units move to machines that can take them
+//! now; one that can go nowhere else (pinned by `MachineID`, say) stays
+//! and reboots with its machine.
 
 pub mod index;
 pub mod schedule;
@@ -18,7 +22,7 @@ use std::collections::BTreeSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use herd_client::keys::MachineRecord;
+use herd_client::keys::{DrainRecord, MachineRecord};
 use herd_client::kit::{self, Action, Cache, Controller, Object, Request, Resource, Scope};
 use herd_client::proto::etcdserverpb::{RequestOp, TxnRequest};
 use herd_client::{Client, ClientError};
@@ -144,6 +148,22 @@ pub async fn lead(store: Store, config: EngineConfig, cancel: CancellationToken)
             (None, None) => Vec::new(),
         }
     });
+    let idx = Arc::clone(&index);
+    let _drains = controller.watches::<DrainRecord>(Scope::All, move |before, after| {
+        let (machine, on) = match (before, after) {
+            (_, Some(a)) => (a.value.machine_id.clone(), true),
+            (Some(b), None) => (b.value.machine_id.clone(), false),
+            (None, None) => return Vec::new(),
+        };
+        let mut ix = lock(&idx);
+        ix.set_draining(&machine, on);
+        tracing::info!(%machine, draining = on, "machine drain for an OS update");
+        let mut names = ix.units_on(&machine);
+        if !on {
+            names.extend(ix.pending.iter().cloned());
+        }
+        names
+    });
     let notes = controller.watches::<Unschedulable>(Scope::All, |_, _| Vec::new());
     let ctx = Arc::new(Ctx {
         store,
@@ -220,6 +240,21 @@ enum Standing {
 
 fn standing(ctx: &Ctx, ix: &Index, unit: &str, fleet: &FleetSection, machine: &str) -> Standing {
     match ix.machines.get(machine).filter(|m| m.live) {
+        Some(m)
+            if m.draining
+                && !fleet.global
+                && schedule::choose(unit, fleet, ix.machines.iter(), Some(machine), &|u| {
+                    ix.lookup(u)
+                })
+                .is_ok() =>
+        {
+            tracing::info!(
+                unit,
+                machine,
+                "unit leaves a machine draining for an OS update"
+            );
+            Standing::Leave
+        }
         Some(m) => match schedule::able(unit, fleet, machine, m, &|u| ix.lookup(u)) {
             Ok(()) => Standing::Fine,
             Err(why) => {

@@ -16,6 +16,9 @@ pub struct MachineView {
     pub metadata: Arc<BTreeMap<String, String>>,
     /// The units placed there.
     pub units: BTreeSet<String>,
+    /// Draining for an OS update (`herd_client::keys::DrainRecord`): no
+    /// new unit that is not global goes there.
+    pub draining: bool,
 }
 
 /// Why a machine cannot take a unit.
@@ -89,6 +92,10 @@ pub fn choose<'a>(
         total += 1;
         if Some(id.as_str()) == exclude {
             *refused.entry("being left").or_default() += 1;
+            continue;
+        }
+        if m.draining && !f.global {
+            *refused.entry("draining for an OS update").or_default() += 1;
             continue;
         }
         let load = m.units.len() - usize::from(m.units.contains(unit));
@@ -170,6 +177,7 @@ mod tests {
                                 .collect(),
                         ),
                         units: units.iter().map(|u| u.to_string()).collect(),
+                        draining: false,
                     },
                 )
             })
@@ -246,6 +254,26 @@ mod tests {
             )
             .unwrap_err()
             .contains("no machines")
+        );
+    }
+
+    #[test]
+    fn a_draining_machine_takes_no_new_unit_unless_global() {
+        let mut ms = machines(&[("a", &[], &["x.service"]), ("b", &[], &[])]);
+        ms.get_mut("b").unwrap().draining = true;
+        let none = |_: &str| None;
+        assert_eq!(
+            choose("u.service", &fleet(""), ms.iter(), None, &none).unwrap(),
+            "a",
+            "the emptier machine is draining"
+        );
+        assert_eq!(
+            choose("u.service", &fleet("MachineID=b"), ms.iter(), None, &none).unwrap_err(),
+            "no machine can take it (2 machines: 1 another MachineID, 1 draining for an OS update)"
+        );
+        assert_eq!(
+            choose("u.service", &fleet("Global=true"), ms.iter(), None, &none).unwrap(),
+            "b"
         );
     }
 
