@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::Elected;
 use crate::api::{ApiError, Node, Pod};
-use crate::registry::{DeleteOptions, Part, from_cache};
+use crate::registry::{Part, from_cache};
 
 /// The annotation on a node this controller cordoned; its value is the
 /// OS version the machine is updating to.
@@ -136,31 +136,7 @@ async fn evict(ctx: &Ctx, node: &Node) -> Result<(), ApiError> {
                     .any(|o| o.is_controller())
         });
     for pod in managed {
-        let options = DeleteOptions {
-            precondition_uid: Some(pod.metadata.uid.clone()),
-            ..Default::default()
-        };
-        let (namespace, pod_name) = (&pod.metadata.namespace, &pod.metadata.name);
-        match ctx
-            .e
-            .registry
-            .delete::<Pod>(namespace, pod_name, &options)
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(pod = %pod_name, node = %name, "pod evicted: its node drains for an OS update");
-                ctx.e
-                    .events
-                    .normal(
-                        &pod,
-                        "Evicted",
-                        format!("Evicted pod {namespace}/{pod_name}: node {name} drains for an OS update"),
-                    )
-                    .await;
-            }
-            Err(e) if e.is_not_found() || e.is_conflict() => {}
-            Err(e) => return Err(e),
-        }
+        super::evict(&ctx.e, &pod, "Evicted", "its node drains for an OS update").await?;
     }
     Ok(())
 }

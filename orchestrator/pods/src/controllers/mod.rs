@@ -57,6 +57,41 @@ pub(crate) async fn can_adopt<T: crate::api::ApiObject>(
     }
 }
 
+/// Deletes `pod` — only that incarnation: its uid is the precondition —
+/// so its controller recreates it elsewhere, and records `reason` on it.
+/// A pod already gone or replaced counts as evicted.
+pub(crate) async fn evict(
+    e: &Elected,
+    pod: &crate::api::Pod,
+    reason: &str,
+    why: &str,
+) -> Result<(), crate::api::ApiError> {
+    let options = crate::registry::DeleteOptions {
+        precondition_uid: Some(pod.metadata.uid.clone()),
+        ..Default::default()
+    };
+    let (namespace, name) = (&pod.metadata.namespace, &pod.metadata.name);
+    match e
+        .registry
+        .delete::<crate::api::Pod>(namespace, name, &options)
+        .await
+    {
+        Ok(_) => {
+            tracing::info!(pod = %name, node = %pod.spec.node_name, "pod evicted: {why}");
+            e.events
+                .normal(
+                    pod,
+                    reason,
+                    format!("Marking for deletion Pod {namespace}/{name}: {why}"),
+                )
+                .await;
+            Ok(())
+        }
+        Err(err) if err.is_not_found() || err.is_conflict() => Ok(()),
+        Err(err) => Err(err),
+    }
+}
+
 /// Runs `run` whenever this process holds election `name`.
 fn spawn_elected<F, Fut>(
     tasks: &mut JoinSet<()>,

@@ -17,7 +17,7 @@ use super::Elected;
 use crate::api::cluster::NodeCondition;
 use crate::api::meta::{now, since};
 use crate::api::{ApiError, Node, Pod};
-use crate::registry::{DeleteOptions, Part, from_cache};
+use crate::registry::{Part, from_cache};
 
 /// The Ready reason of a node whose machine lease expired.
 pub const LEASE_EXPIRED: &str = "NodeStatusUnknown";
@@ -64,33 +64,7 @@ async fn evict(ctx: &Ctx, node: &str, why: &str) -> Result<usize, ApiError> {
         .filter(|p| p.spec.node_name == node && p.metadata.deletion_timestamp.is_none())
         .collect();
     for pod in &bound {
-        let options = DeleteOptions {
-            precondition_uid: Some(pod.metadata.uid.clone()),
-            ..Default::default()
-        };
-        match ctx
-            .e
-            .registry
-            .delete::<Pod>(&pod.metadata.namespace, &pod.metadata.name, &options)
-            .await
-        {
-            Ok(_) => {
-                tracing::info!(pod = %pod.metadata.name, node, "pod evicted: {why}");
-                ctx.e
-                    .events
-                    .normal(
-                        pod,
-                        "TaintManagerEviction",
-                        format!(
-                            "Marking for deletion Pod {}/{}: {why}",
-                            pod.metadata.namespace, pod.metadata.name
-                        ),
-                    )
-                    .await;
-            }
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
+        super::evict(&ctx.e, pod, "TaintManagerEviction", why).await?;
     }
     Ok(bound.len())
 }
