@@ -285,7 +285,44 @@ fn qemu_bios_ipxe_rom_netboots_from_herd() {
         text.contains("is installed, booting from local disk"),
         "{text}"
     );
-    post("reinstall");
+    // Sending it back to the installer is an operator's change: refused on
+    // the plain listener, taken on the HTTPS admin listener (pinned to the
+    // server's own CA) with the server's token.
+    let plain = lab
+        .ns
+        .command("curl")
+        .args([
+            "-s",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+            "-X",
+            "POST",
+            &format!("{}/api/machines/{mac}/reinstall", lab.url),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&plain.stdout), "403", "{plain:?}");
+    let state = lab.dir.path().join("state");
+    let token = std::fs::read_to_string(state.join("api.token")).unwrap();
+    let admin = lab
+        .url
+        .replace("http://", "https://")
+        .replace(":8080", ":8443");
+    let out = lab
+        .ns
+        .command("curl")
+        .args(["-sf", "-X", "POST", "--cacert"])
+        .arg(state.join("admin/ca.crt"))
+        .args([
+            "-H",
+            &format!("Authorization: Bearer {}", token.trim()),
+            &format!("{admin}/api/machines/{mac}/reinstall"),
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "POST reinstall: {out:?}");
     assert!(script().contains("kernel http://"), "{}", script());
 }
 

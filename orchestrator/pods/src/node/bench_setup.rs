@@ -422,10 +422,33 @@ impl Lab {
         }
         let _ = run_cmd("ip", &["netns", "del", &self.netns]).await;
         let _ = run_cmd("ip", &["link", "del", &self.host_link]).await;
+        for mount in mounts_under(&self.dir) {
+            let _ = run_cmd("umount", &["-l", &mount.display().to_string()]).await;
+        }
         let dir = self.dir.clone();
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        if let Ok(Err(e)) = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await
+        {
+            tracing::warn!(dir = %self.dir.display(), error = %e, "the bench's scratch directory stays behind");
+        }
         self.clean = true;
     }
+}
+
+/// Mount points at or under `dir`, deepest first. A dockerd whose data
+/// root is not a shared mount bind-mounts it onto itself and undoes that
+/// only when it shuts down cleanly; one that did not leaves the mount, and
+/// the directory cannot be removed under it.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut found: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(PathBuf::from)
+        .filter(|p| p.starts_with(dir))
+        .collect();
+    found.sort_by_key(|p| std::cmp::Reverse(p.as_os_str().len()));
+    found.dedup();
+    found
 }
 
 /// SIGTERM, then SIGKILL after `grace`.
@@ -479,6 +502,9 @@ impl Drop for Lab {
         }
         let _ = sync("ip", &["netns", "del", &self.netns]);
         let _ = sync("ip", &["link", "del", &self.host_link]);
+        for mount in mounts_under(&self.dir) {
+            let _ = sync("umount", &["-l", &mount.display().to_string()]);
+        }
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
