@@ -183,8 +183,11 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
             units.run(cancel).await;
             Ok(())
         });
-        // The node whose health the update gate asks, when a kubelet runs.
-        let node = settings.kubelet.is_some().then(|| settings.name.clone());
+        // The node whose health the update gate asks: when a kubelet runs
+        // on an OS that ships a container runtime. Without one the node is
+        // NotReady by design, and no release could ever pass the gate.
+        let node =
+            (settings.kubelet.is_some() && ships_dockerd().await).then(|| settings.name.clone());
         if let (Some(config), Some(docker)) = (settings.kubelet.clone(), kubelet_docker) {
             let kubelet = herd_pods::node::KubeletSettings {
                 node_name: settings.name.clone(),
@@ -273,4 +276,15 @@ fn local_endpoint(addr: std::net::SocketAddr) -> String {
     } else {
         addr.to_string()
     }
+}
+
+/// Whether this machine's OS has dockerd (Debian's `docker.io` puts it in
+/// /usr/sbin).
+async fn ships_dockerd() -> bool {
+    for path in ["/usr/sbin/dockerd", "/usr/bin/dockerd"] {
+        if tokio::fs::try_exists(path).await.unwrap_or(false) {
+            return true;
+        }
+    }
+    false
 }
