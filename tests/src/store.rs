@@ -594,6 +594,26 @@ impl Cluster {
         self.etcdctl_tool().ok(endpoints, args, stdin)
     }
 
+    /// Writes (`on`) or removes machine `machine`'s drain record, as the
+    /// update role does around an OS update's reboot.
+    pub fn set_drain(&self, machine: &str, on: bool) {
+        let key = herd_client::keys::DRAIN.key(machine);
+        let endpoints = self.endpoints();
+        if on {
+            let record = herd_client::keys::DrainRecord {
+                machine_id: machine.into(),
+                hostname: machine.into(),
+                version: "0.2.0".into(),
+                since: 0,
+            };
+            let value = String::from_utf8(herd_client::kit::Resource::encode(&record))
+                .expect("a drain record is JSON");
+            self.etcdctl_ok(&endpoints, &["put", &key, &value], None);
+        } else {
+            self.etcdctl_ok(&endpoints, &["del", &key], None);
+        }
+    }
+
     /// [`Cluster::etcdctl`] with a custom time limit.
     pub fn etcdctl_for(
         &self,

@@ -465,27 +465,6 @@ fn node(lab: &PodsLab, name: &str) -> Value {
     lab.get(0, &format!("/api/v1/nodes/{name}")).unwrap()
 }
 
-/// Writes or removes machine `machine`'s drain record, as the update role
-/// does around an OS update's reboot.
-fn drain(lab: &PodsLab, machine: &str, on: bool) {
-    let key = herd_client::keys::DRAIN.key(machine);
-    let args: Vec<String> = if on {
-        let record = herd_client::keys::DrainRecord {
-            machine_id: machine.into(),
-            hostname: machine.into(),
-            version: "0.2.0".into(),
-            since: 0,
-        };
-        let value = String::from_utf8(herd_client::kit::Resource::encode(&record)).unwrap();
-        vec!["put".into(), key, value]
-    } else {
-        vec!["del".into(), key]
-    };
-    let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    lab.cluster
-        .etcdctl_ok(&lab.cluster.endpoints(), &args, None);
-}
-
 /// An OS update's drain: while the machine's drain record stands, its
 /// node is cordoned and the pods a controller manages leave it (their
 /// controller recreates them on the other nodes) while a pod nobody
@@ -522,7 +501,7 @@ fn pods_an_os_update_drain_cordons_moves_managed_pods_and_uncordons() {
         },
     );
 
-    drain(&lab, "fake00000000", true);
+    lab.cluster.set_drain("fake00000000", true);
     wait::until(
         "node-a cordoned for the update",
         Duration::from_secs(30),
@@ -552,7 +531,7 @@ fn pods_an_os_update_drain_cordons_moves_managed_pods_and_uncordons() {
         "a pod nobody manages stays on its node: {lone:?}"
     );
 
-    drain(&lab, "fake00000000", false);
+    lab.cluster.set_drain("fake00000000", false);
     wait::until(
         "node-a uncordoned",
         Duration::from_secs(30),
@@ -595,7 +574,7 @@ fn pods_an_os_update_drain_cordons_moves_managed_pods_and_uncordons() {
         &json!({"spec": {"unschedulable": true}}),
     );
     assert_eq!(code, 200, "{answer}");
-    drain(&lab, "fake00000001", true);
+    lab.cluster.set_drain("fake00000001", true);
     lab.wait_pods(
         "web off node-b",
         "default",
@@ -608,7 +587,7 @@ fn pods_an_os_update_drain_cordons_moves_managed_pods_and_uncordons() {
                     .all(|p| running(p) && p["spec"]["nodeName"] != "node-b")
         },
     );
-    drain(&lab, "fake00000001", false);
+    lab.cluster.set_drain("fake00000001", false);
     // An absence has no event to wait for: give the controller several
     // times what node-a's uncordon took above, then look.
     std::thread::sleep(Duration::from_secs(3));

@@ -317,17 +317,7 @@ fn units_lab_places_like_fleet_and_answers_from_every_machine() {
     let webs_before: Vec<Vec<String>> = (1..=3)
         .map(|n| active_on(&lab, &format!("web@{n}.service")))
         .collect();
-    let record = herd_client::keys::DrainRecord {
-        machine_id: from.clone(),
-        hostname: from.clone(),
-        version: "0.2.0".into(),
-        since: 0,
-    };
-    let key = herd_client::keys::DRAIN.key(&from);
-    let value = String::from_utf8(herd_client::kit::Resource::encode(&record)).unwrap();
-    let endpoints = lab.cluster.endpoints();
-    lab.cluster
-        .etcdctl_ok(&endpoints, &["put", &key, &value], None);
+    lab.cluster.set_drain(&from, true);
     until("free off the draining machine", 60, || {
         let on = active_on(&lab, "free.service");
         (on.len() == 1 && on[0] != from).then_some(())
@@ -339,7 +329,7 @@ fn units_lab_places_like_fleet_and_answers_from_every_machine() {
         .collect();
     assert_eq!(webs_after, webs_before, "web instances can go nowhere else");
     // The drain's end moves nothing back.
-    lab.cluster.etcdctl_ok(&endpoints, &["del", &key], None);
+    lab.cluster.set_drain(&from, false);
 
     // A fourth machine joins: the global unit runs there too, and the
     // instance that had nowhere to go lands on it.
