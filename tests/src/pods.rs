@@ -36,6 +36,11 @@ pub enum Kubectl {
     V132,
 }
 
+/// What every kubectl prints for a 401: "You must be logged in to the
+/// server (…)", with the server's Status message (1.20) or client-go's
+/// generic one when its discovery cache reads the error (1.32).
+pub const UNAUTHORIZED: &str = "You must be logged in to the server";
+
 /// Where scripts/deps unpacks Debian's kubectl 1.20.
 pub const KUBECTL_120: &str = "/opt/herd-tools/kubernetes-client/usr/bin/kubectl";
 

@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 use herd_tests::lab::{Down, exec};
-use herd_tests::pods::{Kubectl, kubeconfig, running};
+use herd_tests::pods::{Kubectl, UNAUTHORIZED, kubeconfig, running};
 use herd_tests::require;
 use serde_json::Value;
 
@@ -103,11 +103,7 @@ fn qemu_lab_demo_tells_the_seed_story_end_to_end() {
         ],
     );
     assert!(!refused.status.success(), "{}", text(&refused));
-    assert!(
-        text(&refused).contains("Unauthorized"),
-        "{}",
-        text(&refused)
-    );
+    assert!(text(&refused).contains(UNAUTHORIZED), "{}", text(&refused));
     std::fs::write(&anonymous, kubeconfig("http://10.77.0.11:6443")).unwrap();
     let plain = exec(
         &lab_dir,

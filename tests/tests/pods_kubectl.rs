@@ -7,7 +7,9 @@
 use std::path::Path;
 use std::time::Duration;
 
-use herd_tests::pods::{FakeNode, Kubectl, PodsLab, api_url, kubeconfig, running, write_file};
+use herd_tests::pods::{
+    FakeNode, Kubectl, PodsLab, UNAUTHORIZED, api_url, kubeconfig, running, write_file,
+};
 use herd_tests::wait;
 
 /// The seed's 2015 demo YAML, as written.
@@ -446,7 +448,7 @@ fn access(lab: &PodsLab, k: Kubectl) {
     .unwrap();
     let (ok, text) = kubectl_with(lab, k, &anonymous, &["get", "pods"]);
     assert!(!ok, "no certificate: {text}");
-    contains(&text, "Unauthorized");
+    contains(&text, UNAUTHORIZED);
 
     let plain = dir.join("plain.kubeconfig");
     std::fs::write(&plain, kubeconfig(&server.replace("https://", "http://"))).unwrap();

@@ -282,9 +282,12 @@ fn units_lab_places_like_fleet_and_answers_from_every_machine() {
         "crash.service",
         "[Service]\nExecStart=/bin/false\nRestart=always\nRestartSec=100ms\n",
     );
+    // A simple service is active once it runs (systemd's rule), so `start`
+    // may catch the moment between two crashes and succeed; when it does
+    // not, it must say the unit failed. Either way the unit ends failed.
     let out = lab.units(0, &["start", &crash]);
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success() && err.contains("failed"), "{err}");
+    assert!(out.status.success() || err.contains("failed"), "{err}");
     until("crash reported failed", 30, || {
         (lab.rows(0, "crash.service")
             .first()
