@@ -28,6 +28,12 @@ pub fn lab(lab_dir: &Path, args: &[&str]) -> Output {
     out
 }
 
+/// A machine's console (its serial log), which starts afresh with each
+/// power-on; empty before its first.
+pub fn serial(lab_dir: &Path, machine: &str) -> String {
+    std::fs::read_to_string(lab_dir.join(machine).join("serial.log")).unwrap_or_default()
+}
+
 /// `herd lab status -o json`.
 pub fn status(lab_dir: &Path) -> Value {
     let out = lab(lab_dir, &["status", "-o", "json"]);

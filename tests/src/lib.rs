@@ -14,6 +14,7 @@ pub mod node_lab;
 pub mod pods;
 pub mod proxy;
 pub mod robustness;
+pub mod rollout;
 pub mod store;
 pub mod units;
 pub mod update;

@@ -1,30 +1,44 @@
-//! `herd lab up --install` end to end: blank UEFI (OVMF) VMs netboot once,
-//! the image's installer writes and verifies `disk.img` (served by `herd pxe
-//! serve` as profile files), saves the cloud-config URL on the new STATE,
-//! reports the install to the provisioning server and reboots into slot A;
-//! the machines form the cluster from disk and their update roles report
-//! in. Then one machine loses power and boots again: it comes back from
-//! its disk (no netboot, no install) and resumes as the same store member
-//! from its own data dir, serving a key written before it went down.
+//! The installed lab end to end, on one boot of three QEMU machines
+//! (TCG boots are the suite's scarcest resource, so everything that needs
+//! installed machines shares them).
 //!
-//! Then the power-loss checks, on the same lab: a client writes under load
-//! while the power of the leader and one follower is cut at the same
-//! instant (QEMU SIGKILLed: whatever the guests had not written to their
-//! disks is gone), then the power of all three machines; each time the
-//! machines boot from their disks again and every acknowledged write must
-//! be there. SIGKILL of a process keeps its page cache, so only this proves
-//! the store's fsync before acknowledging.
+//! `herd lab up --install`: blank UEFI (OVMF) VMs netboot once, the image's
+//! installer writes and verifies `disk.img` (served by `herd pxe serve` as
+//! profile files), saves the cloud-config URL on the new STATE, reports the
+//! install to the provisioning server and reboots into slot A; the machines
+//! form the cluster from disk and their update roles report in. Then one
+//! machine loses power and boots again: it comes back from its disk (no
+//! netboot, no install) and resumes as the same store member from its own
+//! data dir, serving a key written before it went down.
+//!
+//! Then the power-loss checks: a client writes under load while the power
+//! of the leader and one follower is cut at the same instant (QEMU
+//! SIGKILLed: whatever the guests had not written to their disks is gone),
+//! then the power of all three machines; each time the machines boot from
+//! their disks again and every acknowledged write must be there. SIGKILL
+//! of a process keeps its page cache, so only this proves the store's
+//! fsync before acknowledging.
+//!
+//! Last, a rolling OS upgrade and a broken release's rollback
+//! (`herd_tests::rollout`), built while the machines install.
 
 use std::path::Path;
+use std::process::Command;
 use std::time::Duration;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use herd_tests::lab::{Down, endpoint, etcdctl, lab, leader, membership_story, serving, status};
+use herd_tests::lab::{
+    Down, endpoint, etcdctl, lab, leader, membership_story, serial, serving, status,
+};
 use herd_tests::netns::Entry;
 use herd_tests::robustness::{WriteProgress, check_acknowledged, run_writers};
-use herd_tests::{require, wait};
+use herd_tests::rollout::{
+    broken_release_halts_at_the_canary, build_release, rolls_through,
+    wait_idle_on_the_first_release,
+};
+use herd_tests::{bin, require, wait};
 
 /// `etcdctl member list` as (name, hex id) pairs, sorted.
 fn members(lab_dir: &Path, endpoint: &str) -> Option<Vec<(String, String)>> {
@@ -42,10 +56,6 @@ fn members(lab_dir: &Path, endpoint: &str) -> Option<Vec<(String, String)>> {
         .collect();
     m.sort();
     Some(m)
-}
-
-fn serial(lab_dir: &Path, machine: &str) -> String {
-    std::fs::read_to_string(lab_dir.join(machine).join("serial.log")).unwrap_or_default()
 }
 
 const M1: &str = "10.77.0.11:2379";
@@ -176,7 +186,7 @@ fn power_cut_under_load(
 const M2: &str = "10.77.0.12:2379";
 
 #[test]
-fn qemu_lab_install_machines_come_back_from_disk_as_the_same_member() {
+fn qemu_lab_installed_machines_survive_power_cuts_and_roll_an_os_upgrade() {
     require::root();
     require::tool("qemu-system-x86_64", "qemu-system-x86");
     require::tool("etcdctl", "etcd-client");
@@ -188,21 +198,43 @@ fn qemu_lab_install_machines_come_back_from_disk_as_the_same_member() {
     let netns = format!("herd-lab-i{}", std::process::id());
     let _down = Down::arm(&lab_dir);
 
+    // The lab's image is built first, exactly as `herd lab up` builds it,
+    // so the two releases can build while the VMs install and boot.
+    std::fs::create_dir_all(&lab_dir).unwrap();
+    let built = Command::new(bin::herd())
+        .args(["image", "build", "--out"])
+        .arg(lab_dir.join("image"))
+        .arg("--herd-bin")
+        .arg(bin::herd())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "building the lab's image: {built:?}"
+    );
     // Three machines: a power cut of the leader and one follower must leave
     // one member up, without a quorum.
-    let up = lab(
-        &lab_dir,
-        &[
-            "up",
-            "--machines",
-            "3",
-            "--install",
-            "--netns",
-            &netns,
-            "--timeout",
-            "10m",
-        ],
-    );
+    let up = {
+        let (lab_dir, netns) = (lab_dir.clone(), netns.clone());
+        std::thread::spawn(move || {
+            lab(
+                &lab_dir,
+                &[
+                    "up",
+                    "--machines",
+                    "3",
+                    "--install",
+                    "--netns",
+                    &netns,
+                    "--timeout",
+                    "20m",
+                ],
+            )
+        })
+    };
+    let release_b = build_release(dir.path(), "0.2.0", false);
+    let release_c = build_release(dir.path(), "0.3.0", true);
+    let up = up.join().expect("lab up");
     let up_text = String::from_utf8_lossy(&up.stdout);
     assert!(
         up_text.contains("cluster healthy: 3 machines joined"),
@@ -228,19 +260,7 @@ fn qemu_lab_install_machines_come_back_from_disk_as_the_same_member() {
     // Each machine's update role runs on the installed slot (good from the
     // start: the installer verified it, and there is nothing to fall back
     // to) and reports in the store, where `herd lab status` reads it.
-    wait::until(
-        "every machine's update status idle",
-        Duration::from_secs(120),
-        Duration::from_secs(2),
-        || {
-            let s = status(&lab_dir);
-            s["machines"]
-                .as_array()?
-                .iter()
-                .all(|m| m["update"] == "idle")
-                .then_some(())
-        },
-    );
+    wait_idle_on_the_first_release(&lab_dir);
 
     let put = etcdctl(&lab_dir, M1, &["put", "/lab/before", "kept-on-disk"]);
     assert!(put.status.success(), "{put:?}");
@@ -303,6 +323,12 @@ fn qemu_lab_install_machines_come_back_from_disk_as_the_same_member() {
         .to_string();
     power_cut_under_load(&lab_dir, &rt, "/power/a/", &[&leader_now, &follower]);
     power_cut_under_load(&lab_dir, &rt, "/power/b/", &MACHINES);
+
+    // The machines were power-cycled: back on 0.1.0 and idle before the
+    // rollout.
+    wait_idle_on_the_first_release(&lab_dir);
+    rolls_through(&lab_dir, &rt, &release_b);
+    broken_release_halts_at_the_canary(&lab_dir, &release_c);
 
     lab(&lab_dir, &["down"]);
     assert!(

@@ -4,7 +4,7 @@
 //! good, and systemd-boot's choice among the entries emulated at each
 //! "reboot" (the role asks to reboot; the rig powers the machine on again
 //! with the slot the boot loader would pick). What a real reboot and real
-//! power loss add is proven in the QEMU lab (`lab_update`).
+//! power loss add is proven in the QEMU lab (`lab_install`).
 
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;

@@ -1,20 +1,20 @@
-//! A rolling OS upgrade through a QEMU lab, watched only from outside.
+//! A rolling OS upgrade through a QEMU lab of installed machines, watched
+//! only from outside (`herd lab status`, `herd pxe updates`, the consoles).
 //!
-//! Three installed machines (`herd lab up --install`) run release 0.1.0,
-//! the lab's own image. Release 0.2.0 (the same inputs, a new version) is
-//! built and published to the lab's provisioning server with `herd pxe
-//! publish`; the machines take it one at a time under the cluster's reboot
-//! lock, each boots its other slot (USR-B) and marks it good only once its
-//! health gate passes in the cluster. `herd lab status` is sampled all the
-//! way: never two machines out of service at once; writers keep putting
-//! keys through every machine and the store keeps acknowledging them while
-//! each machine is out, and loses none.
+//! Release 0.2.0 (the lab's own inputs, a new version) is published to the
+//! lab's provisioning server with `herd pxe publish`; the machines take it
+//! one at a time under the cluster's reboot lock, each boots its other slot
+//! (USR-B) and marks it good only once its health gate passes in the
+//! cluster. `herd lab status` is sampled all the way: never two machines
+//! out of service at once; writers keep putting keys through every machine
+//! and the store keeps acknowledging them while each machine is out, and
+//! loses none.
 //!
 //! Then a broken release, 0.3.0, whose image ships a health check that
 //! always fails, is published with a canary of 1 and safe mode: the canary
 //! flips, fails its gate, goes back to its good slot by itself, the server
 //! halts the group with the failure recorded, and no other machine is ever
-//! offered it. One lab boot for all of it.
+//! offered it.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -23,10 +23,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use herd_tests::lab::{Down, credentials, endpoint, exec, lab, status};
-use herd_tests::netns::Entry;
-use herd_tests::robustness::{WriteProgress, check_acknowledged, run_writers};
-use herd_tests::{bin, require, wait};
+use crate::lab::{credentials, endpoint, exec, serial, status};
+use crate::robustness::{WriteProgress, check_acknowledged, run_writers};
+use crate::{bin, wait};
 use serde_json::Value;
 
 const MACHINES: [&str; 3] = ["m1", "m2", "m3"];
@@ -39,10 +38,6 @@ fn text(v: &Value) -> String {
     v.as_str()
         .map(str::to_owned)
         .unwrap_or_else(|| v.to_string())
-}
-
-fn serial(lab_dir: &Path, machine: &str) -> String {
-    std::fs::read_to_string(lab_dir.join(machine).join("serial.log")).unwrap_or_default()
 }
 
 /// The `herd-stage:` lines of a console log, parsed.
@@ -76,7 +71,7 @@ fn machine_id(machine: &str) -> String {
 /// Builds a release of the lab's OS: the default spec with `version`, and
 /// for a broken one an image health check that always fails. Same cache,
 /// same development signing key and same herd binary as the lab's image.
-fn build_release(dir: &Path, version: &str, broken: bool) -> PathBuf {
+pub fn build_release(dir: &Path, version: &str, broken: bool) -> PathBuf {
     let dir = dir.join(format!("release-{version}"));
     std::fs::create_dir_all(&dir).unwrap();
     let out = Command::new(bin::herd())
@@ -282,77 +277,30 @@ impl Timeline {
     }
 }
 
-#[test]
-#[ignore = "11-25 min of TCG that CI's 70 minutes cannot hold yet: run it by hand (docs/update.md)"]
-fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one() {
-    require::root();
-    require::tool("qemu-system-x86_64", "qemu-system-x86");
-    require::file("/usr/lib/ipxe/qemu/efi-virtio.rom", "ipxe-qemu");
-    require::file("/usr/share/OVMF/OVMF_CODE_4M.fd", "ovmf");
-
-    let dir = tempfile::tempdir().unwrap();
-    let lab_dir = dir.path().join("lab");
-    let netns = format!("herd-lab-u{}", std::process::id());
-    let _down = Down::arm(&lab_dir);
-
-    // The lab's image is built first, exactly as `herd lab up` builds it,
-    // so the two releases can build while the VMs install and boot.
-    std::fs::create_dir_all(&lab_dir).unwrap();
-    let built = Command::new(bin::herd())
-        .args(["image", "build", "--out"])
-        .arg(lab_dir.join("image"))
-        .arg("--herd-bin")
-        .arg(bin::herd())
-        .output()
-        .unwrap();
-    assert!(
-        built.status.success(),
-        "building the lab's image: {built:?}"
-    );
-    let up = {
-        let (lab_dir, netns) = (lab_dir.clone(), netns.clone());
-        std::thread::spawn(move || {
-            lab(
-                &lab_dir,
-                &[
-                    "up",
-                    "--machines",
-                    "3",
-                    "--install",
-                    "--netns",
-                    &netns,
-                    "--timeout",
-                    "20m",
-                ],
-            )
-        })
-    };
-    let release_b = build_release(dir.path(), "0.2.0", false);
-    let release_c = build_release(dir.path(), "0.3.0", true);
-    let up = up.join().expect("lab up");
-    let up_text = String::from_utf8_lossy(&up.stdout);
-    assert!(
-        up_text.contains("cluster healthy: 3 machines joined"),
-        "{up_text}"
-    );
+/// Waits until every machine of a freshly installed lab runs 0.1.0 and its
+/// update role is idle.
+pub fn wait_idle_on_the_first_release(lab_dir: &Path) {
     wait::until(
         "every machine idle on 0.1.0",
         Duration::from_secs(180),
         Duration::from_secs(2),
         || {
-            look(&lab_dir)
+            look(lab_dir)
                 .values()
                 .all(|s| s.phase == "idle" && s.version.as_deref() == Some("0.1.0"))
                 .then_some(())
         },
     );
-    let rt = Entry::named(&netns).expect("the lab's namespace").runtime();
+}
 
+/// Publishes `release` (0.2.0) and follows it through the cluster.
+pub fn rolls_through(lab_dir: &Path, rt: &tokio::runtime::Runtime, release: &Path) {
+    let release_b = release;
     // Release 0.2.0 rolls through the cluster.
-    let writers = Writers::start(&rt, &lab_dir, "/rollout/");
+    let writers = Writers::start(rt, lab_dir, "/rollout/");
     std::thread::sleep(Duration::from_secs(3));
     let publish = pxe(
-        &lab_dir,
+        lab_dir,
         &["publish", "--group", "stable", release_b.to_str().unwrap()],
     );
     eprintln!("published 0.2.0: {publish}");
@@ -363,7 +311,7 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
         Duration::from_secs(45 * 60),
         Duration::from_secs(2),
         || {
-            let seen = look(&lab_dir);
+            let seen = look(lab_dir);
             timeline.record(&seen, "0.2.0", writers.progress.acked());
             seen.values()
                 .all(|s| s.phase == "idle" && s.version.as_deref() == Some("0.2.0") && s.serving)
@@ -412,7 +360,7 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
     // is not.
     let (endpoints, credentials) = (
         MACHINES.iter().map(|m| endpoint(m)).collect::<Vec<_>>(),
-        credentials(&lab_dir),
+        credentials(lab_dir),
     );
     let check = {
         let acked = acked.clone();
@@ -429,12 +377,12 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
         acked.len()
     );
 
-    let u = updates(&lab_dir);
+    let u = updates(lab_dir);
     for m in MACHINES {
         let row = server_row(&u, m);
         assert_eq!(row["state"], "done", "{m}: {row:#}");
         assert_eq!(text(&row["version"]), "0.2.0", "{m}: {row:#}");
-        let log = serial(&lab_dir, m);
+        let log = serial(lab_dir, m);
         assert!(has_step(&log, "marked-good", "0.2.0"), "{m}: {log}");
         assert!(
             stages(&log)
@@ -444,10 +392,15 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
         );
         assert_eq!(last_usr(&log).as_deref(), Some("USR-B"), "{m}: {log}");
     }
+}
 
+/// Publishes the broken `release` (0.3.0) with a canary of 1 and safe
+/// mode: only the canary tries it, rolls back and halts the group.
+pub fn broken_release_halts_at_the_canary(lab_dir: &Path, release: &Path) {
+    let release_c = release;
     // A broken release, canary 1 and safe mode: one machine tries it.
     pxe(
-        &lab_dir,
+        lab_dir,
         &[
             "updates",
             "policy",
@@ -459,7 +412,7 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
         ],
     );
     pxe(
-        &lab_dir,
+        lab_dir,
         &["publish", "--group", "stable", release_c.to_str().unwrap()],
     );
     let mut timeline = Timeline::default();
@@ -468,8 +421,8 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
         Duration::from_secs(30 * 60),
         Duration::from_secs(2),
         || {
-            timeline.record(&look(&lab_dir), "0.3.0", 0);
-            let u = updates(&lab_dir);
+            timeline.record(&look(lab_dir), "0.3.0", 0);
+            let u = updates(lab_dir);
             let g = u["groups"]
                 .as_array()?
                 .iter()
@@ -503,7 +456,7 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
         Duration::from_secs(10 * 60),
         Duration::from_secs(2),
         || {
-            let seen = look(&lab_dir);
+            let seen = look(lab_dir);
             timeline.record(&seen, "0.3.0", 0);
             let s = &seen[canary];
             (s.phase == "idle" && s.version.as_deref() == Some("0.2.0") && s.serving).then_some(())
@@ -511,13 +464,13 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
     );
     let until = Instant::now() + Duration::from_secs(45);
     while Instant::now() < until {
-        timeline.record(&look(&lab_dir), "0.3.0", 0);
+        timeline.record(&look(lab_dir), "0.3.0", 0);
         std::thread::sleep(Duration::from_secs(2));
     }
-    let u = updates(&lab_dir);
+    let u = updates(lab_dir);
     for m in MACHINES {
         let row = server_row(&u, m);
-        let log = serial(&lab_dir, m);
+        let log = serial(lab_dir, m);
         assert_eq!(text(&row["version"]), "0.2.0", "{m}: {row:#}");
         assert_eq!(last_usr(&log).as_deref(), Some("USR-B"), "{m}: {log}");
         if m == canary {
@@ -534,6 +487,4 @@ fn qemu_lab_rolls_an_os_upgrade_through_the_cluster_and_rolls_back_a_broken_one(
             );
         }
     }
-
-    lab(&lab_dir, &["down"]);
 }
