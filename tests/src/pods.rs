@@ -37,8 +37,10 @@ pub enum Kubectl {
 }
 
 /// What every kubectl prints for a 401: "You must be logged in to the
-/// server (…)", with the server's Status message (1.20) or client-go's
-/// generic one when its discovery cache reads the error (1.32).
+/// server (…)". Inside the parentheses 1.20 puts the server's Status
+/// message ("Unauthorized"); 1.32, when its discovery request is the one
+/// refused, client-go's own "the server has asked for the client to
+/// provide credentials" (seen in CI).
 pub const UNAUTHORIZED: &str = "You must be logged in to the server";
 
 /// Where scripts/deps unpacks Debian's kubectl 1.20.
