@@ -461,6 +461,22 @@ fn pods_an_rc_deleted_with_orphans_and_made_again_keeps_its_pods() {
 }
 
 /// The node `name` as the API has it.
+/// Waits until `n` pods of the `web` RC run, none on `node`; all pods then.
+fn web_running_off(lab: &PodsLab, node: &str, n: usize) -> Vec<Value> {
+    lab.wait_pods(
+        &format!("{n} web running off {node}"),
+        "default",
+        Duration::from_secs(60),
+        |pods| {
+            let web = owned_by(pods, "web");
+            web.len() == n
+                && web
+                    .iter()
+                    .all(|p| running(p) && p["spec"]["nodeName"] != node)
+        },
+    )
+}
+
 fn node(lab: &PodsLab, name: &str) -> Value {
     lab.get(0, &format!("/api/v1/nodes/{name}")).unwrap()
 }
@@ -513,18 +529,7 @@ fn pods_an_os_update_drain_cordons_moves_managed_pods_and_uncordons() {
                 .then_some(())
         },
     );
-    let moved = lab.wait_pods(
-        "six web running off node-a",
-        "default",
-        Duration::from_secs(60),
-        |pods| {
-            let web = owned_by(pods, "web");
-            web.len() == 6
-                && web
-                    .iter()
-                    .all(|p| running(p) && p["spec"]["nodeName"] != "node-a")
-        },
-    );
+    let moved = web_running_off(&lab, "node-a", 6);
     let lone = moved.iter().find(|p| p["metadata"]["name"] == "lone");
     assert!(
         lone.is_some_and(|p| p["metadata"]["deletionTimestamp"].is_null()),
@@ -575,18 +580,7 @@ fn pods_an_os_update_drain_cordons_moves_managed_pods_and_uncordons() {
     );
     assert_eq!(code, 200, "{answer}");
     lab.cluster.set_drain("fake00000001", true);
-    lab.wait_pods(
-        "web off node-b",
-        "default",
-        Duration::from_secs(60),
-        |pods| {
-            let web = owned_by(pods, "web");
-            web.len() == 8
-                && web
-                    .iter()
-                    .all(|p| running(p) && p["spec"]["nodeName"] != "node-b")
-        },
-    );
+    web_running_off(&lab, "node-b", 8);
     lab.cluster.set_drain("fake00000001", false);
     // An absence has no event to wait for: give the controller several
     // times what node-a's uncordon took above, then look.
