@@ -218,6 +218,14 @@ pub struct NodeLab {
 impl NodeLab {
     /// `n` machines, each with its dockerd, every Node Ready.
     pub fn start(n: usize) -> NodeLab {
+        NodeLab::start_with(n, |_| Vec::new())
+    }
+
+    /// As [`NodeLab::start`], machine `i`'s agent with `extra(i)` flags too.
+    pub fn start_with(
+        n: usize,
+        extra: impl Fn(usize) -> Vec<String> + Send + Sync + 'static,
+    ) -> NodeLab {
         require::root();
         require::tool("ip", "iproute2");
         require::tool("nsenter", "util-linux");
@@ -240,6 +248,7 @@ impl NodeLab {
                 "--listen-api".into(),
                 format!("{}:{API_PORT}", Topology::client_ip(i)),
             ]);
+            flags.extend(extra(i));
             flags
         });
         crate::net::set_host_gw(&cluster);

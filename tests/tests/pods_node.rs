@@ -337,6 +337,7 @@ fn pods_node_runs_pods_on_real_docker_daemons() {
     assert!(pods.iter().all(|p| in_subnet(&lab, p)));
 
     bad_input_and_probes(&lab);
+    init_containers(&lab);
 
     // Nothing left behind once the RC goes.
     lab.delete("/api/v1/namespaces/default/replicationcontrollers/web");
@@ -450,6 +451,138 @@ fn bad_input_and_probes(lab: &NodeLab) {
 
     // Gone with their containers.
     for name in ["missing", "crasher", "liveness"] {
+        lab.delete(&format!("{PODS}/{name}"));
+    }
+}
+
+/// Init containers run in order, each to success, before the app; one
+/// waiting holds the pod Pending (`Init:0/1`); one failing under `Never`
+/// fails the pod with no app container started; under `Always` it backs off.
+fn init_containers(lab: &NodeLab) {
+    let pod = |name: &str, policy: &str, init: Vec<Value>| {
+        json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
+            "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 1,
+                "volumes": [{"name": "work", "emptyDir": {}}],
+                "initContainers": init,
+                "containers": [{"name": "app", "image": BUSYBOX,
+                    "command": ["/bin/sh", "-c", "exec sleep 100000"],
+                    "volumeMounts": [{"name": "work", "mountPath": "/work"}]}]}})
+    };
+    let step = |name: &str, script: &str| {
+        json!({"name": name, "image": BUSYBOX, "command": ["/bin/sh", "-c", script],
+            "volumeMounts": [{"name": "work", "mountPath": "/work"}]})
+    };
+    lab.create(
+        PODS,
+        &pod(
+            "init-order",
+            "Always",
+            vec![
+                step("first", "echo one > /work/order"),
+                step("second", "echo two >> /work/order"),
+            ],
+        ),
+    );
+    lab.create(
+        PODS,
+        &pod(
+            "init-wait",
+            "Always",
+            vec![step("gate", "until [ -f /work/go ]; do sleep 0.2; done")],
+        ),
+    );
+    lab.create(
+        PODS,
+        &pod("init-never", "Never", vec![step("fails", "exit 2")]),
+    );
+    lab.create(
+        PODS,
+        &pod("init-crash", "Always", vec![step("fails", "exit 1")]),
+    );
+
+    let ordered = lab.wait_pod("init-order to run", "init-order", |p| {
+        p["status"]["phase"] == "Running"
+    });
+    for (i, name) in ["first", "second"].iter().enumerate() {
+        let s = &ordered["status"]["initContainerStatuses"][i];
+        assert_eq!(s["name"], *name, "{ordered}");
+        assert_eq!(s["state"]["terminated"]["exitCode"], 0, "{s}");
+        assert_eq!(s["ready"], true, "{s}");
+    }
+    let (_, d) = lab.dockerd_of(&ordered);
+    let app = container_id(&ordered, "app").unwrap();
+    assert_eq!(
+        d.docker_ok(&["exec", &app, "cat", "/work/order"]),
+        "one\ntwo"
+    );
+
+    let waiting = lab.wait_pod("init-wait's gate to run", "init-wait", |p| {
+        p["status"]["initContainerStatuses"][0]["state"]["running"].is_object()
+    });
+    assert_eq!(waiting["status"]["phase"], "Pending");
+    assert_eq!(
+        status_of(&waiting, "app")["state"]["waiting"]["reason"],
+        "PodInitializing"
+    );
+    let initialized = waiting["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["type"] == "Initialized")
+        .unwrap()
+        .clone();
+    assert_eq!(initialized["status"], "False", "{initialized}");
+    let shown = lab.kubectl(&["get", "pod", "init-wait"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("Init:0/1"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+    let gate = waiting["status"]["initContainerStatuses"][0]["containerID"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("docker://")
+        .to_owned();
+    let (_, d) = lab.dockerd_of(&waiting);
+    d.docker_ok(&["exec", &gate, "touch", "/work/go"]);
+    lab.wait_pod("init-wait to run once its gate opens", "init-wait", |p| {
+        p["status"]["phase"] == "Running"
+    });
+
+    let never = lab.wait_pod("init-never to fail", "init-never", |p| {
+        p["status"]["phase"] == "Failed"
+    });
+    assert_eq!(
+        never["status"]["initContainerStatuses"][0]["state"]["terminated"]["exitCode"],
+        2
+    );
+    let (_, d) = lab.dockerd_of(&never);
+    let uid = never["metadata"]["uid"].as_str().unwrap();
+    let apps = d.docker_ok(&[
+        "ps",
+        "-aq",
+        "--filter",
+        &format!("label=io.herd.pod.uid={uid}"),
+        "--filter",
+        "label=io.herd.container=app",
+    ]);
+    assert!(
+        apps.trim().is_empty(),
+        "init-never's app was created: {apps}"
+    );
+
+    let crash = lab.wait_pod("init-crash to back off", "init-crash", |p| {
+        p["status"]["initContainerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    });
+    assert_eq!(crash["status"]["phase"], "Pending");
+    let shown = lab.kubectl(&["get", "pod", "init-crash"]);
+    assert!(
+        String::from_utf8_lossy(&shown.stdout).contains("Init:CrashLoopBackOff"),
+        "{}",
+        String::from_utf8_lossy(&shown.stdout)
+    );
+
+    for name in ["init-order", "init-wait", "init-never", "init-crash"] {
         lab.delete(&format!("{PODS}/{name}"));
     }
 }

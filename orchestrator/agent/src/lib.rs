@@ -203,6 +203,7 @@ pub async fn run(settings: AgentSettings, shutdown: CancellationToken) -> anyhow
                 labels: record.metadata.clone(),
                 daemon_port,
                 version: record.agent_version.clone(),
+                eviction: config.eviction,
             };
             let (client, cancel) = (local.clone(), supervisor.token());
             supervisor.spawn("kubelet", async move {

@@ -78,6 +78,7 @@ pub struct KubeletConfig {
     pub docker_host: String,
     pub infra_image: String,
     pub subnet_env: PathBuf,
+    pub eviction: herd_pods::node::eviction::EvictionConfig,
 }
 
 impl KubeletConfig {
@@ -89,6 +90,7 @@ impl KubeletConfig {
                 .kubelet
                 .infra_image(configured.pod_infra_image.as_deref()),
             subnet_env: args.subnet_env.clone(),
+            eviction: args.kubelet.eviction(),
         })
     }
 }

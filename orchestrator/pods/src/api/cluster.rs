@@ -229,6 +229,15 @@ impl Node {
         self.ready().is_some_and(|c| c.status == "True")
     }
 
+    /// Whether its kubelet reports MemoryPressure.
+    pub fn under_memory_pressure(&self) -> bool {
+        self.status.as_ref().is_some_and(|s| {
+            s.conditions
+                .iter()
+                .any(|c| c.kind == "MemoryPressure" && c.status == "True")
+        })
+    }
+
     /// The port of the node's kubelet endpoint, if it posted one.
     pub fn kubelet_port(&self) -> Option<u16> {
         let port = self

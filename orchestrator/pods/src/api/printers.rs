@@ -27,7 +27,36 @@ pub fn pod_status(pod: &Pod) -> String {
         status.reason.clone()
     };
     let mut running = false;
-    for c in status.container_statuses.iter().rev() {
+    // The first init container that has not succeeded speaks for the pod.
+    let total = pod.spec.init_containers.len();
+    let initializing = status
+        .init_container_statuses
+        .iter()
+        .enumerate()
+        .find_map(|(i, c)| {
+            let state = c.state.clone().unwrap_or_default();
+            match (state.terminated, state.waiting) {
+                (Some(t), _) if t.exit_code == 0 => None,
+                (Some(t), _) if !t.reason.is_empty() => Some(format!("Init:{}", t.reason)),
+                (Some(t), _) => Some(match t.signal.filter(|s| *s != 0) {
+                    Some(sig) => format!("Init:Signal:{sig}"),
+                    None => format!("Init:ExitCode:{}", t.exit_code),
+                }),
+                (None, Some(w)) if !w.reason.is_empty() && w.reason != "PodInitializing" => {
+                    Some(format!("Init:{}", w.reason))
+                }
+                _ => Some(format!("Init:{i}/{total}")),
+            }
+        });
+    if let Some(init) = &initializing {
+        reason.clone_from(init);
+    }
+    for c in status
+        .container_statuses
+        .iter()
+        .rev()
+        .filter(|_| initializing.is_none())
+    {
         let state = c.state.clone().unwrap_or_default();
         if let Some(w) = state.waiting.filter(|w| !w.reason.is_empty()) {
             reason = w.reason;

@@ -126,6 +126,10 @@ fn misfit(pod: &Pod, node: &Node, on_node: &[&Pod]) -> Option<String> {
     if node.spec.unschedulable == Some(true) {
         return Some("node(s) were unschedulable".into());
     }
+    // Kubernetes taints such a node NoSchedule; nothing here tolerates it.
+    if node.under_memory_pressure() {
+        return Some("node(s) had memory pressure".into());
+    }
     if !pod
         .spec
         .node_selector

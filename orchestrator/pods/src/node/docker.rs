@@ -338,6 +338,38 @@ impl Docker {
         }
     }
 
+    /// The memory `id` holds and cannot easily give back (its cgroup's
+    /// usage less inactive file pages: Kubernetes' "working set"), in
+    /// bytes; `None` for a container that is not running.
+    pub async fn memory_working_set(&self, id: &str) -> Result<Option<u64>, DockerError> {
+        let options = bollard::query_parameters::StatsOptionsBuilder::new()
+            .stream(false)
+            .one_shot(true)
+            .build();
+        let mut stats = self.inner.stats(id, Some(options));
+        let Some(first) = stats.next().await else {
+            return Ok(None);
+        };
+        let memory = match first {
+            Ok(s) => s.memory_stats,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(None),
+            Err(e) => return Err(call(format!("reading the stats of container {id}"))(e)),
+        };
+        let Some(m) = memory.filter(|m| m.usage.is_some()) else {
+            return Ok(None);
+        };
+        // cgroup v1 names it total_inactive_file, v2 inactive_file.
+        let inactive = m.stats.as_ref().and_then(|s| {
+            s.get("total_inactive_file")
+                .or_else(|| s.get("inactive_file"))
+                .copied()
+        });
+        let usage = m.usage.unwrap_or(0);
+        Ok(Some(usage.saturating_sub(inactive.unwrap_or(0))))
+    }
+
     /// Removes `id`, killing it if it runs; a container already gone is fine.
     pub async fn remove(&self, id: &str) -> Result<(), DockerError> {
         match self

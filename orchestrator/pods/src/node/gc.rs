@@ -58,6 +58,12 @@ pub async fn collect(k: &Kubelet) -> Result<(), SyncError> {
     for c in all {
         pods.entry(c.pod_uid.clone()).or_default().push(c);
     }
+    // Claims of pods gone from both the store and Docker (deleted while
+    // their sync was failing) are freed; the table is re-applied to
+    // repair rules deleted behind the kubelet's back.
+    k.host_ports
+        .retain(|uid| bound.contains(uid) || pods.contains_key(uid));
+    k.apply_host_ports(true).await;
     for (uid, containers) in &pods {
         if !bound.contains(uid) {
             tracing::info!(uid, "removing the containers of a pod no longer bound here");
@@ -87,7 +93,24 @@ pub async fn run(k: Arc<Kubelet>, cancel: CancellationToken) {
         _ = cancel.cancelled() => return,
         _ = k.pods.ready() => {}
     }
+    // The host-port table an earlier agent left stays until the running
+    // pods that publish ports have claimed them again (at the latest, one
+    // period on), so an agent restart does not blink them.
+    let publishing = k
+        .pods
+        .list()
+        .into_iter()
+        .map(|o| o.value)
+        .filter(|p| p.spec.node_name == k.settings.node_name && !p.is_terminal())
+        .filter(|p| !p.host_ports().is_empty())
+        .map(|p| p.metadata.uid)
+        .collect();
+    k.host_ports.hold_until(publishing);
+    let mut first = true;
     loop {
+        if !std::mem::take(&mut first) {
+            k.host_ports.release_hold();
+        }
         if let Err(e) = collect(&k).await {
             tracing::warn!("container garbage collection: {e}");
         }

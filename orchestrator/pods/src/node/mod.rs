@@ -5,8 +5,11 @@
 //! - [`docker`]: the Docker client (bollard), containers read back typed.
 //! - [`sync`]: one pod made so in Docker — infra container, app
 //!   containers, restarts with back-off, probes acted on.
+//! - [`init`]: init containers, in order, each to success, before the apps.
 //! - [`network`]: the pod's address on this machine's subnet, via a veth
 //!   into the pod bridge `herd0`.
+//! - [`host_ports`]: `hostPort`s held on the node and DNATed to pods.
+//! - [`eviction`]: memory pressure, and the pod evicted under it.
 //! - [`status`]: container states, phase and conditions from Docker.
 //! - [`probes`]: liveness and readiness probe workers.
 //! - [`gc`]: containers of gone pods and dead containers removed.
@@ -25,10 +28,13 @@ pub mod api;
 pub mod bench;
 mod bench_setup;
 pub mod docker;
+pub mod eviction;
 pub mod exec;
 pub mod exec_spdy;
 pub mod gc;
 pub mod health;
+pub mod host_ports;
+pub mod init;
 pub mod logs;
 pub mod network;
 pub mod node_object;
@@ -80,6 +86,18 @@ pub struct KubeletArgs {
     /// Do not run the kubelet on this machine (no Node, no pods).
     #[arg(long)]
     pub no_kubelet: bool,
+    /// Evict a pod when memory available falls below QUANTITY (memory is
+    /// the one signal herd evicts on).
+    #[arg(long, value_name = "memory.available<QUANTITY", default_value = "memory.available<100Mi", value_parser = eviction::parse_eviction_hard)]
+    pub eviction_hard: u64,
+    /// Memory kept from pods for the system: the Node's allocatable memory
+    /// is its capacity less this and the eviction threshold, and pods
+    /// holding more than that are evicted.
+    #[arg(long, value_name = "memory=QUANTITY", value_parser = eviction::parse_system_reserved)]
+    pub system_reserved: Option<u64>,
+    /// How long the Node keeps MemoryPressure after memory was last low.
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = humantime::parse_duration)]
+    pub eviction_pressure_transition_period: Duration,
 }
 
 impl KubeletArgs {
@@ -91,6 +109,15 @@ impl KubeletArgs {
             .or_else(|| configured.map(str::to_owned))
             .or_else(|| std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()))
             .unwrap_or_else(|| DEFAULT_DOCKER_HOST.to_owned())
+    }
+
+    /// The eviction settings the flags give.
+    pub fn eviction(&self) -> eviction::EvictionConfig {
+        eviction::EvictionConfig {
+            threshold: self.eviction_hard,
+            reserved: self.system_reserved.unwrap_or(0),
+            transition: self.eviction_pressure_transition_period,
+        }
     }
 
     /// The infra image the flags name, else `configured`, else the default.
@@ -127,6 +154,8 @@ pub struct KubeletSettings {
     pub daemon_port: Option<u16>,
     /// herd's version.
     pub version: String,
+    /// When pods are evicted for memory.
+    pub eviction: eviction::EvictionConfig,
 }
 
 /// The connection to dockerd, made (again) whenever it is found missing.
@@ -199,6 +228,10 @@ pub struct Kubelet {
     pull_backoff: Mutex<HashMap<String, (std::time::Instant, i32)>>,
     /// Grace periods of pods seen, for when they are gone.
     grace: Mutex<HashMap<String, (String, i64)>>,
+    /// The host ports pods hold on this node.
+    host_ports: host_ports::HostPorts,
+    /// When memory was last low.
+    pressure: eviction::Pressure,
 }
 
 async fn reconcile(k: Arc<Kubelet>, req: Request<Pod>) -> Result<Action, SyncError> {
@@ -258,6 +291,8 @@ pub async fn run(
         backoff_noted: Mutex::new(HashSet::new()),
         pull_backoff: Mutex::new(HashMap::new()),
         grace: Mutex::new(HashMap::new()),
+        host_ports: host_ports::HostPorts::default(),
+        pressure: eviction::Pressure::default(),
         settings,
     });
     if let Err(e) = kubelet.docker.check().await {
@@ -266,6 +301,7 @@ pub async fn run(
     let mut tasks = JoinSet::new();
     tasks.spawn(node_object::run(Arc::clone(&kubelet), cancel.clone()));
     tasks.spawn(gc::run(Arc::clone(&kubelet), cancel.clone()));
+    tasks.spawn(eviction::run(Arc::clone(&kubelet), cancel.clone()));
     controller
         .concurrency(4)
         .run(Arc::clone(&kubelet), reconcile, cancel.clone())

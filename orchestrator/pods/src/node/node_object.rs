@@ -91,40 +91,32 @@ async fn desired(k: &Kubelet, old: Option<&Node>) -> Node {
     labels.insert("kubernetes.io/os".into(), "linux".into());
     labels.insert("kubernetes.io/arch".into(), go_arch().into());
     let (ready, reason, message) = readiness(k).await;
-    let status = if ready { "True" } else { "False" };
-    let old_ready = old.and_then(|n| n.ready());
-    let same =
-        old_ready.is_some_and(|c| c.status == status && c.reason == reason && c.message == message);
-    let beat_due = old_ready
-        .and_then(|c| c.last_heartbeat_time.as_deref())
-        .and_then(since)
-        .is_none_or(|d| d >= HEARTBEAT);
-    let condition = NodeCondition {
-        kind: "Ready".into(),
-        status: status.into(),
-        last_heartbeat_time: if same && !beat_due {
-            old_ready.and_then(|c| c.last_heartbeat_time.clone())
-        } else {
-            Some(now())
-        },
-        last_transition_time: if old_ready.is_some_and(|c| c.status == status) {
-            old_ready.and_then(|c| c.last_transition_time.clone())
-        } else {
-            Some(now())
-        },
-        reason,
-        message,
-    };
-    let cap = &k.capacity;
-    let resources: BTreeMap<String, Quantity> = [
-        ("cpu".to_owned(), quantity(cap.cpus.to_string())),
-        (
-            "memory".to_owned(),
-            quantity(format!("{}Ki", cap.memory_kib)),
+    let ready = condition(old, "Ready", ready, reason, message);
+    let pressure = match k.pressure.current(s.eviction.transition) {
+        Some(seen) => (
+            true,
+            "KubeletHasInsufficientMemory".to_owned(),
+            format!("kubelet has insufficient memory available: {seen}"),
         ),
-        ("pods".to_owned(), quantity("110".into())),
-    ]
-    .into();
+        None => (
+            false,
+            "KubeletHasSufficientMemory".to_owned(),
+            "kubelet has sufficient memory available".to_owned(),
+        ),
+    };
+    let pressure = condition(old, "MemoryPressure", pressure.0, pressure.1, pressure.2);
+    let cap = &k.capacity;
+    let resources = |memory_kib: u64| -> BTreeMap<String, Quantity> {
+        [
+            ("cpu".to_owned(), quantity(cap.cpus.to_string())),
+            ("memory".to_owned(), quantity(format!("{memory_kib}Ki"))),
+            ("pods".to_owned(), quantity("110".into())),
+        ]
+        .into()
+    };
+    // Kubernetes' allocatable: capacity less what is reserved for the
+    // system and the eviction threshold.
+    let kept = (s.eviction.reserved + s.eviction.threshold) / 1024;
     let pod_cidr = PodSubnet::read(&s.subnet_env)
         .await
         .ok()
@@ -148,9 +140,9 @@ async fn desired(k: &Kubelet, old: Option<&Node>) -> Node {
             unschedulable: old.and_then(|n| n.spec.unschedulable),
         },
         status: Some(NodeStatus {
-            capacity: resources.clone(),
-            allocatable: resources,
-            conditions: vec![condition],
+            capacity: resources(cap.memory_kib),
+            allocatable: resources(cap.memory_kib.saturating_sub(kept)),
+            conditions: vec![ready, pressure],
             addresses: vec![
                 NodeAddress {
                     kind: "InternalIP".into(),
@@ -179,6 +171,43 @@ async fn desired(k: &Kubelet, old: Option<&Node>) -> Node {
             }),
         }),
         ..Default::default()
+    }
+}
+
+/// Condition `kind` as it is now; its times kept from `old` unless its
+/// status changed (transition) or a heartbeat is due.
+fn condition(
+    old: Option<&Node>,
+    kind: &str,
+    status: bool,
+    reason: String,
+    message: String,
+) -> NodeCondition {
+    let status = if status { "True" } else { "False" };
+    let before = old
+        .and_then(|n| n.status.as_ref())
+        .and_then(|s| s.conditions.iter().find(|c| c.kind == kind));
+    let same =
+        before.is_some_and(|c| c.status == status && c.reason == reason && c.message == message);
+    let beat_due = before
+        .and_then(|c| c.last_heartbeat_time.as_deref())
+        .and_then(since)
+        .is_none_or(|d| d >= HEARTBEAT);
+    NodeCondition {
+        kind: kind.into(),
+        status: status.into(),
+        last_heartbeat_time: if same && !beat_due {
+            before.and_then(|c| c.last_heartbeat_time.clone())
+        } else {
+            Some(now())
+        },
+        last_transition_time: if before.is_some_and(|c| c.status == status) {
+            before.and_then(|c| c.last_transition_time.clone())
+        } else {
+            Some(now())
+        },
+        reason,
+        message,
     }
 }
 

@@ -225,6 +225,46 @@ fn condition(old: Option<&PodStatus>, kind: &str, ok: bool, reason: &str) -> Pod
     }
 }
 
+/// Adds the init containers to `status`: their statuses (ready once they
+/// succeeded), the Initialized condition, and the phase while one has not
+/// succeeded yet — Pending, or Failed when one failed under
+/// `restartPolicy: Never`.
+pub fn with_init(
+    status: &mut PodStatus,
+    old: Option<&PodStatus>,
+    init: &[ContainerView<'_>],
+    restart_policy: &str,
+) {
+    if init.is_empty() {
+        return;
+    }
+    let mut statuses: Vec<ContainerStatus> = init.iter().map(container_status).collect();
+    let exit = |s: &ContainerStatus| {
+        s.state
+            .as_ref()
+            .and_then(|st| st.terminated.as_ref())
+            .map(|t| t.exit_code)
+    };
+    for s in &mut statuses {
+        s.ready = exit(s) == Some(0);
+    }
+    let pending: Vec<&str> = statuses
+        .iter()
+        .filter(|s| !s.ready)
+        .map(|s| s.name.as_str())
+        .collect();
+    if !pending.is_empty() {
+        let mut initialized = condition(old, "Initialized", false, "ContainersNotInitialized");
+        initialized.message = format!("containers with incomplete status: [{}]", pending.join(" "));
+        status.conditions.retain(|c| c.kind != "Initialized");
+        status.conditions.insert(0, initialized);
+        let failed =
+            restart_policy == "Never" && statuses.iter().any(|s| exit(s).is_some_and(|c| c != 0));
+        status.phase = if failed { "Failed" } else { "Pending" }.into();
+    }
+    status.init_container_statuses = statuses;
+}
+
 /// The pod's whole status: `old` (what the store has) keeps the
 /// scheduler's condition, the start time and unchanged transition times.
 pub fn pod_status(
@@ -314,6 +354,56 @@ mod tests {
             waiting,
             ready,
         }
+    }
+
+    #[test]
+    fn init_containers_hold_the_pod_pending_and_fail_it_under_never() {
+        fn init<'a>(first: &'a Container, second: &'a Container) -> [ContainerView<'a>; 2] {
+            let mut v = view(Some(second), None, false);
+            v.name = "second";
+            [view(Some(first), None, false), v]
+        }
+        let running = container(
+            RunState::Running {
+                started_at: "2026-12-06T18:00:00Z".into(),
+                pid: 7,
+            },
+            0,
+        );
+        let (done, failed) = (container(exited(0), 0), container(exited(2), 0));
+        let apps = [view(None, Some(Waiting::new("PodInitializing", "")), false)];
+        let mut st = pod_status(None, &apps, "Always", None, "");
+        with_init(&mut st, None, &init(&done, &running), "Always");
+        assert_eq!(st.phase, "Pending");
+        let initialized = &st.conditions[0];
+        assert_eq!(
+            (initialized.kind.as_str(), initialized.status.as_str()),
+            ("Initialized", "False")
+        );
+        assert_eq!(
+            initialized.message,
+            "containers with incomplete status: [second]"
+        );
+        assert!(st.init_container_statuses[0].ready && !st.init_container_statuses[1].ready);
+
+        let mut st = pod_status(None, &apps, "Never", None, "");
+        with_init(&mut st, None, &init(&done, &failed), "Never");
+        assert_eq!(st.phase, "Failed");
+        let mut st = pod_status(None, &apps, "OnFailure", None, "");
+        with_init(&mut st, None, &init(&done, &failed), "OnFailure");
+        assert_eq!(st.phase, "Pending");
+
+        // All succeeded: the apps' phase stands.
+        let mut st = pod_status(
+            None,
+            &[view(Some(&running), None, true)],
+            "Always",
+            None,
+            "",
+        );
+        with_init(&mut st, None, &init(&done, &done), "Always");
+        assert_eq!(st.phase, "Running");
+        assert_eq!(st.conditions[0].status, "True");
     }
 
     #[test]

@@ -13,9 +13,11 @@ use std::time::{Duration, SystemTime};
 
 use super::Kubelet;
 use super::docker::{Container, Docker, DockerError, RunState, label};
+use super::host_ports::Admission;
+use super::init::{self, InitProgress};
 use super::network::{self, NetworkError};
 use super::probes::{Kind, Target, Verdict};
-use super::status::{ContainerView, Waiting, docker_time, pod_status, restart_delay};
+use super::status::{ContainerView, Waiting, docker_time, pod_status, restart_delay, with_init};
 use crate::api::meta::parse_time;
 use crate::api::pod::Container as Spec;
 use crate::api::{ApiError, Pod};
@@ -75,11 +77,37 @@ impl Kubelet {
             .and_then(|v| v.last().copied())
             .filter(|c| c.is_running());
         let already_done = pod.is_terminal();
+        if already_done && containers.is_empty() {
+            // Ended (or rejected) and cleaned up: nothing to look at again.
+            self.release_host_ports(&uid).await;
+            return Ok(Duration::from_secs(60));
+        }
         let mut next = RESYNC;
         let mut sandbox_waiting: Option<Waiting> = None;
+        if !already_done {
+            match self.admit_host_ports(pod, infra.is_some()) {
+                Admission::Admitted => {}
+                Admission::Reject { reason, message } => {
+                    self.fail_pod(pod, reason, format!("Pod was rejected: {message}"))
+                        .await?;
+                    return Ok(RESYNC);
+                }
+                Admission::Wait(message) => {
+                    self.events
+                        .warning(
+                            pod,
+                            "FailedCreatePodSandBox",
+                            format!("Failed to create pod sandbox: {message}"),
+                        )
+                        .await;
+                    sandbox_waiting = Some(Waiting::new("ContainerCreating", message));
+                    next = Duration::from_secs(5);
+                }
+            }
+        }
         let infra = match infra {
             Some(c) => Some(c.clone()),
-            None if already_done => None,
+            None if already_done || sandbox_waiting.is_some() => None,
             None => match self.start_sandbox(&docker, pod, &containers).await {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -115,6 +143,9 @@ impl Kubelet {
             std::net::IpAddr::V4(v4) => Some(v4),
             std::net::IpAddr::V6(_) => None,
         };
+        if let Some(ip) = infra.as_ref().and_then(|i| i.pod_ip) {
+            self.publish_host_ports(&uid, ip).await;
+        }
         let pod_ip = infra.as_ref().and_then(|i| i.pod_ip).or(infra
             .as_ref()
             .filter(|_| pod.spec.host_network == Some(true))
@@ -122,11 +153,25 @@ impl Kubelet {
         let mut waiting: BTreeMap<String, Waiting> = BTreeMap::new();
         let mut ready: BTreeMap<String, bool> = BTreeMap::new();
         let mut live = HashSet::new();
+        let init = match &infra {
+            Some(i) if !already_done => {
+                self.sync_init(&docker, pod, &grouped, i, &mut waiting)
+                    .await?
+            }
+            _ => InitProgress::Done,
+        };
+        if let InitProgress::Running { next: n } = init {
+            next = next.min(n);
+        }
         for spec in &pod.spec.containers {
             let mine = grouped.get(&spec.name).cloned().unwrap_or_default();
             let current = mine.last().copied();
             if let Some(w) = &sandbox_waiting {
                 waiting.insert(spec.name.clone(), w.clone());
+                continue;
+            }
+            if init != InitProgress::Done && current.is_none() {
+                waiting.insert(spec.name.clone(), Waiting::new("PodInitializing", ""));
                 continue;
             }
             let Some(infra) = &infra else { continue };
@@ -137,12 +182,7 @@ impl Kubelet {
                     let r = self.check_probes(&docker, pod, spec, c, pod_ip).await;
                     ready.insert(spec.name.clone(), r);
                 }
-                Some(RunState::Exited {
-                    exit_code,
-                    finished_at,
-                    ..
-                }) => {
-                    let c = current.expect("matched");
+                Some(RunState::Exited { exit_code, .. }) => {
                     let again = match policy {
                         "Never" => false,
                         "OnFailure" => *exit_code != 0,
@@ -151,54 +191,14 @@ impl Kubelet {
                     if !again || already_done {
                         continue;
                     }
-                    let delay = restart_delay(c.restart_count);
-                    let ended = docker_time(finished_at)
-                        .as_deref()
-                        .and_then(parse_time)
-                        .and_then(|t| SystemTime::now().duration_since(t).ok())
-                        .unwrap_or(delay);
-                    if ended >= delay {
-                        if let Err(w) = self
-                            .start_container(&docker, pod, spec, infra, c.restart_count + 1)
-                            .await
-                        {
-                            waiting.insert(spec.name.clone(), w);
-                        }
-                        // Keep one dead run (lastState); older ones go.
-                        for old in &mine[..mine.len().saturating_sub(1)] {
-                            docker.remove(&old.id).await?;
-                        }
-                    } else {
-                        let left = delay - ended;
-                        let message = format!(
-                            "back-off {}s restarting failed container={} pod={}_{}({uid})",
-                            delay.as_secs(),
-                            spec.name,
-                            pod.metadata.name,
-                            pod.metadata.namespace
-                        );
-                        if self
-                            .backoff_noted
-                            .lock()
-                            .expect("back-off notes")
-                            .insert(c.id.clone())
-                        {
-                            self.events
-                                .warning(
-                                    pod,
-                                    "BackOff",
-                                    format!(
-                                        "Back-off restarting failed container {} in pod {}",
-                                        spec.name, pod.metadata.name
-                                    ),
-                                )
-                                .await;
-                        }
-                        waiting
-                            .insert(spec.name.clone(), Waiting::new("CrashLoopBackOff", message));
-                        next = next
-                            .min(left + Duration::from_millis(50))
-                            .max(Duration::from_millis(200));
+                    let (w, again_in) = self
+                        .restart_after_backoff(&docker, pod, spec, infra, &mine)
+                        .await?;
+                    if let Some(w) = w {
+                        waiting.insert(spec.name.clone(), w);
+                    }
+                    if let Some(d) = again_in {
+                        next = next.min(d).max(Duration::from_millis(200));
                     }
                 }
                 Some(RunState::Created) | None => {
@@ -244,29 +244,138 @@ impl Kubelet {
                 }
             })
             .collect();
-        let status = pod_status(
+        let mut status = pod_status(
             pod.status.as_ref(),
             &views,
             policy,
             pod_ip,
             &self.settings.host_ip.to_string(),
         );
+        with_init(
+            &mut status,
+            pod.status.as_ref(),
+            &init::views(pod, &grouped, &waiting),
+            policy,
+        );
+        keep_terminal(pod, &mut status);
         if status.phase == "Succeeded" || status.phase == "Failed" {
-            // Nothing will run again: the sandbox (and its address) goes.
+            // Nothing will run again: the sandbox (and its address and
+            // host ports) goes.
             if let Some(i) = &infra {
                 docker.remove(&i.id).await?;
             }
+            self.release_host_ports(&uid).await;
         }
         self.write_status(pod, status).await?;
         Ok(next)
     }
 
-    /// Writes `status` unless the store has it already.
+    /// Fails a pod for good — rejected at admission, or evicted — as
+    /// Kubernetes' kubelet does: phase Failed, the reason and message in
+    /// its status and in a warning event. A terminal phase is final (see
+    /// [`Self::write_status`]), so nothing of it runs again; its
+    /// controller, if any, makes a new pod.
+    pub(super) async fn fail_pod(
+        &self,
+        pod: &Pod,
+        reason: &str,
+        message: String,
+    ) -> Result<(), SyncError> {
+        tracing::info!(pod = %pod.metadata.name, reason, "pod failed: {message}");
+        self.events.warning(pod, reason, message.clone()).await;
+        let old = pod.status.clone().unwrap_or_default();
+        let status = crate::api::pod::PodStatus {
+            phase: "Failed".into(),
+            reason: reason.into(),
+            message,
+            host_ip: self.settings.host_ip.to_string(),
+            start_time: old
+                .start_time
+                .clone()
+                .or_else(|| Some(crate::api::meta::now())),
+            conditions: old.conditions,
+            qos_class: old.qos_class,
+            ..Default::default()
+        };
+        self.write_status(pod, status).await
+    }
+
+    /// The newest run of `spec` (last of `mine`) ended and is to run
+    /// again: it starts now if its back-off has passed (older dead runs go,
+    /// the newest stays as `lastState`), else waits as `CrashLoopBackOff`.
+    /// Returns why it is not running, if so, and when to look again.
+    pub(super) async fn restart_after_backoff(
+        &self,
+        docker: &Docker,
+        pod: &Pod,
+        spec: &Spec,
+        infra: &Container,
+        mine: &[&Container],
+    ) -> Result<(Option<Waiting>, Option<Duration>), SyncError> {
+        let Some(c) = mine.last().copied() else {
+            return Ok((None, None));
+        };
+        let finished_at = match &c.state {
+            RunState::Exited { finished_at, .. } => finished_at.as_str(),
+            _ => "",
+        };
+        let delay = restart_delay(c.restart_count);
+        let ended = docker_time(finished_at)
+            .as_deref()
+            .and_then(parse_time)
+            .and_then(|t| SystemTime::now().duration_since(t).ok())
+            .unwrap_or(delay);
+        if ended >= delay {
+            let started = self
+                .start_container(docker, pod, spec, infra, c.restart_count + 1)
+                .await;
+            // Keep one dead run (lastState); older ones go.
+            for old in &mine[..mine.len().saturating_sub(1)] {
+                docker.remove(&old.id).await?;
+            }
+            return Ok((started.err(), None));
+        }
+        let left = delay - ended;
+        let message = format!(
+            "back-off {}s restarting failed container={} pod={}_{}({})",
+            delay.as_secs(),
+            spec.name,
+            pod.metadata.name,
+            pod.metadata.namespace,
+            pod.metadata.uid
+        );
+        if self
+            .backoff_noted
+            .lock()
+            .expect("back-off notes")
+            .insert(c.id.clone())
+        {
+            self.events
+                .warning(
+                    pod,
+                    "BackOff",
+                    format!(
+                        "Back-off restarting failed container {} in pod {}",
+                        spec.name, pod.metadata.name
+                    ),
+                )
+                .await;
+        }
+        Ok((
+            Some(Waiting::new("CrashLoopBackOff", message)),
+            Some(left + Duration::from_millis(50)),
+        ))
+    }
+
+    /// Writes `status` unless the store has it already. A pod that ended
+    /// (Succeeded or Failed) keeps its phase, reason and message: a sync
+    /// that read the pod before it was evicted must not bring it back.
     async fn write_status(
         &self,
         pod: &Pod,
-        status: crate::api::pod::PodStatus,
+        mut status: crate::api::pod::PodStatus,
     ) -> Result<(), SyncError> {
+        keep_terminal(pod, &mut status);
         if pod.status.as_ref() == Some(&status) {
             return Ok(());
         }
@@ -284,7 +393,9 @@ impl Kubelet {
                             &p.metadata.name,
                         ));
                     }
-                    p.status = Some(status.clone());
+                    let mut status = status.clone();
+                    keep_terminal(p, &mut status);
+                    p.status = Some(status);
                     Ok(())
                 },
             )
@@ -371,6 +482,7 @@ impl Kubelet {
             .expect("pull back-off")
             .retain(|k, _| !k.starts_with(&format!("{uid}/")));
         network::detach(&network::host_ifname(uid)).await;
+        self.release_host_ports(uid).await;
         let dir = pod_dir(self, uid);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => {}
@@ -387,6 +499,15 @@ impl Kubelet {
             tracing::info!(uid, "pod containers removed");
         }
         Ok(())
+    }
+}
+
+/// Keeps an ended pod's phase, reason and message in `status`.
+fn keep_terminal(pod: &Pod, status: &mut crate::api::pod::PodStatus) {
+    if let Some(old) = pod.status.as_ref().filter(|_| pod.is_terminal()) {
+        status.phase.clone_from(&old.phase);
+        status.reason.clone_from(&old.reason);
+        status.message.clone_from(&old.message);
     }
 }
 

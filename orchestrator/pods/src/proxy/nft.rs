@@ -16,7 +16,7 @@ use super::render::{Existing, TABLE};
 pub enum NftError {
     #[error("running nft (apt-get install nftables): {0}")]
     Spawn(#[source] std::io::Error),
-    #[error("nft refused the proxy's rules: {0}")]
+    #[error("nft refused the rules: {0}")]
     Refused(String),
     #[error("reading nft's listing of table ip {TABLE}: {0}")]
     Listing(#[source] serde_json::Error),
