@@ -6,7 +6,9 @@
 //! injected; readiness probes drive Ready and the endpoints; `kubectl
 //! logs` reaches the container on its machine; a killed container and a
 //! container failing its liveness probe are restarted; a crash loop backs
-//! off; a missing image is reported; an agent restart adopts running
+//! off; a missing image is reported; init containers run in order before
+//! the app, hold their pod Pending while one waits and fail it under
+//! `Never`; an agent restart adopts running
 //! containers without restarting them; deleting a pod removes its
 //! containers while its RC's replacement runs; nothing (containers,
 //! veths) is left behind.

@@ -96,7 +96,15 @@ fn start_store(n: usize, dir: &Path) -> anyhow::Result<(Members, Vec<String>)> {
     for (name, client, peer) in &addrs {
         let log = std::fs::File::create(dir.join(format!("{name}.log")))?;
         let child = std::process::Command::new(&herd)
-            .args(["agent", "--store-only", "--name", name, "--token", "bench"])
+            // Plaintext with a shared secret, on loopback only.
+            .args([
+                "agent",
+                "--store-only",
+                "--name",
+                name,
+                "--insecure-plaintext",
+            ])
+            .args(["--token", "bench"])
             .arg("--data-dir")
             .arg(dir.join(name))
             .args([

@@ -45,6 +45,26 @@ async fn connect(endpoint: &str) -> anyhow::Result<Client> {
 }
 
 /// Counts bytes each way between clients and `upstream`.
+/// Copies `from` to `to` until either ends, adding what passes to `count`.
+async fn pump(
+    mut from: impl tokio::io::AsyncRead + Unpin,
+    mut to: impl tokio::io::AsyncWrite + Unpin,
+    count: &AtomicU64,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
 async fn counting_proxy(
     upstream: std::net::SocketAddr,
 ) -> anyhow::Result<(
@@ -66,26 +86,12 @@ async fn counting_proxy(
                 };
                 let _ = down.set_nodelay(true);
                 let _ = up.set_nodelay(true);
-                let (mut dr, mut dw) = down.split();
-                let (mut ur, mut uw) = up.split();
-                let out = async {
-                    let n = tokio::io::copy(&mut dr, &mut uw).await.unwrap_or(0);
-                    c.1.fetch_add(n, Ordering::Relaxed);
-                };
-                let inn = async {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-                    loop {
-                        let n = match ur.read(&mut buf).await {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => n,
-                        };
-                        c.0.fetch_add(n as u64, Ordering::Relaxed);
-                        if dw.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                };
+                let (dr, dw) = down.split();
+                let (ur, uw) = up.split();
+                // Counted as the bytes pass, so a connection still open
+                // when the figures are read is counted too.
+                let out = pump(dr, uw, &c.1);
+                let inn = pump(ur, dw, &c.0);
                 tokio::join!(out, inn);
             });
         }
@@ -124,6 +130,9 @@ async fn converge(herd: &Path, machines: u32) -> anyhow::Result<Convergence> {
                 store,
                 "--listen-peer",
                 "127.0.0.1:23800",
+                // A shared secret, plaintext: the store lives in this
+                // thread's own network namespace.
+                "--insecure-plaintext",
                 "--token",
                 "bench",
             ])

@@ -27,6 +27,25 @@ fn ip(args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Bounds `ns`'s eth0 to `gbit` Gbit/s with a token bucket whose burst
+/// is 10 ms of traffic (big enough for GSO packets at that rate).
+fn shape(ns: &str, gbit: u32) -> anyhow::Result<()> {
+    let burst = u64::from(gbit) * 1_000_000_000 / 8 / 100;
+    let out = in_ns(ns, "tc")
+        .args(["qdisc", "replace", "dev", "eth0", "root", "tbf"])
+        .args(["rate", &format!("{gbit}gbit"), "burst", &burst.to_string()])
+        .args(["latency", "20ms"])
+        .output()
+        .context("running tc (iproute2)")?;
+    if !out.status.success() {
+        bail!(
+            "tc shaping eth0 in {ns}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        );
+    }
+    Ok(())
+}
+
 fn in_ns(ns: &str, program: &str) -> std::process::Command {
     let mut c = std::process::Command::new("ip");
     c.args(["netns", "exec", ns, program]);
@@ -56,7 +75,11 @@ impl Drop for DataLab {
 }
 
 impl DataLab {
-    pub(super) fn new(herd: &Path, backend: &str) -> anyhow::Result<DataLab> {
+    pub(super) fn new(
+        herd: &Path,
+        backend: &str,
+        link_gbit: Option<u32>,
+    ) -> anyhow::Result<DataLab> {
         let tag = format!("hbn{}", std::process::id() % 100_000);
         let dir = scratch(backend)?;
         let mut lab = DataLab {
@@ -91,11 +114,16 @@ impl DataLab {
                 "eth0",
             ])?;
             ip(&["-n", &ns, "link", "set", "eth0", "up"])?;
+            if let Some(gbit) = link_gbit {
+                shape(&ns, gbit)?;
+            }
             let mut cmd = in_ns(&ns, &herd.display().to_string());
             cmd.args([
                 "agent",
                 "--name",
                 &format!("m{m}"),
+                // Plaintext on the bench's own bridge, gone with it.
+                "--insecure-plaintext",
                 "--token",
                 "bench",
                 "--cluster-iface",

@@ -45,6 +45,11 @@ pub struct NetBenchArgs {
     /// Only the convergence part.
     #[arg(long)]
     pub skip_datapath: bool,
+    /// Shape each machine's link to this rate (Gbit/s, tc's token bucket),
+    /// as a NIC would bound it; unshaped, the veth link runs as fast as
+    /// the CPU, so the pod path's extra hops show in full.
+    #[arg(long, value_name = "GBIT")]
+    pub link_gbit: Option<u32>,
     #[arg(short = 'o', long, value_enum, default_value_t = herd_cli::Output::Table)]
     pub output: herd_cli::Output,
 }
@@ -142,8 +147,9 @@ pub async fn run(args: NetBenchArgs, shutdown: CancellationToken) -> anyhow::Res
                 break;
             }
             let (herd, rounds, seconds) = (herd.clone(), args.rounds, args.seconds);
+            let link = args.link_gbit;
             let figures = tokio::task::spawn_blocking(move || {
-                let lab = DataLab::new(&herd, backend)?;
+                let lab = DataLab::new(&herd, backend, link)?;
                 lab.measure(rounds, seconds)
             })
             .await
