@@ -457,14 +457,15 @@ fn bad_input_and_probes(lab: &NodeLab) {
     }
 }
 
-/// Init containers run in order, each to success, before the app; one
+/// Init containers run in order, each to success, before the app, sharing
+/// a memory-backed emptyDir (a tmpfs volume, removed with the pod); one
 /// waiting holds the pod Pending (`Init:0/1`); one failing under `Never`
 /// fails the pod with no app container started; under `Always` it backs off.
 fn init_containers(lab: &NodeLab) {
     let pod = |name: &str, policy: &str, init: Vec<Value>| {
         json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name},
             "spec": {"restartPolicy": policy, "terminationGracePeriodSeconds": 1,
-                "volumes": [{"name": "work", "emptyDir": {}}],
+                "volumes": [{"name": "work", "emptyDir": {"medium": "Memory", "sizeLimit": "16Mi"}}],
                 "initContainers": init,
                 "containers": [{"name": "app", "image": BUSYBOX,
                     "command": ["/bin/sh", "-c", "exec sleep 100000"],
@@ -517,6 +518,16 @@ fn init_containers(lab: &NodeLab) {
         d.docker_ok(&["exec", &app, "cat", "/work/order"]),
         "one\ntwo"
     );
+    // The emptyDir is memory-backed, one tmpfs of its size limit that
+    // every container of the pod shares.
+    let mounts = d.docker_ok(&["exec", &app, "cat", "/proc/mounts"]);
+    assert!(
+        mounts
+            .lines()
+            .any(|l| l.starts_with("tmpfs /work tmpfs") && l.contains("size=16384k")),
+        "{mounts}"
+    );
+    let order_uid = uid(&ordered);
 
     let waiting = lab.wait_pod("init-wait's gate to run", "init-wait", |p| {
         p["status"]["initContainerStatuses"][0]["state"]["running"].is_object()
@@ -587,6 +598,18 @@ fn init_containers(lab: &NodeLab) {
     for name in ["init-order", "init-wait", "init-never", "init-crash"] {
         lab.delete(&format!("{PODS}/{name}"));
     }
+    let (_, d) = lab.dockerd_of(&ordered);
+    wait::until(
+        "init-order's memory-backed volume to go",
+        Duration::from_secs(60),
+        Duration::from_millis(500),
+        || {
+            let filter = format!("label=io.herd.pod.uid={order_uid}");
+            d.docker_ok(&["volume", "ls", "-q", "--filter", &filter])
+                .is_empty()
+                .then_some(())
+        },
+    );
 }
 
 /// What a command run on a terminal shows of it: its size once it is

@@ -89,7 +89,7 @@ impl DockerError {
     }
 }
 
-fn call(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
+pub(super) fn call(what: impl Into<String>) -> impl FnOnce(bollard::errors::Error) -> DockerError {
     let what = what.into();
     move |source| DockerError::Call { what, source }
 }
@@ -238,6 +238,12 @@ impl Docker {
             inner: bollard::Docker::connect_with_unix("/", 1, &API_VERSION).expect("a handle"),
             host: "/".into(),
         }
+    }
+
+    /// The raw API, for the kubelet's modules that own a kind of Docker
+    /// object (volumes).
+    pub(super) fn api(&self) -> &bollard::Docker {
+        &self.inner
     }
 
     /// `docker://<version>` for the node's info; fails when dockerd is down.

@@ -3,7 +3,7 @@
 //! agent was down, or replaced by a pod of the same name), dead app
 //! containers beyond the newest run per container (kept for `lastState`
 //! and `logs --previous`), dead infra containers, and the volume
-//! directories of gone pods. Docker is read every [`PERIOD`]; the store
+//! directories and Docker volumes of gone pods. Docker is read every [`PERIOD`]; the store
 //! only through the kubelet's pod cache.
 
 use std::collections::{BTreeMap, HashSet};
@@ -73,6 +73,12 @@ pub async fn collect(k: &Kubelet) -> Result<(), SyncError> {
         for c in dead_to_remove(containers) {
             k.probes.forget(&c.id);
             docker.remove(&c.id).await?;
+        }
+    }
+    for (name, uid) in super::volumes::labelled(&docker, label::NODE, &k.settings.node_name).await?
+    {
+        if !bound.contains(&uid) && !pods.contains_key(&uid) {
+            super::volumes::remove(&docker, &name).await?;
         }
     }
     let pods_dir = k.settings.root_dir.join("pods");

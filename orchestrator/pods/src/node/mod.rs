@@ -10,6 +10,7 @@
 //!   into the pod bridge `herd0`.
 //! - [`host_ports`]: `hostPort`s held on the node and DNATed to pods.
 //! - [`eviction`]: memory pressure, and the pod evicted under it.
+//! - [`volumes`]: emptyDir (on disk, or a tmpfs Docker volume) and hostPath, as binds.
 //! - [`status`]: container states, phase and conditions from Docker.
 //! - [`probes`]: liveness and readiness probe workers.
 //! - [`gc`]: containers of gone pods and dead containers removed.
@@ -45,6 +46,7 @@ pub mod start;
 pub mod status;
 pub mod sync;
 mod terminal_size;
+pub mod volumes;
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::IpAddr;

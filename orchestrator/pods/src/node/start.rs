@@ -14,7 +14,7 @@ use super::docker::{Container, Docker, RunState, label};
 use super::network::{self, NetworkError, PodSubnet};
 use super::service_env::service_env;
 use super::status::{Waiting, restart_delay};
-use super::sync::{SyncError, pod_dir};
+use super::sync::SyncError;
 use crate::api::Pod;
 use crate::api::pod::{Container as Spec, EnvVar};
 
@@ -177,6 +177,7 @@ impl Kubelet {
             host_config: Some(HostConfig {
                 network_mode: Some(if host_network { "host" } else { "none" }.into()),
                 ipc_mode: Some("shareable".into()),
+                binds: Some(self.sandbox_binds(docker, pod).await?),
                 ..Default::default()
             }),
             ..Default::default()
@@ -239,7 +240,7 @@ impl Kubelet {
         };
         self.ensure_image(docker, pod, &spec.image, policy).await?;
         let binds = self
-            .binds(pod, spec)
+            .binds(docker, pod, spec)
             .await
             .map_err(|e| Waiting::new("CreateContainerConfigError", e.to_string()))?;
         let env = self.env(pod, spec, infra);
@@ -329,41 +330,6 @@ impl Kubelet {
             vars.push((name.clone(), v));
         }
         vars.into_iter().map(|(k, v)| format!("{k}={v}")).collect()
-    }
-
-    /// `host:container[:ro]` binds of the container's volume mounts.
-    async fn binds(&self, pod: &Pod, spec: &Spec) -> Result<Vec<String>, SyncError> {
-        let mut binds = Vec::new();
-        for m in &spec.volume_mounts {
-            let Some(v) = pod.spec.volumes.iter().find(|v| v.name == m.name) else {
-                continue;
-            };
-            let host = if v.empty_dir.is_some() {
-                pod_dir(self, &pod.metadata.uid)
-                    .join("volumes")
-                    .join(&v.name)
-            } else if let Some(hp) = &v.host_path {
-                std::path::PathBuf::from(&hp.path)
-            } else {
-                continue;
-            };
-            let create = v.empty_dir.is_some()
-                || v.host_path
-                    .as_ref()
-                    .is_some_and(|h| h.kind == "DirectoryOrCreate");
-            if create {
-                tokio::fs::create_dir_all(&host)
-                    .await
-                    .map_err(|source| SyncError::Io {
-                        what: "creating volume directory",
-                        path: host.display().to_string(),
-                        source,
-                    })?;
-            }
-            let ro = if m.read_only == Some(true) { ":ro" } else { "" };
-            binds.push(format!("{}:{}{ro}", host.display(), m.mount_path));
-        }
-        Ok(binds)
     }
 }
 

@@ -483,6 +483,7 @@ impl Kubelet {
             .retain(|k, _| !k.starts_with(&format!("{uid}/")));
         network::detach(&network::host_ifname(uid)).await;
         self.release_host_ports(uid).await;
+        super::volumes::remove_pod_volumes(docker, uid).await?;
         let dir = pod_dir(self, uid);
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => {}
