@@ -105,6 +105,14 @@ fn pods_eviction_frees_a_node_under_memory_pressure() {
         std::thread::sleep(Duration::from_millis(500));
     };
     assert_eq!(hog["status"]["reason"], "Evicted", "{hog}");
+    let ready = hog["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Ready"))
+        .cloned();
+    assert!(
+        ready.as_ref().is_none_or(|c| c["status"] == "False"),
+        "an evicted pod is Ready: {ready:?}"
+    );
     let message = hog["status"]["message"].as_str().unwrap_or_default();
     assert!(
         message.contains("low on resource: memory") && message.contains("Pod hog was using"),

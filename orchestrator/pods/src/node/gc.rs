@@ -2,9 +2,9 @@
 //! containers of pods that are no longer bound here (deleted while the
 //! agent was down, or replaced by a pod of the same name), dead app
 //! containers beyond the newest run per container (kept for `lastState`
-//! and `logs --previous`), dead infra containers, and the volume
-//! directories and Docker volumes of gone pods. Docker is read every [`PERIOD`]; the store
-//! only through the kubelet's pod cache.
+//! and `logs --previous`), dead infra containers, the volume directories
+//! and Docker volumes of gone pods, and their host ports. Docker is read
+//! every [`PERIOD`]; the store only through the kubelet's pod cache.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;

@@ -171,7 +171,15 @@ fn reserve(m: &Mapping) -> Result<OwnedFd, nix::Error> {
 impl HostPorts {
     /// Keeps the table as an earlier agent left it until each of `uids`
     /// has claimed or released its ports (or [`Self::release_hold`]).
-    pub fn hold_until(&self, uids: HashSet<String>) {
+    pub fn hold_until(&self, mut uids: HashSet<String>) {
+        // Those that claimed before the hold began need not again.
+        uids.retain(|u| {
+            !self
+                .claims
+                .lock()
+                .expect("host port claims")
+                .contains_key(u)
+        });
         *self.held.lock().expect("host port hold") = (!uids.is_empty()).then_some(uids);
     }
 
@@ -202,6 +210,8 @@ impl HostPorts {
     ) -> Result<(), HostPortError> {
         let mut claims = self.claims.lock().expect("host port claims");
         if claims.get(uid).is_some_and(|c| c.mappings == mappings) {
+            drop(claims);
+            self.settled(uid);
             return Ok(());
         }
         claims.remove(uid);
@@ -512,8 +522,19 @@ mod tests {
     #[test]
     fn a_hold_keeps_the_table_until_every_pod_claimed() {
         let hp = HostPorts::default();
-        hp.hold_until(HashSet::from(["u1".to_owned(), "u2".to_owned()]));
-        hp.claim("u1", "default/a", &[m(free_port(), None)], false)
+        // u0 claimed before the hold began: not waited for.
+        hp.claim("u0", "default/z", &[m(free_port(), None)], false)
+            .unwrap();
+        hp.hold_until(HashSet::from([
+            "u0".to_owned(),
+            "u1".to_owned(),
+            "u2".to_owned(),
+        ]));
+        // Claiming again what it holds counts as claiming.
+        let port = free_port();
+        hp.claim("u1", "default/a", &[m(port, None)], false)
+            .unwrap();
+        hp.claim("u1", "default/a", &[m(port, None)], false)
             .unwrap();
         assert!(hp.held.lock().unwrap().is_some());
         hp.release("u2");

@@ -2,8 +2,10 @@
 //! machine's capacity (CPUs, memory, pods), labels (its metadata plus
 //! `kubernetes.io/hostname|os|arch`), addresses, the kubelet's endpoint
 //! (for logs) and its conditions — Ready when dockerd answers and the pod
-//! network is set up, NotReady with the reason otherwise — kept so by a
-//! controller of this one Node that also posts a heartbeat.
+//! network is set up, NotReady with the reason otherwise; MemoryPressure
+//! as [`super::eviction`] last saw it — kept so by a controller of this
+//! one Node that also posts a heartbeat. Allocatable memory is capacity
+//! less `--system-reserved` and the eviction threshold.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;

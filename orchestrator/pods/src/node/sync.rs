@@ -283,7 +283,14 @@ impl Kubelet {
     ) -> Result<(), SyncError> {
         tracing::info!(pod = %pod.metadata.name, reason, "pod failed: {message}");
         self.events.warning(pod, reason, message.clone()).await;
-        let old = pod.status.clone().unwrap_or_default();
+        let mut old = pod.status.clone().unwrap_or_default();
+        for c in &mut old.conditions {
+            if (c.kind == "Ready" || c.kind == "ContainersReady") && c.status != "False" {
+                c.status = "False".into();
+                c.reason = "PodFailed".into();
+                c.last_transition_time = Some(crate::api::meta::now());
+            }
+        }
         let status = crate::api::pod::PodStatus {
             phase: "Failed".into(),
             reason: reason.into(),
