@@ -368,6 +368,15 @@ impl NodeLab {
             .ok()
     }
 
+    /// The events about object `name` in `default` (none if the API fails).
+    pub fn events_for(&self, name: &str) -> Vec<Value> {
+        self.get(&format!(
+            "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{name}"
+        ))
+        .map(|l| l["items"].as_array().cloned().unwrap_or_default())
+        .unwrap_or_default()
+    }
+
     /// Waits until pod `name` satisfies `check`; returns it.
     pub fn wait_pod(&self, what: &str, name: &str, check: impl Fn(&Value) -> bool) -> Value {
         wait::until(

@@ -42,14 +42,6 @@ fn memory_pressure(node: &Value) -> Option<Value> {
         .cloned()
 }
 
-fn events_for(lab: &NodeLab, pod: &str) -> Vec<Value> {
-    lab.get(&format!(
-        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{pod}"
-    ))
-    .map(|l| l["items"].as_array().cloned().unwrap_or_default())
-    .unwrap_or_default()
-}
-
 #[test]
 fn pods_eviction_frees_a_node_under_memory_pressure() {
     let total_kib = mem_total_kib();
@@ -119,11 +111,11 @@ fn pods_eviction_frees_a_node_under_memory_pressure() {
         "{message}"
     );
     assert!(
-        events_for(&lab, "hog")
+        lab.events_for("hog")
             .iter()
             .any(|e| e["reason"] == "Evicted" && e["type"] == "Warning"),
         "{:?}",
-        events_for(&lab, "hog")
+        lab.events_for("hog")
     );
     let node = wait::until(
         "the node to report MemoryPressure",

@@ -94,14 +94,6 @@ fn table_present(lab: &NodeLab, i: usize) -> bool {
         .success()
 }
 
-fn events_for(lab: &NodeLab, pod: &str) -> Vec<Value> {
-    lab.get(&format!(
-        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{pod}"
-    ))
-    .map(|l| l["items"].as_array().cloned().unwrap_or_default())
-    .unwrap_or_default()
-}
-
 #[test]
 fn pods_host_ports_publish_hold_and_refuse() {
     let mut lab = NodeLab::start(2);
@@ -146,11 +138,11 @@ fn pods_host_ports_publish_hold_and_refuse() {
         "the rejected pod has containers"
     );
     assert!(
-        events_for(&lab, "hp-b")
+        lab.events_for("hp-b")
             .iter()
             .any(|e| e["reason"] == "NodePorts" && e["type"] == "Warning"),
         "{:?}",
-        events_for(&lab, "hp-b")
+        lab.events_for("hp-b")
     );
     // hp-a is untouched.
     assert_eq!(
@@ -178,12 +170,12 @@ fn pods_host_ports_publish_hold_and_refuse() {
     });
     assert_eq!(phase(&c), "Pending", "{c}");
     assert!(
-        events_for(&lab, "hp-c")
+        lab.events_for("hp-c")
             .iter()
             .any(|e| e["reason"] == "FailedCreatePodSandBox"
                 && e["message"].as_str().unwrap_or_default().contains("18081")),
         "{:?}",
-        events_for(&lab, "hp-c")
+        lab.events_for("hp-c")
     );
     // …and starts once it is free.
     squatter.kill().unwrap();

@@ -92,14 +92,6 @@ fn in_subnet(lab: &NodeLab, p: &Value) -> bool {
     u32::from(ip) & mask == u32::from(env.network()) & mask && ip != env.gateway
 }
 
-fn events_for(lab: &NodeLab, pod: &str) -> Vec<Value> {
-    lab.get(&format!(
-        "/api/v1/namespaces/default/events?fieldSelector=involvedObject.name%3D{pod}"
-    ))
-    .map(|l| l["items"].as_array().cloned().unwrap_or_default())
-    .unwrap_or_default()
-}
-
 #[test]
 fn pods_node_runs_pods_on_real_docker_daemons() {
     let mut lab = NodeLab::start(3);
@@ -406,7 +398,7 @@ fn bad_input_and_probes(lab: &NodeLab) {
     });
     assert_eq!(missing["status"]["phase"], "Pending");
     assert!(
-        events_for(lab, "missing")
+        lab.events_for("missing")
             .iter()
             .any(|e| e["reason"] == "Failed"
                 && e["message"]
@@ -414,7 +406,7 @@ fn bad_input_and_probes(lab: &NodeLab) {
                     .unwrap_or_default()
                     .contains("herd-test/missing:1")),
         "no Failed event names the image: {:?}",
-        events_for(lab, "missing")
+        lab.events_for("missing")
     );
 
     let crash = lab.wait_pod("the crash loop to back off", "crasher", |p| {
@@ -424,7 +416,7 @@ fn bad_input_and_probes(lab: &NodeLab) {
     assert!(s["restartCount"].as_i64().unwrap() >= 1, "{s}");
     assert_eq!(s["lastState"]["terminated"]["exitCode"], 3);
     assert!(
-        events_for(lab, "crasher")
+        lab.events_for("crasher")
             .iter()
             .any(|e| e["reason"] == "BackOff")
     );
@@ -443,7 +435,7 @@ fn bad_input_and_probes(lab: &NodeLab) {
                 && container_id(p, "app").is_some_and(|id| id != first)
         },
     );
-    assert!(events_for(lab, "liveness").iter().any(|e| {
+    assert!(lab.events_for("liveness").iter().any(|e| {
         e["reason"] == "Unhealthy"
             && e["message"]
                 .as_str()

@@ -137,19 +137,6 @@ pub fn signal(
     }
 }
 
-fn mem_available() -> Option<u64> {
-    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let kib: u64 = meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemAvailable:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    Some(kib * 1024)
-}
-
 fn mib(b: i128) -> String {
     format!("{}Mi", b.div_euclid(1 << 20))
 }
@@ -168,7 +155,7 @@ async fn check(k: &Kubelet) -> Result<(), super::sync::SyncError> {
             *working.entry(c.pod_uid.clone()).or_default() += ws;
         }
     }
-    let Some(available) = mem_available() else {
+    let Some(available) = super::node_object::meminfo_kib("MemAvailable").map(|k| k * 1024) else {
         return Ok(());
     };
     let capacity = k.capacity.memory_kib * 1024;

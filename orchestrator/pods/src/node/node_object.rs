@@ -40,19 +40,25 @@ pub struct Capacity {
 impl Capacity {
     /// From the running machine (`/proc/meminfo`, the CPUs the agent may use).
     pub fn of_machine() -> Capacity {
-        let memory_kib = std::fs::read_to_string("/proc/meminfo")
-            .ok()
-            .and_then(|m| {
-                m.lines()
-                    .find_map(|l| l.strip_prefix("MemTotal:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0);
+        let memory_kib = meminfo_kib("MemTotal").unwrap_or(0);
         Capacity {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             memory_kib,
         }
     }
+}
+
+/// A `/proc/meminfo` figure (`MemTotal`, `MemAvailable`…), in KiB.
+pub fn meminfo_kib(key: &str) -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix(key)?.strip_prefix(':'))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()
 }
 
 fn quantity(s: String) -> Quantity {

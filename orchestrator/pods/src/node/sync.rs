@@ -93,14 +93,7 @@ impl Kubelet {
                     return Ok(RESYNC);
                 }
                 Admission::Wait(message) => {
-                    self.events
-                        .warning(
-                            pod,
-                            "FailedCreatePodSandBox",
-                            format!("Failed to create pod sandbox: {message}"),
-                        )
-                        .await;
-                    sandbox_waiting = Some(Waiting::new("ContainerCreating", message));
+                    sandbox_waiting = Some(self.sandbox_failed(pod, message).await);
                     next = Duration::from_secs(5);
                 }
             }
@@ -115,14 +108,7 @@ impl Kubelet {
                         SyncError::Docker(d) => d.message(),
                         other => other.to_string(),
                     };
-                    self.events
-                        .warning(
-                            pod,
-                            "FailedCreatePodSandBox",
-                            format!("Failed to create pod sandbox: {message}"),
-                        )
-                        .await;
-                    sandbox_waiting = Some(Waiting::new("ContainerCreating", message));
+                    sandbox_waiting = Some(self.sandbox_failed(pod, message).await);
                     next = Duration::from_secs(5);
                     None
                 }
@@ -268,6 +254,19 @@ impl Kubelet {
         }
         self.write_status(pod, status).await?;
         Ok(next)
+    }
+
+    /// Reports a sandbox that could not be made (retried): the event, and
+    /// the state its containers wait in.
+    async fn sandbox_failed(&self, pod: &Pod, message: String) -> Waiting {
+        self.events
+            .warning(
+                pod,
+                "FailedCreatePodSandBox",
+                format!("Failed to create pod sandbox: {message}"),
+            )
+            .await;
+        Waiting::new("ContainerCreating", message)
     }
 
     /// Fails a pod for good — rejected at admission, or evicted — as
