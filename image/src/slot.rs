@@ -173,7 +173,7 @@ impl Esp for DirEsp {
             path: d.clone(),
             source,
         })?;
-        sync_parent(&d)
+        sync_renamed(&d)
     }
     fn read(&self, path: &str) -> Result<String, SlotError> {
         let p = self.0.join(path);
@@ -182,9 +182,7 @@ impl Esp for DirEsp {
     fn rename(&self, from: &str, to: &str) -> Result<(), SlotError> {
         let (f, t) = (self.0.join(from), self.0.join(to));
         std::fs::rename(&f, &t).map_err(|source| SlotError::Io { path: f, source })?;
-        std::fs::File::open(self.0.join(Path::new(to).parent().unwrap_or(Path::new(""))))
-            .and_then(|d| d.sync_all())
-            .map_err(|source| SlotError::Io { path: t, source })
+        sync_renamed(&t)
     }
     fn remove(&self, path: &str) -> Result<(), SlotError> {
         let p = self.0.join(path);
@@ -194,6 +192,24 @@ impl Esp for DirEsp {
         })?;
         sync_parent(&p)
     }
+}
+
+/// Makes a rename to `path` durable. On vfat a rename writes a *new*
+/// directory entry with size 0 and no first cluster; the file's real size
+/// and cluster reach that entry only when its inode is written back, which
+/// flushing the directory does not do. A power cut after the directory
+/// flush alone left `slot-b+3-0.conf` empty on the ESP, so systemd-boot
+/// skipped it and booted the old slot (found by the QEMU rollout's power
+/// cut between flip and first boot). So: the file's inode, then the
+/// directory.
+fn sync_renamed(path: &Path) -> Result<(), SlotError> {
+    std::fs::File::open(path)
+        .and_then(|f| f.sync_all())
+        .map_err(|source| SlotError::Io {
+            path: path.into(),
+            source,
+        })?;
+    sync_parent(path)
 }
 
 /// Flushes the directory holding `path`: on the ESP (vfat) a rename or

@@ -458,23 +458,11 @@ impl Lab {
 /// big enough for it, AppArmor off (the Debian kernel enables it, and
 /// dockerd then wants `apparmor_parser`), and dockerd allowed to pull from
 /// the lab registry over plain HTTP. The kubelet plugs pods in with
-/// iproute2's `ip` (busybox's cannot create a veth into a namespace), and
-/// the service proxy's nftables rules need their expressions' modules
-/// loaded at boot (busybox's modprobe cannot resolve the kernel's
-/// on-demand `nft-expr-*` aliases).
+/// iproute2's `ip` (busybox's cannot create a veth into a namespace).
 pub fn docker_spec() -> herd_image::spec::Spec {
     let mut spec = herd_image::spec::Spec::default_spec();
     spec.packages.push("docker.io".into());
     spec.packages.push("iproute2".into());
-    for module in [
-        "nft_ct",
-        "nft_nat",
-        "nft_numgen",
-        "nft_fib_ipv4",
-        "nft_reject_ipv4",
-    ] {
-        spec.modules.push(module.into());
-    }
     spec.partitions.usr_mib = 400;
     spec.cmdline = format!(
         "{} apparmor=0 herd.registry={} herd.pull={}/{}",

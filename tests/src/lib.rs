@@ -15,6 +15,8 @@ pub mod pods;
 pub mod proxy;
 pub mod robustness;
 pub mod rollout;
+pub mod rollout_cuts;
+pub mod rollout_units;
 pub mod store;
 pub mod units;
 pub mod update;

@@ -8,7 +8,10 @@
 //! cluster. `herd lab status` is sampled all the way: never two machines
 //! out of service at once; writers keep putting keys through every machine
 //! and the store keeps acknowledging them while each machine is out, and
-//! loses none.
+//! loses none. The canary's power is cut in each phase of its update
+//! (`rollout_cuts`) and it still ends on the new slot, marked good; a
+//! global unit runs again on every new slot and a unit moves off each
+//! machine as it drains (`rollout_units`).
 //!
 //! Then a broken release, 0.3.0, whose image ships a health check that
 //! always fails, is published with a canary of 1 and safe mode: the canary
@@ -25,6 +28,8 @@ use std::time::{Duration, Instant};
 
 use crate::lab::{credentials, endpoint, exec, serial, status};
 use crate::robustness::{WriteProgress, check_acknowledged, run_writers};
+use crate::rollout_cuts::{self, Cut, PowerCuts};
+use crate::rollout_units::UnitsSeen;
 use crate::{bin, wait};
 use serde_json::Value;
 
@@ -296,9 +301,12 @@ pub fn wait_idle_on_the_first_release(lab_dir: &Path) {
 /// Publishes `release` (0.2.0) and follows it through the cluster.
 pub fn rolls_through(lab_dir: &Path, rt: &tokio::runtime::Runtime, release: &Path) {
     let release_b = release;
-    // Release 0.2.0 rolls through the cluster.
+    // Release 0.2.0 rolls through the cluster, with units on it, and the
+    // canary's power cut in each phase of its update.
+    let mut units = UnitsSeen::start(lab_dir, MACHINES.len());
     let writers = Writers::start(rt, lab_dir, "/rollout/");
     std::thread::sleep(Duration::from_secs(3));
+    let cuts = PowerCuts::start(lab_dir, &MACHINES, "0.2.0");
     let publish = pxe(
         lab_dir,
         &["publish", "--group", "stable", release_b.to_str().unwrap()],
@@ -313,12 +321,15 @@ pub fn rolls_through(lab_dir: &Path, rt: &tokio::runtime::Runtime, release: &Pat
         || {
             let seen = look(lab_dir);
             timeline.record(&seen, "0.2.0", writers.progress.acked());
+            units.sample(lab_dir);
             seen.values()
                 .all(|s| s.phase == "idle" && s.version.as_deref() == Some("0.2.0") && s.serving)
                 .then_some(())
         },
     );
     let rollout = published.elapsed();
+    let cuts = cuts.finish();
+    check_cuts(&cuts, published);
     std::thread::sleep(Duration::from_secs(3));
     writers.stop.store(true, Ordering::Relaxed);
     let acked = rt.block_on(writers.task).expect("writers");
@@ -382,15 +393,54 @@ pub fn rolls_through(lab_dir: &Path, rt: &tokio::runtime::Runtime, release: &Pat
         let row = server_row(&u, m);
         assert_eq!(row["state"], "done", "{m}: {row:#}");
         assert_eq!(text(&row["version"]), "0.2.0", "{m}: {row:#}");
+        // The canary marked its slot good in the power-on that was cut
+        // last; its console of now is the boot after.
         let log = serial(lab_dir, m);
-        assert!(has_step(&log, "marked-good", "0.2.0"), "{m}: {log}");
+        let marked = cuts
+            .iter()
+            .filter(|c| c.machine == m)
+            .map(|c| c.console.as_str())
+            .chain([log.as_str()])
+            .find(|l| has_step(l, "marked-good", "0.2.0"))
+            .unwrap_or_else(|| panic!("{m} never marked 0.2.0 good: {log}"));
         assert!(
-            stages(&log)
+            stages(marked)
                 .iter()
                 .any(|s| s["stage"] == "slot-marked-good" && s["slot"] == "USR-B"),
-            "{m} did not mark USR-B good: {log}"
+            "{m} did not mark USR-B good: {marked}"
         );
         assert_eq!(last_usr(&log).as_deref(), Some("USR-B"), "{m}: {log}");
+        assert!(!has_step(&log, "rolled-back", "0.2.0"), "{m}: {log}");
+    }
+    units.check_after(lab_dir, MACHINES.len());
+}
+
+/// Every phase of the canary's update was cut, while it was under way.
+fn check_cuts(cuts: &[Cut], published: Instant) {
+    assert_eq!(
+        cuts.len(),
+        rollout_cuts::PHASES,
+        "not every phase of the canary's update was cut: {:?}",
+        cuts.iter().map(|c| c.during).collect::<Vec<_>>()
+    );
+    for c in cuts {
+        eprintln!(
+            "  power cut of {} {} at +{:?}",
+            c.machine,
+            c.during,
+            c.at - published
+        );
+        assert!(
+            c.in_time("0.2.0"),
+            "the power cut of {} meant {} came too late; its console then:\n{}",
+            c.machine,
+            c.during,
+            c.console
+        );
+        assert_eq!(
+            c.machine, cuts[0].machine,
+            "one machine, the canary, is cut"
+        );
     }
 }
 

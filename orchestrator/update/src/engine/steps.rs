@@ -155,13 +155,15 @@ impl Engine {
 
     async fn download(&self, offer: Offer) -> Result<Action, EngineError> {
         let dir = self.downloads(&offer.version);
-        let mut files = Vec::new();
+        let (mut files, mut fetched_now, mut total) = (Vec::new(), 0, 0);
         for spec in [&offer.payload, &offer.signature] {
             let url = format!("{}{}", offer.urls[0], spec.name);
             match download::fetch(&self.http, &url, spec, &dir).await {
                 Ok((path, fetched)) => {
                     tracing::info!(file = %spec.name, fetched, "downloaded");
                     files.push(path);
+                    fetched_now += fetched;
+                    total += spec.size;
                 }
                 Err(e) if e.is_transient() => {
                     tracing::warn!(error = %e, "download interrupted; resuming later");
@@ -175,7 +177,14 @@ impl Engine {
                 }
             }
         }
-        self.stage("downloaded", &offer.version, None);
+        // What an earlier attempt (before a power cut, say) left is kept.
+        self.stage(
+            "downloaded",
+            &offer.version,
+            Some(format!(
+                "{fetched_now} of {total} bytes fetched by this attempt"
+            )),
+        );
         self.queue(
             EventType::DownloadFinished,
             EventResult::Success,
