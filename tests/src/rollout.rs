@@ -55,9 +55,7 @@ fn stages(log: &str) -> Vec<Value> {
 
 /// Whether the console shows the update step `step` for `version`.
 fn has_step(log: &str, step: &str, version: &str) -> bool {
-    stages(log)
-        .iter()
-        .any(|s| s["stage"] == "update" && s["step"] == step && s["version"] == version)
+    rollout_cuts::printed(log, step, version)
 }
 
 /// The slot the last boot mounted `/usr` from (`USR-A`, `USR-B`).

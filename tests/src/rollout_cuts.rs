@@ -100,10 +100,16 @@ impl Cut {
     }
 }
 
-/// The thread making the cuts.
+/// The thread making the cuts; dropping it stops the thread waiting.
 pub struct PowerCuts {
     stop: Arc<AtomicBool>,
-    thread: JoinHandle<Vec<Cut>>,
+    thread: Option<JoinHandle<Vec<Cut>>>,
+}
+
+impl Drop for PowerCuts {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
 }
 
 /// Whether a console line is the update step `step` for `version`.
@@ -113,7 +119,8 @@ fn is_step(line: &str, step: &str, version: &str) -> bool {
         .is_some_and(|s| s["stage"] == "update" && s["step"] == step && s["version"] == version)
 }
 
-/// Whether `log` has the update step `step` for `version`.
+/// Whether `log` has the update step `step` for `version` (an agent's
+/// `herd-stage:` console line).
 pub fn printed(log: &str, step: &str, version: &str) -> bool {
     log.lines().any(|l| is_step(l, step, version))
 }
@@ -160,13 +167,17 @@ impl PowerCuts {
                 cuts
             })
         };
-        PowerCuts { stop, thread }
+        PowerCuts {
+            stop,
+            thread: Some(thread),
+        }
     }
 
     /// The cuts made; stops waiting for the ones not made yet.
-    pub fn finish(self) -> Vec<Cut> {
+    pub fn finish(mut self) -> Vec<Cut> {
         self.stop.store(true, Ordering::Relaxed);
-        self.thread.join().expect("the power-cut thread")
+        let thread = self.thread.take().expect("finished once");
+        thread.join().expect("the power-cut thread")
     }
 }
 
