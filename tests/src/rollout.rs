@@ -47,10 +47,7 @@ fn text(v: &Value) -> String {
 
 /// The `herd-stage:` lines of a console log, parsed.
 fn stages(log: &str) -> Vec<Value> {
-    log.lines()
-        .filter_map(|l| l.split_once("herd-stage: "))
-        .filter_map(|(_, json)| serde_json::from_str(json.trim_end()).ok())
-        .collect()
+    log.lines().filter_map(rollout_cuts::stage).collect()
 }
 
 /// Whether the console shows the update step `step` for `version`.

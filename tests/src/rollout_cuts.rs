@@ -112,10 +112,15 @@ impl Drop for PowerCuts {
     }
 }
 
+/// A console line's `herd-stage:` report, parsed.
+pub fn stage(line: &str) -> Option<serde_json::Value> {
+    let (_, json) = line.split_once("herd-stage: ")?;
+    serde_json::from_str(json.trim_end()).ok()
+}
+
 /// Whether a console line is the update step `step` for `version`.
 fn is_step(line: &str, step: &str, version: &str) -> bool {
-    line.split_once("herd-stage: ")
-        .and_then(|(_, json)| serde_json::from_str::<serde_json::Value>(json.trim_end()).ok())
+    stage(line)
         .is_some_and(|s| s["stage"] == "update" && s["step"] == step && s["version"] == version)
 }
 
