@@ -212,6 +212,9 @@ pub struct SmShared {
     /// When set, an entry is applied only once the local log has it on disk
     /// (the leader's flush overlaps replication: `store::log`).
     durable: Option<Durable>,
+    /// Fault injection: holds a snapshot's encoding back (tests only).
+    #[cfg(test)]
+    encode_stall: Arc<tests::Stall>,
 }
 
 /// The state machine handed to openraft; clones share state.
@@ -418,6 +421,8 @@ impl StateMachine {
             persist: tokio::sync::Mutex::new(()),
             leases: LeaseClock::default(),
             durable,
+            #[cfg(test)]
+            encode_stall: Arc::default(),
         })))
     }
 
@@ -495,7 +500,9 @@ impl StateMachine {
             .await
             .map_err(sm_err)?
             .map_err(sm_err)?;
-        self.0.write().snapshot = Some((meta.clone(), bytes.to_vec()));
+        // Copied before the lock: applies wait on it.
+        let kept = Some((meta.clone(), bytes.to_vec()));
+        self.0.write().snapshot = kept;
         Ok(())
     }
 }
@@ -528,8 +535,12 @@ impl SmShared {
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
+    /// Copies the state under the lock and encodes it outside: the copy
+    /// is the maps (every version shares its value through an `Arc`), the
+    /// encoding all the values — tens of MB once the key space is large, on
+    /// a blocking thread, while applies go on.
     async fn build_snapshot(&mut self) -> Result<Snapshot<TypeConfig>, StorageError<u64>> {
-        let (meta, bytes) = {
+        let (meta, kv, auth) = {
             let data = self.0.read();
             let last = data.last_applied;
             let meta = SnapshotMeta {
@@ -542,8 +553,17 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                     rand::random::<u32>()
                 ),
             };
-            (meta, encode_state(&data.kv, &data.auth))
+            (meta, data.kv.clone(), data.auth.clone())
         };
+        #[cfg(test)]
+        let stall = self.0.encode_stall.clone();
+        let bytes = tokio::task::spawn_blocking(move || {
+            #[cfg(test)]
+            stall.hold();
+            encode_state(&kv, &auth)
+        })
+        .await
+        .map_err(sm_err)?;
         self.persist(&meta, &bytes).await?;
         Ok(Snapshot {
             meta,

@@ -183,6 +183,17 @@ impl Cluster {
             .collect()
     }
 
+    /// CPU time and context switches the members have used so far, summed
+    /// over them: a workload's share is the difference across it.
+    pub fn usage(&self) -> Usage {
+        let mut total = Usage::default();
+        for pid in self.children.iter().filter_map(|c| c.id()) {
+            total.cpu += process_cpu(pid).unwrap_or_default();
+            total.switches += process_switches(pid);
+        }
+        total
+    }
+
     /// Stops the members (SIGTERM, then SIGKILL after a grace period).
     pub async fn stop(mut self) {
         for child in &self.children {
@@ -204,6 +215,58 @@ impl Cluster {
     }
 }
 
+/// What processes have used: CPU (user + system) and context switches.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Usage {
+    pub cpu: Duration,
+    pub switches: u64,
+}
+
+impl std::ops::Sub for Usage {
+    type Output = Usage;
+    fn sub(self, earlier: Usage) -> Usage {
+        Usage {
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+            switches: self.switches.saturating_sub(earlier.switches),
+        }
+    }
+}
+
+/// utime + stime of the whole process (every thread, live or ended), from
+/// `/proc/PID/stat`.
+fn process_cpu(pid: u32) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces; the fields after it do not.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    // Fields 14 and 15 of proc(5), counted after the name (field 3 is [1]).
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_sec = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (per_sec > 0).then(|| Duration::from_secs_f64(ticks as f64 / per_sec as f64))
+}
+
+/// Voluntary and involuntary context switches of the process's live
+/// threads (`/proc/PID/task/*/status`; the kernel keeps no process total).
+fn process_switches(pid: u32) -> u64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return 0;
+    };
+    tasks
+        .flatten()
+        .filter_map(|t| std::fs::read_to_string(t.path().join("status")).ok())
+        .map(|status| {
+            status
+                .lines()
+                .filter_map(|l| {
+                    l.strip_prefix("voluntary_ctxt_switches:")
+                        .or_else(|| l.strip_prefix("nonvoluntary_ctxt_switches:"))
+                })
+                .filter_map(|v| v.trim().parse::<u64>().ok())
+                .sum::<u64>()
+        })
+        .sum()
+}
+
 /// A scratch directory removed on drop.
 #[derive(Debug)]
 pub struct Scratch(pub PathBuf);
@@ -211,5 +274,36 @@ pub struct Scratch(pub PathBuf);
 impl Drop for Scratch {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usage_of_this_process_counts_its_cpu_and_its_threads_switches() {
+        let pid = std::process::id();
+        let (cpu0, sw0) = (process_cpu(pid).unwrap(), process_switches(pid));
+        // 0.3 s of CPU on a thread that ends before the second reading:
+        // its time stays in the process's total.
+        std::thread::spawn(|| {
+            let start = std::time::Instant::now();
+            let mut x = 0u64;
+            while start.elapsed() < Duration::from_millis(300) {
+                x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+            }
+        })
+        .join()
+        .unwrap();
+        for _ in 0..20 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let (cpu1, sw1) = (process_cpu(pid).unwrap(), process_switches(pid));
+        assert!(
+            cpu1 - cpu0 >= Duration::from_millis(200),
+            "{cpu0:?} -> {cpu1:?}"
+        );
+        assert!(sw1 >= sw0 + 20, "each sleep is a switch: {sw0} -> {sw1}");
     }
 }

@@ -9,6 +9,8 @@ use anyhow::Context;
 use herd_client::proto::etcdserverpb::{PutRequest, RangeRequest};
 use herd_client::{Client, Credentials};
 
+use super::cluster::{Cluster, Usage};
+
 /// Which client program drives the load.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum ClientKind {
@@ -42,11 +44,27 @@ pub struct Measured {
     pub elapsed: Duration,
     pub p50: Duration,
     pub p99: Duration,
+    /// What the cluster's members used over the workload, all members summed.
+    pub members_used: Usage,
 }
 
 impl Measured {
     pub fn per_sec(&self) -> f64 {
         self.ops as f64 / self.elapsed.as_secs_f64()
+    }
+
+    /// The members' CPU time per request, in microseconds.
+    pub fn cpu_us_per_op(&self) -> f64 {
+        self.members_used.cpu.as_secs_f64() * 1e6 / self.requests()
+    }
+
+    /// The members' context switches per request.
+    pub fn switches_per_op(&self) -> f64 {
+        self.members_used.switches as f64 / self.requests()
+    }
+
+    fn requests(&self) -> f64 {
+        (self.ops + self.errors).max(1) as f64
     }
 }
 
@@ -130,12 +148,12 @@ impl Conn {
 /// The key every read workload reads (written before any workload runs).
 pub const READ_KEY: &str = "bench/ready";
 
-/// Runs `total` operations of `op` from `clients` concurrent clients,
-/// spread round-robin over `endpoints`.
+/// Runs `total` operations of `op` on `cluster` from `clients` concurrent
+/// clients, spread round-robin over `endpoints`.
 pub async fn drive(
     kind: ClientKind,
+    cluster: &Cluster,
     endpoints: &[String],
-    credentials: &Credentials,
     op: Op,
     clients: usize,
     total: usize,
@@ -148,12 +166,13 @@ pub async fn drive(
     for i in 0..conns {
         let endpoint = &endpoints[i % endpoints.len()];
         opened.push(
-            Conn::open(kind, endpoint, credentials)
+            Conn::open(kind, endpoint, &cluster.credentials)
                 .await
                 .with_context(|| format!("connecting to {endpoint} with {kind}"))?,
         );
     }
     let value = Arc::new(vec![b'v'; value_size]);
+    let used_before = cluster.usage();
     let start = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for c in 0..clients {
@@ -185,6 +204,7 @@ pub async fn drive(
         errors += e;
     }
     let elapsed = start.elapsed();
+    let members_used = cluster.usage() - used_before;
     latencies.sort();
     let pick = |q: f64| {
         latencies
@@ -198,5 +218,6 @@ pub async fn drive(
         elapsed,
         p50: pick(0.50),
         p99: pick(0.99),
+        members_used,
     })
 }

@@ -163,8 +163,8 @@ async fn measure_cluster(
         };
         let m: Measured = drive(
             w.client,
+            &cluster,
             &endpoints,
-            &cluster.credentials,
             w.op,
             w.clients,
             total,
@@ -173,10 +173,12 @@ async fn measure_cluster(
         .await
         .with_context(|| format!("{label}: {w}"))?;
         eprintln!(
-            "  {label} {w}: {:.0}/s, p99 {:.2} ms, {} failed",
+            "  {label} {w}: {:.0}/s, p99 {:.2} ms, {} failed, members' CPU {:.0} µs/op, {:.1} context switches/op",
             m.per_sec(),
             m.p99.as_secs_f64() * 1000.0,
-            m.errors
+            m.errors,
+            m.cpu_us_per_op(),
+            m.switches_per_op()
         );
         samples.push(Sample::Run {
             system: label.to_owned(),

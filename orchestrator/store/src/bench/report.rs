@@ -1,6 +1,7 @@
 //! The benchmark's tables: medians over rounds per workload and system,
 //! ratios against the reference system (the last one, etcd) with their
-//! range across rounds, failed requests, and memory and disk per member.
+//! range across rounds, failed requests, the members' CPU time and context
+//! switches per request, and memory and disk per member.
 
 use std::fmt::Write;
 
@@ -95,6 +96,8 @@ pub fn render(labels: &[String], samples: &[Sample], rounds: usize) -> String {
             format!("{l} p50 ms"),
             format!("{l} p99 ms"),
             format!("{l} failed"),
+            format!("{l} CPU µs/op"),
+            format!("{l} ctx sw/op"),
         ]);
     }
     if let Some(r) = reference {
@@ -116,6 +119,14 @@ pub fn render(labels: &[String], samples: &[Sample], rounds: usize) -> String {
                 format!("{:.2}", ms(|m| m.p50)),
                 format!("{:.2}", ms(|m| m.p99)),
                 r.iter().map(|m| m.errors).sum::<usize>().to_string(),
+                format!(
+                    "{:.0}",
+                    median(r.iter().map(|m| m.cpu_us_per_op()).collect())
+                ),
+                format!(
+                    "{:.1}",
+                    median(r.iter().map(|m| m.switches_per_op()).collect())
+                ),
             ]);
         }
         if let Some(reference) = reference {

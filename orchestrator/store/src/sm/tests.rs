@@ -138,3 +138,59 @@ async fn snapshot_round_trip_and_corruption_detected() {
     let err = StateMachine::open(dir.path()).err().expect("detected");
     assert!(matches!(err, StoreError::Corrupt { .. }), "{err}");
 }
+
+/// A switch that holds a thread at [`Stall::hold`] while on, and tells
+/// whether one got there.
+#[derive(Default)]
+pub(super) struct Stall {
+    on: AtomicBool,
+    reached: AtomicBool,
+}
+
+impl Stall {
+    pub(super) fn hold(&self) {
+        self.reached.store(true, Ordering::Release);
+        while self.on.load(Ordering::Acquire) {
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn applies_go_on_while_a_snapshot_encodes_and_it_holds_the_state_it_copied() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sm = StateMachine::open(dir.path()).unwrap();
+    sm.apply(vec![put_entry(1, "k", "before")]).await.unwrap();
+    let stall = sm.0.encode_stall.clone();
+    stall.on.store(true, Ordering::Release);
+    let mut builder = sm.clone();
+    let build = tokio::spawn(async move { builder.build_snapshot().await });
+    while !stall.reached.load(Ordering::Acquire) {
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    // With the encoding held, an apply must still get through: before, the
+    // build kept the state machine's lock for the whole encoding. The apply
+    // runs on a thread of its own and is waited for with a plain channel, so
+    // a blocked lock cannot also stop the clock that decides.
+    let mut applier = sm.clone();
+    let (done, applied) = std::sync::mpsc::channel();
+    let apply = std::thread::spawn(move || {
+        let r = futures::executor::block_on(applier.apply(vec![put_entry(2, "k", "after")]));
+        let _ = done.send(r.is_ok());
+    });
+    let got_through = applied.recv_timeout(std::time::Duration::from_secs(30));
+    stall.on.store(false, Ordering::Release);
+    apply.join().unwrap();
+    assert_eq!(
+        got_through,
+        Ok(true),
+        "an apply waited for the snapshot's encoding"
+    );
+    let snapshot = build.await.unwrap().unwrap();
+    assert_eq!(snapshot.meta.last_log_id.unwrap().index, 1);
+    drop(sm);
+    // Reopened from the snapshot alone: the state it copied, not the later write.
+    let sm = StateMachine::open(dir.path()).unwrap();
+    assert_eq!(sm.read().last_applied.unwrap().index, 1);
+    assert_eq!(sm.read().kv.revision(), 1);
+}
